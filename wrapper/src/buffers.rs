@@ -32,17 +32,29 @@ impl PinnedBuffer {
         let mut view = Box::pin(ffi::Py_buffer::new());
         // Ask for strides and format so non-contiguous exporters answer instead of failing with a
         // generic BufferError; contiguity is checked below with a precise message.
-        let flags = if writable { ffi::PyBUF_RECORDS } else { ffi::PyBUF_RECORDS_RO };
+        let flags = if writable {
+            ffi::PyBUF_RECORDS
+        } else {
+            ffi::PyBUF_RECORDS_RO
+        };
         // SAFETY: `obj` is a live object (we hold a Bound) and `view` points to writable storage
         // that stays put (pinned box) until PyBuffer_Release in Drop.
         let rc = unsafe {
-            ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut().get_unchecked_mut() as *mut _, flags)
+            ffi::PyObject_GetBuffer(
+                obj.as_ptr(),
+                view.as_mut().get_unchecked_mut() as *mut _,
+                flags,
+            )
         };
         if rc != 0 {
             let err = PyErr::fetch(py);
-            if writable && err.is_instance_of::<PyBufferError>(py) && !err.is_instance_of::<PyTypeError>(py) {
-                let type_err =
-                    PyTypeError::new_err(format!("{what} must be a writable bytes-like object, not read-only"));
+            if writable
+                && err.is_instance_of::<PyBufferError>(py)
+                && !err.is_instance_of::<PyTypeError>(py)
+            {
+                let type_err = PyTypeError::new_err(format!(
+                    "{what} must be a writable bytes-like object, not read-only"
+                ));
                 type_err.set_cause(py, Some(err));
                 return Err(type_err);
             }
@@ -59,7 +71,9 @@ impl PinnedBuffer {
             return Err(PyTypeError::new_err(format!("{what} must be writable")));
         }
         if pinned.view.len < 0 {
-            return Err(PyValueError::new_err(format!("{what}: exporter reported a negative length")));
+            return Err(PyValueError::new_err(format!(
+                "{what}: exporter reported a negative length"
+            )));
         }
         Ok(pinned)
     }
@@ -170,7 +184,12 @@ pub(crate) fn checksum(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64>
 /// Transforms a writable C-contiguous buffer in place (`rounds` times), interruptible by signals.
 #[pyfunction]
 #[pyo3(signature = (data, *, key = 0, rounds = 1))]
-pub(crate) fn process(py: Python<'_>, data: &Bound<'_, PyAny>, key: u32, rounds: u32) -> PyResult<()> {
+pub(crate) fn process(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    key: u32,
+    rounds: u32,
+) -> PyResult<()> {
     if rounds == 0 {
         return Err(PyValueError::new_err("rounds must be at least 1"));
     }
@@ -186,7 +205,16 @@ pub(crate) fn process(py: Python<'_>, data: &Bound<'_, PyAny>, key: u32, rounds:
             let (mem, poll_ptr) = (mem, poll_ptr);
             // SAFETY: `mem` is pinned by `buf` and `poll_ptr` points to `poll`, both alive on this
             // stack frame for the whole detached call.
-            unsafe { sys::native_process(mem.ptr, mem.len, key, rounds, Some(SignalPoll::should_stop), poll_ptr.0) }
+            unsafe {
+                sys::native_process(
+                    mem.ptr,
+                    mem.len,
+                    key,
+                    rounds,
+                    Some(SignalPoll::should_stop),
+                    poll_ptr.0,
+                )
+            }
         })
     } else {
         // SAFETY: as above, without detaching (small work); no stop hook needed for so little work.

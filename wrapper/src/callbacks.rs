@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
-use pyo3::ffi;
 
 use crate::errors::{invalid_state, NativeError};
 use crate::handles::{ConnInner, CALLBACK_DEPTH, SHUTTING_DOWN};
@@ -30,7 +30,10 @@ pub(crate) fn event_kind(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     EVENT_KIND
         .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
             let enum_mod = py.import("enum")?;
-            let members = [("PUT", sys::NATIVE_EVENT_PUT), ("DELETE", sys::NATIVE_EVENT_DELETE)];
+            let members = [
+                ("PUT", sys::NATIVE_EVENT_PUT),
+                ("DELETE", sys::NATIVE_EVENT_DELETE),
+            ];
             let kind = enum_mod.getattr("Enum")?.call1(("EventKind", members))?;
             kind.setattr("__module__", "native")?;
             Ok(kind.unbind())
@@ -86,7 +89,11 @@ impl Event {
             kind: event_kind(py)?.call1((ev.kind,))?.unbind(),
             seq: ev.seq,
             key: bytes(ev.key, ev.klen),
-            value: if ev.kind == sys::NATIVE_EVENT_PUT { Some(bytes(ev.value, ev.vlen)) } else { None },
+            value: if ev.kind == sys::NATIVE_EVENT_PUT {
+                Some(bytes(ev.value, ev.vlen))
+            } else {
+                None
+            },
         })
     }
 }
@@ -100,7 +107,11 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
         Python::try_attach(|py| {
             if cfg!(any(debug_assertions, feature = "gil-asserts")) {
                 // SAFETY: PyGILState_Check only reads the current thread state.
-                assert_eq!(unsafe { ffi::PyGILState_Check() }, 1, "callback trampoline without the GIL");
+                assert_eq!(
+                    unsafe { ffi::PyGILState_Check() },
+                    1,
+                    "callback trampoline without the GIL"
+                );
             }
             // Take our own reference first: a close from inside the callback may free the context,
             // so `user_data` is not touched after this line.
@@ -124,7 +135,11 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
     });
 }
 
-pub(crate) fn subscribe(py: Python<'_>, inner: &Arc<ConnInner>, callback: &Bound<'_, PyAny>) -> PyResult<Subscription> {
+pub(crate) fn subscribe(
+    py: Python<'_>,
+    inner: &Arc<ConnInner>,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<Subscription> {
     if !callback.is_callable() {
         return Err(PyTypeError::new_err(format!(
             "callback must be callable, not {}",
@@ -132,10 +147,16 @@ pub(crate) fn subscribe(py: Python<'_>, inner: &Arc<ConnInner>, callback: &Bound
         )));
     }
     if SHUTTING_DOWN.load(Ordering::SeqCst) {
-        return Err(invalid_state(py, "subscribe", "the interpreter is shutting down"));
+        return Err(invalid_state(
+            py,
+            "subscribe",
+            "the interpreter is shutting down",
+        ));
     }
     // Ownership: the context owns a strong reference for as long as libnative may call it.
-    let ctx = Box::new(CallbackCtx { callback: callback.clone().unbind() });
+    let ctx = Box::new(CallbackCtx {
+        callback: callback.clone().unbind(),
+    });
     let user_data = &*ctx as *const CallbackCtx as *mut c_void;
     let mut err = sys::native_error::zeroed();
     let mut id = 0u64;
@@ -153,7 +174,10 @@ pub(crate) fn subscribe(py: Python<'_>, inner: &Arc<ConnInner>, callback: &Bound
     }
     subs.insert(id, ctx);
     drop(subs);
-    Ok(Subscription { inner: inner.clone(), id })
+    Ok(Subscription {
+        inner: inner.clone(),
+        id,
+    })
 }
 
 /// A live subscription; `cancel()` (or leaving a `with` block) stops it for good.
@@ -175,7 +199,13 @@ impl Subscription {
 
     #[getter]
     fn active(&self) -> bool {
-        !self.inner.is_closed() && self.inner.subs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&self.id)
+        !self.inner.is_closed()
+            && self
+                .inner
+                .subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&self.id)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

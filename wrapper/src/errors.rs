@@ -54,7 +54,11 @@ pub(crate) fn types(py: Python<'_>) -> &ExceptionTypes {
             let ns = PyDict::new(py);
             py.run(EXCEPTIONS_SRC, Some(&ns), Some(&ns))?;
             let get = |name: &str| -> PyResult<Py<PyType>> {
-                Ok(ns.get_item(name)?.expect("defined above").cast_into::<PyType>()?.unbind())
+                Ok(ns
+                    .get_item(name)?
+                    .expect("defined above")
+                    .cast_into::<PyType>()?
+                    .unbind())
             };
             Ok::<_, PyErr>(ExceptionTypes {
                 error: get("Error")?,
@@ -86,7 +90,11 @@ pub(crate) fn status_name(code: c_int) -> String {
 
 fn c_chars(buf: &[c_char]) -> String {
     // libnative always NUL-terminates, but a corrupted struct must not make us read past the array.
-    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -107,7 +115,11 @@ impl NativeError {
         NativeError {
             code: if raw.code != 0 { raw.code } else { status },
             errno: raw.sys_errno,
-            op: if op.is_empty() { fallback_op.to_owned() } else { op },
+            op: if op.is_empty() {
+                fallback_op.to_owned()
+            } else {
+                op
+            },
             message: if message.is_empty() {
                 format!("{fallback_op} failed")
             } else {
@@ -130,7 +142,11 @@ impl NativeError {
         let text = format!("{}: {} [{}]", self.op, self.message, code_name);
         let instance = match self.code {
             sys::NATIVE_EIO => {
-                let errno = if self.errno != 0 { Some(self.errno) } else { None };
+                let errno = if self.errno != 0 {
+                    Some(self.errno)
+                } else {
+                    None
+                };
                 match filename {
                     Some(f) => t.connection.bind(py).call1((errno, &text, f))?,
                     None => t.connection.bind(py).call1((errno, &text))?,

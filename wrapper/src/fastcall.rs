@@ -89,14 +89,21 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // CPython keeps a pointer to the method def for the function's lifetime: give it 'static storage.
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: c"add_fast".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: add_fast_impl },
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFast: add_fast_impl,
+        },
         ml_flags: ffi::METH_FASTCALL,
-        ml_doc: c"add_fast(a, b, /)\n--\n\nSame contract as add(), through a METH_FASTCALL entry point.".as_ptr(),
+        ml_doc:
+            c"add_fast(a, b, /)\n--\n\nSame contract as add(), through a METH_FASTCALL entry point."
+                .as_ptr(),
     }));
     let module_name = m.name()?;
     // SAFETY: `def` lives forever; module and name are live objects; returns a new reference or NULL.
     let func = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyCFunction_NewEx(def, m.as_ptr(), module_name.as_ptr()))?
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyCFunction_NewEx(def, m.as_ptr(), module_name.as_ptr()),
+        )?
     };
     m.add("add_fast", func)
 }

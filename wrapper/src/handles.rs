@@ -95,7 +95,12 @@ impl Drop for Pin<'_> {
 impl ConnInner {
     /// Runs a short, non-blocking native call with the handle held; the GIL stays held (the call is
     /// cheaper than releasing it). InvalidStateError once closed.
-    pub(crate) fn with_db<R>(&self, py: Python<'_>, op: &str, f: impl FnOnce(*mut sys::native_db) -> R) -> PyResult<R> {
+    pub(crate) fn with_db<R>(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        f: impl FnOnce(*mut sys::native_db) -> R,
+    ) -> PyResult<R> {
         let g = lock(&self.state);
         if g.db.is_null() || g.close_pending {
             return Err(invalid_state(py, op, "connection is closed"));
@@ -110,7 +115,10 @@ impl ConnInner {
             return Err(invalid_state(py, op, "connection is closed"));
         }
         g.busy += 1;
-        Ok(Pin { inner: self, db: DbPtr(g.db) })
+        Ok(Pin {
+            inner: self,
+            db: DbPtr(g.db),
+        })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -225,7 +233,10 @@ struct NativeBlock {
 
 impl NativeBlock {
     fn empty() -> Self {
-        NativeBlock { ptr: std::ptr::null_mut(), len: 0 }
+        NativeBlock {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        }
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -233,7 +244,9 @@ impl NativeBlock {
             return PyBytes::new(py, b"");
         }
         // SAFETY: libnative returned a block of exactly `len` readable bytes, alive until Drop.
-        PyBytes::new(py, unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) })
+        PyBytes::new(py, unsafe {
+            std::slice::from_raw_parts(self.ptr as *const u8, self.len)
+        })
     }
 }
 
@@ -324,7 +337,12 @@ impl Connection {
         &self.inner.path
     }
 
-    fn put(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let k = key_arg(&self.inner, key)?;
         let v = PinnedBuffer::get(value, false, "value")?;
         let max_value = self.inner.options.max_value_size() as usize;
@@ -348,7 +366,16 @@ impl Connection {
         let mut block = NativeBlock::empty();
         let rc = self.inner.with_db(py, "get", |db| {
             // SAFETY: `k` pins the key; out-params point to our guard, which will free the block.
-            unsafe { sys::native_get(db, k.as_ptr(), k.len(), &mut block.ptr, &mut block.len, &mut err) }
+            unsafe {
+                sys::native_get(
+                    db,
+                    k.as_ptr(),
+                    k.len(),
+                    &mut block.ptr,
+                    &mut block.len,
+                    &mut err,
+                )
+            }
         })?;
         match rc {
             sys::NATIVE_OK => Ok(block.to_bytes(py)),
@@ -372,7 +399,8 @@ impl Connection {
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         // SAFETY: `db` is held under the mutex.
-        self.inner.with_db(py, "len", |db| unsafe { sys::native_count(db) })
+        self.inner
+            .with_db(py, "len", |db| unsafe { sys::native_count(db) })
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -383,11 +411,20 @@ impl Connection {
         }
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.get(py, key)
     }
 
-    fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         self.put(py, key, value)
     }
 
@@ -425,7 +462,9 @@ impl Connection {
     fn stats(&self, py: Python<'_>) -> PyResult<Stats> {
         let mut raw = sys::native_stats::default();
         // SAFETY: `db` is held under the mutex; `raw` is a valid out-param.
-        let rc = self.inner.with_db(py, "stats", |db| unsafe { sys::native_stats_get(db, &mut raw) })?;
+        let rc = self.inner.with_db(py, "stats", |db| unsafe {
+            sys::native_stats_get(db, &mut raw)
+        })?;
         native_result(py, rc, &sys::native_error::zeroed(), "stats")?;
         Ok(Stats::from(raw))
     }
@@ -445,7 +484,11 @@ impl Connection {
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.inner.is_closed() { "closed" } else { "open" };
+        let state = if self.inner.is_closed() {
+            "closed"
+        } else {
+            "open"
+        };
         format!("<native.Connection path={:?} {state}>", self.inner.path)
     }
 
@@ -486,7 +529,10 @@ impl ItemsIter {
     fn new(conn: &Bound<'_, Connection>, mode: IterMode) -> PyResult<Self> {
         let py = conn.py();
         // SAFETY: `db` is held under the mutex.
-        let generation = conn.get().inner.with_db(py, "items", |db| unsafe { sys::native_generation(db) })?;
+        let generation = conn
+            .get()
+            .inner
+            .with_db(py, "items", |db| unsafe { sys::native_generation(db) })?;
         Ok(ItemsIter {
             conn: conn.clone().unbind(),
             generation,
@@ -529,13 +575,19 @@ impl ItemsIter {
         match rc {
             sys::NATIVE_OK => Ok(Some(match self.mode {
                 IterMode::Keys => key.to_bytes(py).into_any(),
-                IterMode::Items => PyTuple::new(py, [key.to_bytes(py), value.to_bytes(py)])?.into_any(),
+                IterMode::Items => {
+                    PyTuple::new(py, [key.to_bytes(py), value.to_bytes(py)])?.into_any()
+                }
             })),
             sys::NATIVE_EDONE => {
                 self.done.store(true, Ordering::Release);
                 Ok(None)
             }
-            sys::NATIVE_ESTATE => Err(invalid_state(py, "items", "the store was modified during iteration")),
+            sys::NATIVE_ESTATE => Err(invalid_state(
+                py,
+                "items",
+                "the store was modified during iteration",
+            )),
             _ => Err(NativeError::from_raw(rc, &err, "items").into_pyerr(py, None)),
         }
     }
@@ -555,10 +607,13 @@ fn path_arg<'py>(path: &Bound<'py, PyAny>) -> PyResult<(CString, Bound<'py, PyAn
         b.clone()
     } else {
         // SAFETY: fspath is a str here (PyOS_FSPath returns str or bytes); new reference or error.
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_EncodeFSDefault(fspath.as_ptr()))? }
-            .cast_into::<PyBytes>()?
+        unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_EncodeFSDefault(fspath.as_ptr()))?
+        }
+        .cast_into::<PyBytes>()?
     };
-    let c = CString::new(encoded.as_bytes()).map_err(|_| PyValueError::new_err("embedded null byte in path"))?;
+    let c = CString::new(encoded.as_bytes())
+        .map_err(|_| PyValueError::new_err("embedded null byte in path"))?;
     Ok((c, fspath))
 }
 
@@ -566,7 +621,9 @@ fn timeout_ms(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
     let Some(t) = timeout.filter(|t| !t.is_none()) else {
         return Ok(-1);
     };
-    if t.is_instance_of::<pyo3::types::PyBool>() || !(t.is_instance_of::<PyFloat>() || t.is_instance_of::<PyInt>()) {
+    if t.is_instance_of::<pyo3::types::PyBool>()
+        || !(t.is_instance_of::<PyFloat>() || t.is_instance_of::<PyInt>())
+    {
         return Err(PyTypeError::new_err(format!(
             "timeout must be a number of seconds or None, not {}",
             t.get_type().name()?
@@ -574,7 +631,9 @@ fn timeout_ms(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
     }
     let secs: f64 = t.extract()?;
     if secs.is_nan() || secs < 0.0 {
-        return Err(PyValueError::new_err("timeout must be a non-negative number of seconds"));
+        return Err(PyValueError::new_err(
+            "timeout must be a non-negative number of seconds",
+        ));
     }
     if secs.is_infinite() || secs * 1000.0 >= i64::MAX as f64 {
         return Ok(-1);
@@ -597,7 +656,11 @@ pub(crate) fn connect(
     let opts = Options::from_arg(options)?;
     let timeout_ms = timeout_ms(timeout)?;
     if SHUTTING_DOWN.load(Ordering::SeqCst) {
-        return Err(invalid_state(py, "connect", "the interpreter is shutting down"));
+        return Err(invalid_state(
+            py,
+            "connect",
+            "the interpreter is shutting down",
+        ));
     }
     let raw_opts = opts.to_raw();
     let mut poll = SignalPoll::new();
@@ -623,12 +686,22 @@ pub(crate) fn connect(
     });
     match rc {
         sys::NATIVE_OK => {}
-        sys::NATIVE_ECANCELLED if poll.error.is_some() => return Err(poll.error.take().expect("checked")),
+        sys::NATIVE_ECANCELLED if poll.error.is_some() => {
+            return Err(poll.error.take().expect("checked"))
+        }
         _ => return Err(NativeError::from_raw(rc, &err, "connect").into_pyerr(py, Some(&filename))),
     }
-    let path_text = filename.str()?.to_string();
+    // `path` is always text, like os.fsdecode of what was opened.
+    let path_text: String = py
+        .import("os")?
+        .call_method1("fsdecode", (&filename,))?
+        .extract()?;
     let inner = Arc::new(ConnInner {
-        state: Mutex::new(DbState { db: db.0, busy: 0, close_pending: false }),
+        state: Mutex::new(DbState {
+            db: db.0,
+            busy: 0,
+            close_pending: false,
+        }),
         idle: Condvar::new(),
         subs: Mutex::new(Default::default()),
         options: opts,

@@ -15,6 +15,8 @@ mod callbacks;
 mod errors;
 mod fastcall;
 mod handles;
+#[cfg(test)]
+mod layout_check;
 mod structs;
 pub mod sys;
 
@@ -31,7 +33,9 @@ fn add(a: c_long, b: c_long) -> PyResult<c_long> {
     // SAFETY: plain values and a valid out-param.
     match unsafe { sys::native_add(a, b, &mut out) } {
         sys::NATIVE_OK => Ok(out),
-        _ => Err(PyOverflowError::new_err("add: result does not fit in a C long")),
+        _ => Err(PyOverflowError::new_err(
+            "add: result does not fit in a C long",
+        )),
     }
 }
 
@@ -63,10 +67,13 @@ fn _shutdown(py: Python<'_>) {
 }
 
 #[pymodule]
-fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("__doc__", "Reference PyO3 wrapper of libnative (ffi-harness).")?;
+    m.add(
+        "__doc__",
+        "Reference PyO3 wrapper of libnative (ffi-harness).",
+    )?;
     errors::register(m)?;
     m.add("EventKind", callbacks::event_kind(py)?)?;
     m.add_class::<Options>()?;

@@ -8,7 +8,13 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyMapping, PyString};
 
 use crate::sys;
 
-const FIELDS: [&str; 5] = ["create", "sync", "max_key_size", "max_value_size", "file_mode"];
+const FIELDS: [&str; 5] = [
+    "create",
+    "sync",
+    "max_key_size",
+    "max_value_size",
+    "file_mode",
+];
 
 /// Options for `native.connect`, validated on construction and immutable afterwards.
 #[pyclass(module = "native", frozen, eq)]
@@ -75,7 +81,9 @@ impl Options {
         match name {
             "create" => self.create = bool_field(name, value)?,
             "sync" => self.sync = bool_field(name, value)?,
-            "max_key_size" => self.max_key_size = int_field(name, value, 1, sys::NATIVE_MAX_KEY_LIMIT)?,
+            "max_key_size" => {
+                self.max_key_size = int_field(name, value, 1, sys::NATIVE_MAX_KEY_LIMIT)?
+            }
             "max_value_size" => {
                 self.max_value_size = int_field(name, value, 1, sys::NATIVE_MAX_VALUE_LIMIT)?
             }
@@ -108,7 +116,11 @@ impl Options {
         let mapping = value.cast::<PyMapping>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "options must be a native.Options, a mapping or None, not {}",
-                value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                value
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         let mut out = Options::default();
@@ -158,7 +170,10 @@ impl Options {
     }
 
     #[classmethod]
-    fn from_mapping(_cls: &Bound<'_, pyo3::types::PyType>, mapping: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn from_mapping(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        mapping: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
         Options::from_any_mapping(mapping)
     }
 

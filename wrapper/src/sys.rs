@@ -91,7 +91,8 @@ pub struct native_debug_counters {
 }
 
 pub type native_cancel_fn = Option<unsafe extern "C" fn(user_data: *mut c_void) -> c_int>;
-pub type native_callback = Option<unsafe extern "C" fn(ev: *const native_event, user_data: *mut c_void)>;
+pub type native_callback =
+    Option<unsafe extern "C" fn(ev: *const native_event, user_data: *mut c_void)>;
 
 extern "C" {
     pub fn native_status_name(status: c_int) -> *const c_char;
@@ -129,7 +130,12 @@ extern "C" {
         vlen_out: *mut usize,
         err: *mut native_error,
     ) -> c_int;
-    pub fn native_delete(db: *mut native_db, key: *const c_void, klen: usize, err: *mut native_error) -> c_int;
+    pub fn native_delete(
+        db: *mut native_db,
+        key: *const c_void,
+        klen: usize,
+        err: *mut native_error,
+    ) -> c_int;
     pub fn native_count(db: *mut native_db) -> usize;
     pub fn native_flush(db: *mut native_db, err: *mut native_error) -> c_int;
     pub fn native_stats_get(db: *mut native_db, out: *mut native_stats) -> c_int;

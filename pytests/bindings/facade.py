@@ -1,0 +1,304 @@
+"""The Pythonic face of libnative, written once and parameterised over a binding backend.
+
+ctypes_native and cffi_native (ABI and API mode) each supply a small backend: how to make an out
+parameter, pass it by reference, read it back, and pin a buffer. Everything else -- argument checks,
+error translation, ownership of returned blocks (native_free), handle lifetime -- lives here, so the
+three mechanisms differ only where the mechanisms themselves differ.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import operator
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Status codes of native.h (the cffi API build checks the cdef copy against the header).
+OK, ENOTFOUND, EIO, ETIMEOUT, EPROTOCOL, ESTATE, EINVAL, ENOMEM, ECANCELLED, EDONE = range(10)
+LONG_BITS = 64  # LP64 (Linux x86-64/aarch64), asserted by the backends against sizeof(long)
+LONG_MIN, LONG_MAX = -(2 ** (LONG_BITS - 1)), 2 ** (LONG_BITS - 1) - 1
+U32_MAX = 2**32 - 1
+
+STATS_FIELDS = ("keys", "puts", "gets", "deletes", "file_bytes", "events_delivered", "events_dropped",
+                "subscriptions", "generation")
+COUNTER_FIELDS = ("live_handles", "live_subscriptions", "live_blocks", "calls")
+
+
+def lib_path() -> Path:
+    """libnative.so: $NATIVE_LIB if set, else the `make -C wrapper/native` output."""
+    override = os.environ.get("NATIVE_LIB")
+    return Path(override) if override else REPO / "wrapper" / "native" / "build" / "libnative.so"
+
+
+# ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----
+
+class Error(Exception):
+    op: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class ConnectionError(Error, OSError):  # noqa: A001 - mirrors native.ConnectionError
+    pass
+
+
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - mirrors native.TimeoutError
+    pass
+
+
+class ProtocolError(Error):
+    pass
+
+
+class InvalidStateError(Error):
+    pass
+
+
+class InvalidArgumentError(Error, ValueError):
+    pass
+
+
+class NotFoundError(Error, KeyError):
+    pass
+
+
+class OutOfMemoryError(Error, MemoryError):
+    pass
+
+
+class CancelledError(Error):
+    pass
+
+
+_ERROR_CLASSES = {EIO: ConnectionError, ETIMEOUT: TimeoutError, EPROTOCOL: ProtocolError,
+                  ESTATE: InvalidStateError, EINVAL: InvalidArgumentError, ENOTFOUND: NotFoundError,
+                  ENOMEM: OutOfMemoryError, ECANCELLED: CancelledError}
+
+
+class ErrInfo(NamedTuple):
+    code: int
+    errno: int
+    op: str
+    message: str
+
+
+def make_error(info: ErrInfo, code_name: str, filename: str | None = None, key: bytes | None = None) -> Error:
+    cls = _ERROR_CLASSES.get(info.code, Error)
+    if cls is ConnectionError and info.errno:
+        exc: Error = cls(info.errno, os.strerror(info.errno), filename)  # OSError fills errno/strerror/filename
+    elif cls is NotFoundError and key is not None:
+        exc = cls(key)
+    else:
+        exc = cls(f"{info.op}: {info.message} ({code_name})")
+    exc.op, exc.code, exc.message = info.op, code_name, info.message
+    if not isinstance(exc, OSError) or exc.errno is None:
+        exc.errno = info.errno or None  # type: ignore[attr-defined]
+    return exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    keys: int
+    puts: int
+    gets: int
+    deletes: int
+    file_bytes: int
+    events_delivered: int
+    events_dropped: int
+    subscriptions: int
+    generation: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# ---- what a backend provides ----
+
+class Backend(Protocol):
+    name: str
+    lib: Any          # native_* callables with C signatures declared
+    NULL: Any         # null data pointer
+    NULL_FN: Any      # null native_cancel_fn
+    copies: int       # buffers that had to be copied to reach C (see readable())
+
+    def out(self, ctype: str) -> Any: ...      # "long", "size_t", "uint64", "ptr", "db", "native_error", ...
+    def ref(self, obj: Any) -> Any: ...        # pass an out() object as a pointer argument
+    def val(self, obj: Any) -> Any: ...        # scalar value or struct of an out() object
+    def text(self, cstr: Any) -> str: ...      # char[] field or const char * result
+    def bytes_at(self, ptr: Any, n: int) -> bytes: ...
+    def readable(self, data: Any) -> Any: ...  # context manager -> (pointer, length); TypeError if not a buffer
+    def writable(self, data: Any) -> Any: ...  # same, TypeError if read-only
+
+
+def _long(x: Any) -> int:
+    v = operator.index(x)
+    if not LONG_MIN <= v <= LONG_MAX:
+        raise OverflowError(f"{v} does not fit in a C long")
+    return v
+
+
+class Native:
+    """Module-level API (add, checksum, process, connect) over one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.lib = backend.lib
+
+    def __repr__(self) -> str:
+        return f"<libnative via {self.name}>"
+
+    def status_name(self, code: int) -> str:
+        return self.backend.text(self.lib.native_status_name(code))
+
+    def error(self, err: Any, **kw: Any) -> Error:
+        e = self.backend.val(err)
+        info = ErrInfo(e.code, e.sys_errno, self.backend.text(e.op), self.backend.text(e.message))
+        return make_error(info, self.status_name(info.code), **kw)
+
+    def add(self, a: int, b: int) -> int:
+        a, b = _long(a), _long(b)  # ctypes would silently truncate an out-of-range int
+        out = self.backend.out("long")
+        if self.lib.native_add(a, b, self.backend.ref(out)) != OK:
+            raise OverflowError(f"{a} + {b} does not fit in a C long")
+        return self.backend.val(out)
+
+    def checksum(self, data: Any) -> int:
+        with self.backend.readable(data) as (p, n):
+            return self.lib.native_checksum(p, n)
+
+    def process(self, data: Any, *, key: int = 0, rounds: int = 1) -> None:
+        key, rounds = operator.index(key), operator.index(rounds)
+        if not 0 <= key <= U32_MAX:
+            raise OverflowError(f"key {key} does not fit in 32 unsigned bits")
+        if not 1 <= rounds <= U32_MAX:
+            raise ValueError(f"rounds must be in 1..={U32_MAX}, got {rounds}")
+        with self.backend.writable(data) as (p, n):
+            rc = self.lib.native_process(p, n, key, rounds, self.backend.NULL_FN, self.backend.NULL)
+        if rc != OK:
+            raise make_error(ErrInfo(rc, 0, "process", "native_process failed"), self.status_name(rc))
+
+    def connect(self, path: str | os.PathLike[str] | bytes, *, timeout: float | None = None) -> Connection:
+        raw = os.fsencode(path)
+        if b"\0" in raw:
+            raise ValueError("embedded NUL in path")  # a char * would silently cut the path here
+        if timeout is None:
+            timeout_ms = -1
+        elif timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        else:
+            timeout_ms = round(timeout * 1000)
+        b = self.backend
+        out, err = b.out("db"), b.out("native_error")
+        if self.lib.native_connect(raw, b.NULL, timeout_ms, b.NULL_FN, b.NULL, b.ref(out), b.ref(err)) != OK:
+            raise self.error(err, filename=os.fsdecode(raw))
+        return Connection(self, b.val(out), os.fsdecode(raw))
+
+    def debug_counters(self) -> dict[str, int]:
+        out = self.backend.out("native_debug_counters")
+        self.lib.native_debug_counters_get(self.backend.ref(out))
+        c = self.backend.val(out)
+        return {f: int(getattr(c, f)) for f in COUNTER_FIELDS}
+
+    def set_flush_delay_ms(self, ms: int) -> None:
+        self.lib.native_debug_set_flush_delay_ms(ms)
+
+
+class Connection:
+    """Owns one native_db handle; close() is idempotent and the finaliser closes a forgotten one."""
+
+    def __init__(self, native: Native, handle: Any, path: str) -> None:
+        self._n, self._b, self._lib = native, native.backend, native.lib
+        self._h = handle
+        self.path = path
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def _handle(self, op: str) -> Any:
+        if self._h is None:
+            raise make_error(ErrInfo(ESTATE, 0, op, "connection is closed"), "NATIVE_ESTATE")
+        return self._h
+
+    def close(self) -> None:
+        h, self._h = self._h, None  # cleared first: native_close must run exactly once
+        if h is not None:
+            self._lib.native_close(h)
+
+    def __del__(self) -> None:
+        if getattr(self, "_h", None) is not None:
+            self.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.path!r} via {self._n.name}{' closed' if self.closed else ''}>"
+
+    def put(self, key: Any, value: Any) -> None:
+        h, b = self._handle("put"), self._b
+        err = b.out("native_error")
+        with b.readable(key) as (k, kn), b.readable(value) as (v, vn):
+            if self._lib.native_put(h, k, kn, v, vn, b.ref(err)) != OK:
+                raise self._n.error(err)
+
+    def get(self, key: Any) -> bytes:
+        h, b = self._handle("get"), self._b
+        val, vlen, err = b.out("ptr"), b.out("size_t"), b.out("native_error")
+        with b.readable(key) as (k, kn):
+            if self._lib.native_get(h, k, kn, b.ref(val), b.ref(vlen), b.ref(err)) != OK:
+                raise self._n.error(err, key=bytes(key))
+        return self._take(b.val(val), b.val(vlen))
+
+    def _take(self, ptr: Any, n: int) -> bytes:
+        """Copies a native_alloc block into bytes and frees it with the matching allocator."""
+        try:
+            return self._b.bytes_at(ptr, n)
+        finally:
+            self._lib.native_free(ptr)
+
+    def delete(self, key: Any) -> None:
+        h, b = self._handle("delete"), self._b
+        err = b.out("native_error")
+        with b.readable(key) as (k, kn):
+            if self._lib.native_delete(h, k, kn, b.ref(err)) != OK:
+                raise self._n.error(err, key=bytes(key))
+
+    def __len__(self) -> int:
+        return self._lib.native_count(self._handle("len"))
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        b = self._b
+        generation = self._lib.native_generation(self._handle("items"))
+        i = 0
+        while True:
+            k, kl, v, vl, err = b.out("ptr"), b.out("size_t"), b.out("ptr"), b.out("size_t"), b.out("native_error")
+            rc = self._lib.native_item_at(self._handle("items"), i, generation, b.ref(k), b.ref(kl), b.ref(v),
+                                          b.ref(vl), b.ref(err))
+            if rc == EDONE:
+                return
+            if rc != OK:
+                raise self._n.error(err)
+            key = self._take(b.val(k), b.val(kl))
+            yield key, self._take(b.val(v), b.val(vl))
+            i += 1
+
+    def flush(self) -> None:
+        err = self._b.out("native_error")
+        if self._lib.native_flush(self._handle("flush"), self._b.ref(err)) != OK:
+            raise self._n.error(err)
+
+    def stats(self) -> Stats:
+        out = self._b.out("native_stats")
+        self._lib.native_stats_get(self._handle("stats"), self._b.ref(out))
+        s = self._b.val(out)
+        return Stats(**{f: int(getattr(s, f)) for f in STATS_FIELDS})

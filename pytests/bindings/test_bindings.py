@@ -1,0 +1,309 @@
+"""ctypes, cffi ABI and cffi API bindings of libnative: same inputs, same answers, same ledger.
+
+Needs `make -C wrapper/native`; the cffi API cases also need `python pytests/bindings/cffi_build.py`.
+The differential test against the PyO3 wrapper runs when `import native` works.
+"""
+
+from __future__ import annotations
+
+import array
+import builtins
+import ctypes
+import errno
+import mmap
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import facade
+
+if not facade.lib_path().exists():
+    pytest.skip(f"{facade.lib_path()} not built: run `make -C wrapper/native`", allow_module_level=True)
+
+import cffi_native  # noqa: E402
+import ctypes_native  # noqa: E402
+
+MECHANISMS = {"ctypes": ctypes_native.native, "cffi-abi": cffi_native.abi, "cffi-api": cffi_native.api}
+AVAILABLE = {name: m for name, m in MECHANISMS.items() if m is not None}
+
+
+@pytest.fixture(params=list(MECHANISMS))
+def nat(request: pytest.FixtureRequest) -> facade.Native:
+    m = MECHANISMS[request.param]
+    if m is None:
+        pytest.skip(cffi_native.API_SKIP_REASON or "unavailable")
+    return m
+
+
+@pytest.fixture(autouse=True)
+def ledger_neutral() -> Any:
+    """Every test leaves libnative's live handles, subscriptions and blocks where it found them."""
+    before = ctypes_native.debug_counters()
+    yield
+    after = ctypes_native.debug_counters()
+    for key in ("live_handles", "live_subscriptions", "live_blocks"):
+        assert after[key] == before[key], key
+
+
+def ref_process(data: bytes, key: int, rounds: int) -> bytes:
+    k = key.to_bytes(4, "little")
+    b = bytearray(data)
+    for _ in range(rounds):
+        for i in range(len(b)):
+            b[i] = ((b[i] ^ k[i % 4]) + (i & 0xFF)) & 0xFF
+    return bytes(b)
+
+
+def fnv1a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# ---------------------------------------------------------------- plain functions
+
+def test_add(nat: facade.Native) -> None:
+    assert nat.add(2, 3) == 5
+    assert nat.add(True, -7) == -6
+    assert nat.add(facade.LONG_MAX, 0) == facade.LONG_MAX
+    assert nat.add(facade.LONG_MIN, facade.LONG_MAX) == -1
+    with pytest.raises(OverflowError):
+        nat.add(facade.LONG_MAX, 1)
+    with pytest.raises(OverflowError):
+        nat.add(facade.LONG_MIN, -1)
+    with pytest.raises(TypeError):
+        nat.add(1.5, 1)
+
+
+def test_out_of_range_argument_never_reaches_c(nat: facade.Native) -> None:
+    # ctypes alone would pass 2**64 + 1 to C as 1 (c_long conversion masks silently).
+    calls = nat.debug_counters()["calls"]
+    with pytest.raises(OverflowError):
+        nat.add(2**64 + 1, 1)
+    with pytest.raises(OverflowError):
+        nat.process(bytearray(4), key=2**32)
+    assert nat.debug_counters()["calls"] == calls
+
+
+@pytest.mark.parametrize("data, expected", [(b"", 0xCBF29CE484222325), (b"a", 0xAF63DC4C8601EC8C),
+                                            (b"foobar", 0x85944171F73967E8)])
+def test_checksum_vectors(nat: facade.Native, data: bytes, expected: int) -> None:
+    assert nat.checksum(data) == expected
+
+
+def test_checksum_buffer_kinds_and_copies(nat: facade.Native, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 5
+    want = fnv1a(payload)
+    copies = nat.backend.copies
+    zero_copy = [payload, bytearray(payload), memoryview(bytearray(payload)), array.array("B", payload)]
+    for obj in zero_copy:
+        assert nat.checksum(obj) == want
+    assert nat.backend.copies == copies
+    f = tmp_path / "blob"
+    f.write_bytes(payload)
+    with f.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as ro_map:
+        read_only = [memoryview(payload), ro_map]
+        for obj in read_only:
+            assert nat.checksum(obj) == want
+    # Only ctypes must copy a read-only non-bytes buffer (from_buffer needs a writable export).
+    assert nat.backend.copies == copies + (len(read_only) if nat.name == "ctypes" else 0)
+    assert nat.checksum(array.array("i", [1, 2, 3])) == fnv1a(array.array("i", [1, 2, 3]).tobytes())
+
+
+@pytest.mark.parametrize("bad", ["text", 12, memoryview(b"abcdef")[::2], None])
+def test_checksum_rejects_non_buffers(nat: facade.Native, bad: Any) -> None:
+    with pytest.raises(TypeError):
+        nat.checksum(bad)
+
+
+def test_process(nat: facade.Native) -> None:
+    rng = random.Random(7)
+    data = bytes(rng.randrange(256) for _ in range(3000))
+    buf = bytearray(data)
+    nat.process(buf, key=0xDEADBEEF, rounds=3)
+    assert bytes(buf) == ref_process(data, 0xDEADBEEF, 3)
+    buf.extend(b"more")  # the export was released: resizing works again
+    arr = array.array("I", [1, 2, 3])
+    nat.process(arr, key=1)
+    assert arr.tobytes() == ref_process(array.array("I", [1, 2, 3]).tobytes(), 1, 1)
+    with pytest.raises(TypeError):
+        nat.process(b"read-only")
+    with pytest.raises(TypeError):
+        nat.process(memoryview(bytearray(8))[::2])
+    with pytest.raises(ValueError):
+        nat.process(bytearray(4), rounds=0)
+    with pytest.raises(OverflowError):
+        nat.process(bytearray(4), key=-1)
+
+
+# ---------------------------------------------------------------- store
+
+def test_store_round_trip(nat: facade.Native, tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with nat.connect(path) as conn:
+        assert len(conn) == 0
+        conn.put(b"a", b"1")
+        conn.put(bytearray(b"b"), memoryview(b"2"))
+        conn.put(b"empty", b"")
+        conn.put(b"a", b"1bis")
+        assert conn.get(b"a") == b"1bis" and conn.get(b"empty") == b""
+        with pytest.raises(KeyError) as exc:
+            conn.get(b"missing")
+        assert exc.value.op == "get" and exc.value.code == "NATIVE_ENOTFOUND"
+        conn.delete(b"b")
+        with pytest.raises(KeyError):
+            conn.delete(b"b")
+        assert len(conn) == 2
+        assert sorted(conn.items()) == [(b"a", b"1bis"), (b"empty", b"")]
+        with pytest.raises(ValueError):
+            conn.put(b"", b"empty key")
+        with pytest.raises(TypeError):
+            conn.put("str key", b"v")
+        conn.flush()
+        s = conn.stats()
+        assert (s.keys, s.puts, s.gets, s.deletes, s.generation) == (2, 4, 3, 1, 5)
+        assert s.file_bytes == path.stat().st_size
+        order = list(conn.items())
+    assert conn.closed
+    conn.close()  # idempotent
+    with pytest.raises(facade.InvalidStateError):
+        conn.get(b"a")
+    with nat.connect(str(path)) as again:  # replayed from disk, same order
+        assert list(again.items()) == order
+
+
+def test_mutation_during_iteration(nat: facade.Native, tmp_path: Path) -> None:
+    with nat.connect(tmp_path / "it.db") as conn:
+        for i in range(5):
+            conn.put(b"k%d" % i, b"v")
+        it = conn.items()
+        next(it)
+        conn.put(b"new", b"v")
+        with pytest.raises(facade.InvalidStateError):
+            next(it)
+
+
+def test_connect_missing_directory(nat: facade.Native, tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such.db"
+    with pytest.raises(facade.ConnectionError) as exc:
+        nat.connect(path)
+    e = exc.value
+    assert isinstance(e, OSError) and isinstance(e, facade.Error)
+    assert (e.errno, e.filename, e.op, e.code) == (errno.ENOENT, str(path), "connect", "NATIVE_EIO")
+    assert e.message == "open failed: No such file or directory"
+
+
+def test_lock_timeout(nat: facade.Native, tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    with nat.connect(path):
+        with pytest.raises(facade.TimeoutError) as exc:
+            nat.connect(path, timeout=0.03)
+        assert isinstance(exc.value, builtins.TimeoutError) and exc.value.code == "NATIVE_ETIMEOUT"
+    nat.connect(path, timeout=0).close()
+
+
+def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    with nat.connect(path) as conn:
+        conn.put(b"key", b"value")
+    raw = bytearray(path.read_bytes())
+    raw[-6] ^= 0xFF
+    path.write_bytes(raw)
+    with pytest.raises(facade.ProtocolError, match="checksum at offset 8"):
+        nat.connect(path)
+
+
+def test_struct_layouts_match_the_header() -> None:
+    """ctypes declarations are unchecked; the cffi API build knows the real layout (pyo3-ffi-check idea)."""
+    if cffi_native.api is None:
+        pytest.skip(cffi_native.API_SKIP_REASON)
+    ffi = cffi_native.api.backend.ffi
+    for cname, struct in ctypes_native.STRUCTS.items():
+        assert ctypes.sizeof(struct) == ffi.sizeof(cname), cname
+        for field, *_ in struct._fields_:
+            assert getattr(struct, field).offset == ffi.offsetof(cname, field), (cname, field)
+
+
+# ---------------------------------------------------------------- differential
+
+def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
+    """A result, or the kind of exception, comparable across wrappers with different class trees."""
+    try:
+        return "ok", fn()
+    except Exception as e:  # noqa: BLE001 - the point is to compare whatever happens
+        for kind in (KeyError, OverflowError, TypeError, ValueError, MemoryError):
+            if isinstance(e, kind):
+                return "raise", kind.__name__
+        return "raise", type(e).__name__
+
+
+def differential(impls: dict[str, Any], tmp_path: Path, seed: int = 20240611) -> None:
+    rng = random.Random(seed)
+
+    def agree(what: str, fn: Callable[[str, Any], Any]) -> Any:
+        """fn(name, module) on every implementation; all outcomes must be equal."""
+        results = {name: outcome(lambda: fn(name, impl)) for name, impl in impls.items()}
+        assert len(set(map(repr, results.values()))) == 1, (what, results)
+        return next(iter(results.values()))
+
+    edges = [0, 1, -1, 2, facade.LONG_MAX, facade.LONG_MIN, facade.LONG_MAX - 1, facade.LONG_MIN + 1,
+             2**31, -(2**31), 2**32, 2**63, -(2**63) - 1]
+    for _ in range(300):
+        a = rng.choice(edges) if rng.random() < 0.5 else rng.randint(facade.LONG_MIN, facade.LONG_MAX)
+        b = rng.choice(edges) if rng.random() < 0.5 else rng.randint(-1000, 1000)
+        agree(f"add({a}, {b})", lambda _, m: m.add(a, b))
+
+    for size in [0, 1, 7, 8, 63, 64, 1000, 65536, 300_000] + [rng.randrange(5000) for _ in range(40)]:
+        data = rng.randbytes(size)
+        assert agree(f"checksum({size} bytes)", lambda _, m: m.checksum(data)) == ("ok", fnv1a(data))
+
+    for _ in range(60):
+        data = rng.randbytes(rng.randrange(2000))
+        key, rounds = rng.randrange(2**32), rng.randint(1, 3)
+
+        def run(_: str, m: Any) -> bytes:
+            buf = bytearray(data)
+            m.process(buf, key=key, rounds=rounds)
+            return bytes(buf)
+
+        assert agree("process", run) == ("ok", ref_process(data, key, rounds))
+
+    conns = {}
+    for name, impl in impls.items():
+        (tmp_path / name).mkdir()
+        conns[name] = impl.connect(str(tmp_path / name / "store.db"), timeout=1.0)
+    model: dict[bytes, bytes] = {}
+    keys = [b"k%d" % i for i in range(25)] + [b"\x00bin\xff", b"x" * 1024]
+    try:
+        for step in range(400):
+            op, key = rng.choice(["put", "put", "get", "delete", "len"]), rng.choice(keys)
+            if op == "put":
+                value = rng.randbytes(rng.choice([0, 1, 10, 100, 5000]))
+                res = agree(f"step {step} put", lambda n, _: conns[n].put(key, value))
+                model[key] = value
+            elif op == "get":
+                res = agree(f"step {step} get", lambda n, _: conns[n].get(key))
+                assert res == (("ok", model[key]) if key in model else ("raise", "KeyError"))
+            elif op == "delete":
+                res = agree(f"step {step} delete", lambda n, _: conns[n].delete(key))
+                assert (res[0] == "ok") == (model.pop(key, None) is not None)
+            else:
+                assert agree(f"step {step} len", lambda n, _: len(conns[n])) == ("ok", len(model))
+        assert agree("items", lambda n, _: sorted(conns[n].items())) == ("ok", sorted(model.items()))
+    finally:
+        for c in conns.values():
+            c.close()
+
+
+def test_mechanisms_agree(tmp_path: Path) -> None:
+    differential(AVAILABLE, tmp_path)
+
+
+def test_differential_with_pyo3(tmp_path: Path) -> None:
+    native = pytest.importorskip("native")
+    if not hasattr(native, "connect"):
+        pytest.skip(f"`native` resolved to {native!r}, not the PyO3 wrapper")
+    differential({"pyo3": native, **AVAILABLE}, tmp_path)

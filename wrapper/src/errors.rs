@@ -81,11 +81,22 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-pub(crate) fn status_name(code: c_int) -> String {
-    // SAFETY: native_status_name returns a pointer to a static NUL-terminated string for every int.
-    unsafe { CStr::from_ptr(sys::native_status_name(code)) }
-        .to_string_lossy()
-        .into_owned()
+/// Mirrors native_status_name() without a native call, so errors the wrapper raises by itself (use after
+/// close) never touch C; `layout_check` proves the two tables agree.
+pub(crate) fn status_name(code: c_int) -> &'static str {
+    match code {
+        sys::NATIVE_OK => "NATIVE_OK",
+        sys::NATIVE_ENOTFOUND => "NATIVE_ENOTFOUND",
+        sys::NATIVE_EIO => "NATIVE_EIO",
+        sys::NATIVE_ETIMEOUT => "NATIVE_ETIMEOUT",
+        sys::NATIVE_EPROTOCOL => "NATIVE_EPROTOCOL",
+        sys::NATIVE_ESTATE => "NATIVE_ESTATE",
+        sys::NATIVE_EINVAL => "NATIVE_EINVAL",
+        sys::NATIVE_ENOMEM => "NATIVE_ENOMEM",
+        sys::NATIVE_ECANCELLED => "NATIVE_ECANCELLED",
+        sys::NATIVE_EDONE => "NATIVE_EDONE",
+        _ => "NATIVE_EUNKNOWN",
+    }
 }
 
 fn c_chars(buf: &[c_char]) -> String {
@@ -162,7 +173,7 @@ impl NativeError {
             _ => t.error.bind(py).call1((&text,))?,
         };
         instance.setattr("op", &self.op)?;
-        instance.setattr("code", &code_name)?;
+        instance.setattr("code", code_name)?;
         instance.setattr("message", &self.message)?;
         if self.errno != 0 && self.code != sys::NATIVE_EIO {
             instance.setattr("errno", self.errno)?;

@@ -120,6 +120,24 @@ fn rust_declarations_match_native_h() {
 }
 
 #[test]
+fn rust_status_names_match_native_status_name() {
+    for code in -1..=12 {
+        // SAFETY: native_status_name accepts any int and returns a static string.
+        let c = unsafe { std::ffi::CStr::from_ptr(native_status_name(code)) };
+        let c = c.to_str().unwrap();
+        let rust = crate::errors::status_name(code);
+        if rust == "NATIVE_EUNKNOWN" {
+            assert!(
+                !c.starts_with("NATIVE_E") || c == "NATIVE_EUNKNOWN",
+                "C knows {code} as {c}"
+            );
+        } else {
+            assert_eq!(rust, c, "status {code}");
+        }
+    }
+}
+
+#[test]
 fn rust_option_defaults_match_native_options_default() {
     let c = probe("defaults");
     let raw = Options::default().to_raw();

@@ -1,0 +1,361 @@
+"""ffi_harness_prelude: the Python half of ffi-harness.
+
+The Rust materialiser (`PyValue::materialise`) and every generated repro.py
+build buffers, hostile objects and callables from THESE definitions: the
+reproducer embeds this file verbatim, so it rebuilds exactly what the fuzzer
+passed.  Stdlib only, deterministic, no I/O.
+"""
+
+import array as _array
+import gc as _gc
+import math as _math
+import mmap as _mmap
+
+# ---------------------------------------------------------------------------
+# Re-entrancy hook: every Reenter(n) value calls __harness_reenter__(n).  The
+# user wires it to something that pulls the rug from under the native code
+# (close the connection, cancel the subscription, clear a cache, ...).
+
+
+_reenter_hook = None
+
+
+def set_reenter_hook(hook):
+    """Install hook(n), called by every Reenter(n) object; None disables it."""
+    global _reenter_hook
+    _reenter_hook = hook
+
+
+def __harness_reenter__(n):
+    hook = _reenter_hook
+    if hook is not None:
+        return hook(n)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Scalars and text.
+
+
+class IntSub(int):
+    """An int subclass: exact-type fast paths (PyLong_CheckExact) must not be the only path."""
+
+
+class FloatSub(float):
+    """A float subclass, for the same reason."""
+
+
+def mk_str(codepoints):
+    """Build a str from code points; the only way to get lone surrogates from Rust."""
+    return "".join(map(chr, codepoints))
+
+
+# ---------------------------------------------------------------------------
+# Buffers.
+
+MEMORYVIEW_FORMATS = "HId"
+
+
+def mk_memoryview(kind, data, param=0):
+    """A memoryview of `data` with the shape/strides/flags named by `kind`."""
+    data = bytes(data)
+    if kind == "writable":
+        return memoryview(bytearray(data))
+    if kind == "readonly":
+        return memoryview(data)
+    if kind == "strided":
+        # Non-contiguous: positive step > 1.
+        return memoryview(bytearray(data))[:: 2 + param % 3]
+    if kind == "reversed":
+        # Non-contiguous: negative stride, buf pointer at the END of the data.
+        return memoryview(bytearray(data))[::-1]
+    if kind == "matrix":
+        # Two-dimensional C-contiguous view; cast() refuses zeros in the shape.
+        cols = 1 + param % 8
+        if len(data) < cols:
+            data = data + bytes(cols - len(data))
+        rows = len(data) // cols
+        return memoryview(bytearray(data[: rows * cols])).cast("B", [rows, cols])
+    if kind == "format":
+        # Itemsize > 1 and a format other than "B".
+        fmt = MEMORYVIEW_FORMATS[param % len(MEMORYVIEW_FORMATS)]
+        size = {"H": 2, "I": 4, "d": 8}[fmt]
+        if len(data) < size:
+            data = data + bytes(size - len(data))
+        n = len(data) // size
+        return memoryview(bytearray(data[: n * size])).cast(fmt)
+    if kind == "released":
+        view = memoryview(bytearray(data))
+        view.release()
+        return view
+    raise ValueError(f"unknown memoryview kind {kind!r}")
+
+
+def mk_array(typecode, data):
+    """array.array(typecode) filled from raw bytes (truncated to whole items)."""
+    arr = _array.array(typecode)
+    whole = len(data) - len(data) % arr.itemsize
+    arr.frombytes(bytes(data[:whole]))
+    return arr
+
+
+def mk_mmap(data):
+    """An anonymous mmap holding `data` (at least one byte: mmap refuses length 0)."""
+    data = bytes(data) or b"\0"
+    mapping = _mmap.mmap(-1, len(data))
+    mapping.write(data)
+    mapping.seek(0)
+    return mapping
+
+
+# ---------------------------------------------------------------------------
+# Hostile objects: one class per protocol, so each object speaks exactly one
+# protocol, and misbehaves in the way its `mode` names:
+#   "raise"        the dunder raises HostileError
+#   "wrong_type"   the dunder returns an object of the wrong type
+#   "out_of_range" the dunder returns the right type with a hostile value
+#   "reenter"      the dunder calls __harness_reenter__(n) first, then behaves
+#   "behave"       the dunder behaves (control case)
+
+
+class HostileError(Exception):
+    """Raised on purpose by hostile objects."""
+
+
+class HostileBaseError(BaseException):
+    """Raised on purpose; NOT an Exception, so `except Exception` does not catch it."""
+
+
+class _Misbehaving:
+    __slots__ = ("mode", "n")
+
+    def __init__(self, mode="raise", n=0):
+        self.mode = mode
+        self.n = n
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.mode!r}, {self.n})"
+
+    def _answer(self, dunder, good, wrong_type, out_of_range):
+        mode = self.mode
+        if mode == "raise":
+            raise HostileError(f"{type(self).__name__}.{dunder} raised on purpose")
+        if mode == "wrong_type":
+            return wrong_type
+        if mode == "out_of_range":
+            return out_of_range
+        if mode == "reenter":
+            __harness_reenter__(self.n)
+        return good
+
+
+class BadIndex(_Misbehaving):
+    __slots__ = ()
+
+    def __index__(self):
+        return self._answer("__index__", 7, "7", 2**100)
+
+
+class BadInt(_Misbehaving):
+    __slots__ = ()
+
+    def __int__(self):
+        return self._answer("__int__", 7, 7.5, 2**100)
+
+
+class BadFloat(_Misbehaving):
+    __slots__ = ()
+
+    def __float__(self):
+        return self._answer("__float__", 1.5, "1.5", _math.nan)
+
+
+class BadLen(_Misbehaving):
+    __slots__ = ()
+
+    def __len__(self):
+        return self._answer("__len__", 3, "3", -1)
+
+
+class BadBuffer(_Misbehaving):
+    """__buffer__ is honoured from Python 3.12; on 3.11 this is just not a buffer."""
+
+    __slots__ = ()
+
+    def __buffer__(self, flags):
+        return self._answer("__buffer__", memoryview(b"abc"), "abc", memoryview(b""))
+
+
+class BadHash(_Misbehaving):
+    __slots__ = ()
+
+    def __hash__(self):
+        # -1 is the C-level error marker: Python maps it to -2, C code may not.
+        return self._answer("__hash__", 42, "42", -1)
+
+
+class NotBool:
+    """Returned by BadEq("wrong_type"): its truth value raises."""
+
+    def __bool__(self):
+        raise HostileError("NotBool.__bool__ raised on purpose")
+
+
+class BadEq(_Misbehaving):
+    __slots__ = ()
+    __hash__ = _Misbehaving.__hash__
+
+    def __eq__(self, other):
+        return self._answer("__eq__", self is other, NotBool(), True)
+
+
+class BadFspath(_Misbehaving):
+    __slots__ = ()
+
+    def __fspath__(self):
+        return self._answer(
+            "__fspath__",
+            "/nonexistent/ffi-harness",
+            42,
+            "/nonexistent/ffi\0harness",
+        )
+
+
+class BadBool(_Misbehaving):
+    __slots__ = ()
+
+    def __bool__(self):
+        return self._answer("__bool__", True, "yes", 1)
+
+
+class DelRunsCode:
+    """An object whose finaliser runs code when the last reference goes:
+    "gc" runs gc.collect(), "raise" raises (reported via sys.unraisablehook),
+    "reenter" calls __harness_reenter__(n)."""
+
+    __slots__ = ("mode", "n")
+
+    def __init__(self, mode="gc", n=0):
+        self.mode = mode
+        self.n = n
+
+    def __repr__(self):
+        return f"DelRunsCode({self.mode!r}, {self.n})"
+
+    def __del__(self):
+        if self.mode == "gc":
+            _gc.collect()
+        elif self.mode == "raise":
+            raise HostileError("DelRunsCode.__del__ raised on purpose")
+        elif self.mode == "reenter":
+            __harness_reenter__(self.n)
+
+
+def mk_self_referential_list():
+    """A list that contains itself: naive recursive converters never return."""
+    cycle = []
+    cycle.append(cycle)
+    return cycle
+
+
+# ---------------------------------------------------------------------------
+# Callables.
+
+_RAISE_KINDS = {
+    "hostile_error": HostileError,
+    "keyboard_interrupt": KeyboardInterrupt,
+    "base_exception": HostileBaseError,
+    "memory_error": MemoryError,
+}
+
+
+def mk_raiser(kind):
+    exc_type = _RAISE_KINDS[kind]
+
+    def raiser(*args, **kwargs):
+        raise exc_type(f"callable raised {exc_type.__name__} on purpose")
+
+    return raiser
+
+
+def mk_returner(value):
+    def returner(*args, **kwargs):
+        return value
+
+    return returner
+
+
+def mk_reenterer(n):
+    def reenterer(*args, **kwargs):
+        return __harness_reenter__(n)
+
+    return reenterer
+
+
+def mk_no_arguments():
+    """A callable that accepts no arguments: calling it with any raises TypeError."""
+
+    def no_arguments():
+        return None
+
+    return no_arguments
+
+
+# ---------------------------------------------------------------------------
+# Structural comparison, for round-trip tests and differential checks.
+
+
+def same(a, b, _seen=None):
+    """True if a and b were built the same way: equal types and contents, where
+    nan equals nan, -0.0 differs from 0.0, buffers compare by layout and content,
+    hostile objects by class and mode, and closures by their captured values."""
+    if _seen is None:
+        _seen = set()
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if isinstance(a, (list, tuple, dict)):
+        # Containers may be cyclic; the pair stays alive in the callers' frames,
+        # so ids cannot be reused while it is in `_seen`.
+        key = (id(a), id(b))
+        if key in _seen:
+            return True
+        _seen.add(key)
+    if isinstance(a, float):
+        if _math.isnan(a):
+            return _math.isnan(b)
+        return a == b and _math.copysign(1.0, a) == _math.copysign(1.0, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y, _seen) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        ia, ib = list(a.items()), list(b.items())
+        return len(ia) == len(ib) and all(
+            same(ka, kb, _seen) and same(va, vb, _seen) for (ka, va), (kb, vb) in zip(ia, ib)
+        )
+    if isinstance(a, memoryview):
+        try:
+            a.nbytes
+        except ValueError:
+            try:
+                b.nbytes
+            except ValueError:
+                return True
+            return False
+        return (
+            (a.format, a.shape, a.strides, a.readonly) == (b.format, b.shape, b.strides, b.readonly)
+            and same(a.tolist(), b.tolist(), _seen)
+        )
+    if isinstance(a, _array.array):
+        return a.typecode == b.typecode and same(a.tolist(), b.tolist(), _seen)
+    if isinstance(a, _mmap.mmap):
+        return a[:] == b[:]
+    if isinstance(a, (_Misbehaving, DelRunsCode)):
+        return (a.mode, a.n) == (b.mode, b.n)
+    if callable(a) and hasattr(a, "__code__"):
+        ca, cb = a.__closure__ or (), b.__closure__ or ()
+        return (
+            a.__qualname__ == b.__qualname__
+            and len(ca) == len(cb)
+            and all(same(x.cell_contents, y.cell_contents, _seen) for x, y in zip(ca, cb))
+        )
+    return a == b

@@ -1,0 +1,157 @@
+"""Pure-Python references and small helpers shared by the `native` tests (not a test module)."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import threading
+import time
+
+MASK64 = (1 << 64) - 1
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+
+LONG_BITS = ctypes.sizeof(ctypes.c_long) * 8
+LONG_MAX = (1 << (LONG_BITS - 1)) - 1
+LONG_MIN = -(1 << (LONG_BITS - 1))
+
+LEDGER_KEYS = ("live_handles", "live_subscriptions", "live_blocks")
+
+
+def fnv1a64(data) -> int:
+    """64-bit FNV-1a over the raw bytes of `data` (the reference for native.checksum)."""
+    h = FNV_OFFSET
+    for b in bytes(data):
+        h = ((h ^ b) * FNV_PRIME) & MASK64
+    return h
+
+
+def process_ref(data, key: int = 0, rounds: int = 1) -> bytes:
+    """Literal transcription of the process() contract (slow: for small inputs)."""
+    k = key.to_bytes(4, "little")
+    b = bytearray(data)
+    for _ in range(rounds):
+        for i in range(len(b)):
+            b[i] = ((b[i] ^ k[i % 4]) + (i & 0xFF)) & 0xFF
+    return bytes(b)
+
+
+def process_ref_fast(data, key: int = 0, rounds: int = 1) -> bytes:
+    """Same transform, vectorised: byte i only depends on i mod 256 (i & 0xff and i % 4)."""
+    k = key.to_bytes(4, "little")
+    tables = [bytes(((x ^ k[r % 4]) + r) & 0xFF for x in range(256)) for r in range(256)]
+    b = bytearray(data)
+    for _ in range(rounds):
+        for r in range(min(256, len(b))):
+            b[r::256] = b[r::256].translate(tables[r])
+    return bytes(b)
+
+
+def wait_until(pred, timeout: float = 5.0, interval: float = 0.005):
+    """Poll `pred` until it returns a truthy value or `timeout` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = pred()
+        if r or time.monotonic() >= deadline:
+            return r
+        time.sleep(interval)
+
+
+def ledger_snapshot() -> dict:
+    import native
+
+    c = native.debug_counters()
+    return {k: c[k] for k in LEDGER_KEYS}
+
+
+def native_calls() -> int:
+    import native
+
+    return native.debug_counters()["calls"]
+
+
+def debug_counters_self_cost() -> int:
+    """How much one debug_counters() call bumps `calls` itself (0 or 1, measured, stable)."""
+    samples = []
+    for _ in range(5):
+        a = native_calls()
+        b = native_calls()
+        samples.append(b - a)
+    return min(samples)
+
+
+class Recorder:
+    """A thread-safe callable that records every event it is called with (and on which thread)."""
+
+    def __init__(self, action=None):
+        self.events = []
+        self.threads = []
+        self.cond = threading.Condition()
+        self.action = action
+
+    def __call__(self, ev):
+        with self.cond:
+            self.events.append(ev)
+            self.threads.append(threading.get_ident())
+            self.cond.notify_all()
+        if self.action is not None:
+            self.action(ev)
+
+    def wait_count(self, n: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.events) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def wait_for(self, pred, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not any(pred(e) for e in self.events):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def __len__(self):
+        with self.cond:
+            return len(self.events)
+
+
+class Ticker:
+    """A Python thread that records timestamps while it can get the GIL (to prove GIL release)."""
+
+    def __init__(self, period: float = 0.0005):
+        self.period = period
+        self.stamps: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.stamps.append(time.monotonic())
+            time.sleep(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        # make sure it is really running before the measured call starts
+        deadline = time.monotonic() + 5
+        while not self.stamps and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def inside(self, t0: float, t1: float) -> list[float]:
+        return [t for t in list(self.stamps) if t0 < t < t1]
+
+
+def collect():
+    for _ in range(3):
+        gc.collect()

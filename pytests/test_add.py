@@ -105,3 +105,19 @@ def test_refcount_neutral(f):
     assert sys.getrefcount(b) == rb
     # the result is owned by the caller alone
     assert sys.getrefcount(f(a, b)) == sys.getrefcount(object())
+
+
+class _IndexRaises:
+    def __index__(self):
+        raise RuntimeError("from __index__")
+
+
+@pytest.mark.parametrize("fn", ["add", "add_fast"])
+def test_first_bad_argument_wins_and_never_systemerror(fn):
+    # Found by the `differential` fuzz target: add_fast converted the second argument while the
+    # first one's exception was pending (wrong exception, or SystemError).
+    f = getattr(native, fn)
+    with pytest.raises(RuntimeError, match="from __index__"):
+        f(_IndexRaises(), None)
+    with pytest.raises(TypeError):
+        f(None, _IndexRaises())

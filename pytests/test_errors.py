@@ -300,3 +300,15 @@ def test_error_attributes_all_kinds(store_path, tmp_path):
         assert isinstance(e.message, str) and e.message
         assert str(e)  # printable
         assert repr(e)
+
+
+def test_undecodable_bytes_path_opens_and_closes_without_leaking_the_handle(tmp_path, monkeypatch):
+    # Found by the `errors` fuzz target: the path's display text failed to convert *after*
+    # native_connect succeeded, and the early return leaked the native handle and its lock.
+    monkeypatch.chdir(tmp_path)
+    before = native.debug_counters()["live_handles"]
+    conn = native.connect(b"\xffm")
+    assert isinstance(conn.path, str)
+    conn.close()
+    assert native.debug_counters()["live_handles"] == before
+    native.connect(b"\xffm", timeout=0).close()  # the lock was released too

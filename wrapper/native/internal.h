@@ -42,6 +42,7 @@ struct notifier {
     pthread_cond_t wake; /* event queued, stop or deferred close */
     pthread_cond_t idle; /* a callback returned: unsubscribe waiters re-check */
     pthread_t thread;
+    int started;         /* the thread starts with the first subscription: no listener, no thread */
     struct event *head, *tail;
     size_t pending;
     struct sub *subs;    /* sorted by id (ids only grow, new ones are appended) */
@@ -80,7 +81,8 @@ void *block_alloc(size_t size);
 void block_free(void *ptr);
 
 /* ---- notify.c ---- */
-int notifier_start(native_db *db); /* 0 or the pthread_create error number */
+int notifier_init(native_db *db); /* 0; the thread itself starts lazily in native_subscribe */
+int notifier_join_if_started(native_db *db); /* stop + join; returns whether a thread existed */
 /* Queue a put/delete event if anyone listens; caller holds db->mu (keeps event order = log order). */
 void notifier_enqueue(native_db *db, int kind, const void *key, size_t klen, const void *val, size_t vlen);
 /* Drops queued events and subscriptions; the thread must already be gone (joined or is the caller). */

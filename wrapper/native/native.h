@@ -93,7 +93,7 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
                    native_cancel_fn should_stop, void *stop_data, native_db **out, native_error *err);
 
 /*
- * Stops and joins the notifier (pending events are discarded, every subscription is dropped and its
+ * Stops and joins the notifier (started lazily by the first native_subscribe) (pending events are discarded, every subscription is dropped and its
  * callback is never called again once this returns), unlocks and closes the file, frees the handle.
  * NULL is a no-op. Called from inside a callback (on the notifier thread), it returns at once and the
  * notifier finishes the teardown as soon as that callback returns: still no further callbacks.

@@ -84,7 +84,7 @@ static void *notifier_main(void *arg)
     return NULL;
 }
 
-int notifier_start(native_db *db)
+int notifier_init(native_db *db)
 {
     struct notifier *nt = &db->nt;
     pthread_mutex_init(&nt->mu, NULL);
@@ -92,18 +92,38 @@ int notifier_start(native_db *db)
     pthread_cond_init(&nt->idle, NULL);
     nt->next_sub_id = 0;
     nt->next_seq = 0;
+    nt->started = 0;
+    return 0;
+}
+
+/* Starts the thread on first use; caller holds nt->mu. 0 or the pthread_create error number. */
+static int notifier_spawn_locked(native_db *db)
+{
+    struct notifier *nt = &db->nt;
+    if (nt->started)
+        return 0;
     /* Block signals in the notifier so process signals (SIGINT for Python) reach the host's threads. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&nt->thread, NULL, notifier_main, db);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        pthread_cond_destroy(&nt->idle);
-        pthread_cond_destroy(&nt->wake);
-        pthread_mutex_destroy(&nt->mu);
-    }
+    if (rc == 0)
+        nt->started = 1;
     return rc;
+}
+
+int notifier_join_if_started(native_db *db)
+{
+    struct notifier *nt = &db->nt;
+    pthread_mutex_lock(&nt->mu);
+    int started = nt->started;
+    nt->stop = 1;
+    pthread_cond_signal(&nt->wake);
+    pthread_mutex_unlock(&nt->mu);
+    if (started)
+        pthread_join(nt->thread, NULL); /* waits for an in-flight callback */
+    return started;
 }
 
 void notifier_enqueue(native_db *db, int kind, const void *key, size_t klen, const void *val, size_t vlen)
@@ -182,6 +202,12 @@ int native_subscribe(native_db *db, native_callback cb, void *user_data, uint64_
     s->user_data = user_data;
     struct notifier *nt = &db->nt;
     pthread_mutex_lock(&nt->mu);
+    int e = notifier_spawn_locked(db);
+    if (e != 0) {
+        pthread_mutex_unlock(&nt->mu);
+        free(s);
+        return fail_unlocked(db, err, NATIVE_EIO, e, op, "starting the notifier thread failed");
+    }
     s->id = ++nt->next_sub_id;
     struct sub **tail = &nt->subs;
     while (*tail != NULL)

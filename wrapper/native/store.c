@@ -398,11 +398,7 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
     rc = load(db, err);
     if (rc == NATIVE_OK) {
         pthread_mutex_init(&db->mu, NULL);
-        int e = notifier_start(db);
-        if (e != 0) {
-            pthread_mutex_destroy(&db->mu);
-            rc = fail(NULL, err, NATIVE_EIO, e, op, "starting the notifier thread failed");
-        }
+        notifier_init(db);
     }
     if (rc != NATIVE_OK) {
         idx_free(&db->idx);
@@ -438,10 +434,8 @@ void native_close(native_db *db)
         pthread_mutex_unlock(&db->nt.mu);
         return;
     }
-    db->nt.stop = 1;
-    pthread_cond_signal(&db->nt.wake);
     pthread_mutex_unlock(&db->nt.mu);
-    pthread_join(db->nt.thread, NULL); /* waits for an in-flight callback */
+    notifier_join_if_started(db);
     store_teardown(db);
 }
 

@@ -49,8 +49,14 @@ unsafe extern "C" fn add_fast_impl(
         }
         // SAFETY: METH_FASTCALL passes `nargs` (== 2) valid borrowed references in `args`.
         let (a, b) = unsafe { (*args, *args.add(1)) };
+        // One at a time: once the first conversion has set an exception, the second must not run
+        // (it would replace the exception, or call into Python with one pending: SystemError).
         // SAFETY: attached (CPython calls us with the GIL held) and both objects are live.
-        let (Some(a), Some(b)) = (unsafe { long_arg(a) }, unsafe { long_arg(b) }) else {
+        let Some(a) = (unsafe { long_arg(a) }) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: as above.
+        let Some(b) = (unsafe { long_arg(b) }) else {
             return std::ptr::null_mut();
         };
         let mut out: c_long = 0;

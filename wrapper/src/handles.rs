@@ -662,6 +662,15 @@ pub(crate) fn connect(
             "the interpreter is shutting down",
         ));
     }
+    // Ownership: everything fallible happens before native_connect; once C hands us a handle, nothing
+    // may return early before a Connection owns it (that would leak the handle and its file lock).
+    // `path` is always text, like os.fsdecode of what was opened (lossy for undecodable bytes).
+    let path_text = py
+        .import("os")?
+        .call_method1("fsdecode", (&filename,))?
+        .cast_into::<pyo3::types::PyString>()?
+        .to_string_lossy()
+        .into_owned();
     let raw_opts = opts.to_raw();
     let mut poll = SignalPoll::new();
     let poll_ptr = PollPtr(poll.stop_data());
@@ -691,11 +700,6 @@ pub(crate) fn connect(
         }
         _ => return Err(NativeError::from_raw(rc, &err, "connect").into_pyerr(py, Some(&filename))),
     }
-    // `path` is always text, like os.fsdecode of what was opened.
-    let path_text: String = py
-        .import("os")?
-        .call_method1("fsdecode", (&filename,))?
-        .extract()?;
     let inner = Arc::new(ConnInner {
         state: Mutex::new(DbState {
             db: db.0,

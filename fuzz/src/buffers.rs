@@ -1,0 +1,268 @@
+//! `buffers`: checksum/process fed every kind of Python object (hostile ones included) and exact-size
+//! writable buffers whose neighbours are watched. Oracles: refcount neutrality of arguments, allowed
+//! exceptions only, results equal the Rust reference, nothing written outside the view (ASan catches
+//! it inside libnative; the sentinel comparison catches it even where ASan cannot), and the export is
+//! released after every call (the bytearray can be resized again).
+
+use arbitrary::Arbitrary;
+use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyInt};
+
+use crate::{allowed, py_bytes, ref_fnv, ref_process, Scenario};
+
+/// How an exact buffer is exported: each kind has a different exporter and allocation.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum ExactKind {
+    /// `array.array('B', data)`: allocated to exactly len bytes, so ASan sees one byte past.
+    ArrayB,
+    /// `bytearray(data)`.
+    ByteArray,
+    /// `memoryview(bytearray(pad + data + pad))[lo:hi]`: writes past the view hit the padding.
+    Window { pad: u8 },
+    /// `memoryview(array('B', data)).cast('B', (rows, n/rows))`: multi-dimensional, C-contiguous.
+    TwoD,
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum BufferCall {
+    Checksum { data: PyValue },
+    Process { data: PyValue, key: PyValue, rounds: PyValue },
+    ChecksumExact { kind: ExactKind, data: Vec<u8> },
+    ProcessExact { kind: ExactKind, data: Vec<u8>, key: u32, rounds: u8 },
+    AddFastVsAdd { a: PyValue, b: PyValue },
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub struct BuffersInput {
+    pub calls: Vec<BufferCall>,
+}
+
+fn exact_source(kind: ExactKind, data: &[u8]) -> String {
+    let lit = py_bytes(data);
+    match kind {
+        ExactKind::ArrayB => format!("array.array('B', {lit})"),
+        ExactKind::ByteArray => format!("bytearray({lit})"),
+        ExactKind::Window { pad } => {
+            let pad = usize::from(pad % 16) + 1;
+            format!(
+                "memoryview(bytearray(b'\\xa5' * {pad} + {lit} + b'\\xa5' * {pad}))[{pad}:{pad} + {}]",
+                data.len()
+            )
+        }
+        ExactKind::TwoD if data.is_empty() => format!("memoryview(array.array('B', {lit}))"),
+        ExactKind::TwoD => {
+            let rows = two_d_rows(data.len());
+            format!("memoryview(array.array('B', {lit})).cast('B', ({rows}, {}))", data.len() / rows)
+        }
+    }
+}
+
+fn two_d_rows(len: usize) -> usize {
+    (2..=4).rev().find(|r| len % r == 0 && len > 0).unwrap_or(1)
+}
+
+/// The whole underlying memory of an exact buffer (to check neighbours), and the view's offset.
+fn underlying<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<(Vec<u8>, usize)> {
+    let mv = obj.cast::<pyo3::types::PyMemoryView>();
+    match mv {
+        Ok(view) => {
+            let base = view.getattr("obj")?;
+            let whole: Vec<u8> = py.import("builtins")?.getattr("bytes")?.call1((&base,))?.extract()?;
+            // The view's offset inside its base: padding length for windows, 0 otherwise.
+            let start = whole.len().saturating_sub(view.getattr("nbytes")?.extract::<usize>()?) / 2;
+            Ok((whole, start))
+        }
+        Err(_) => Ok((py.import("builtins")?.getattr("bytes")?.call1((obj,))?.extract()?, 0)),
+    }
+}
+
+/// The rounds a hostile value may ask for: big valid counts would make one input run for minutes.
+fn rounds_is_cheap(value: &Bound<'_, PyAny>) -> bool {
+    match value.cast::<PyInt>() {
+        Ok(i) => i.extract::<i64>().map(|n| !(9..(1 << 32)).contains(&n)).unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+impl BufferCall {
+    fn run(&self, py: Python<'_>, allowed: &AllowedExceptions) -> Result<(), OracleFailure> {
+        let native = py.import("native").map_err(|e| crate::py_failure(py, "import", e))?;
+        let mat = |v: &PyValue| v.materialise(py).map_err(|e| crate::py_failure(py, "materialise", e));
+        match self {
+            BufferCall::Checksum { data } => {
+                let arg = mat(data)?;
+                let fresh: Vec<_> = data.is_fresh_heap_object().then_some(("data", &arg)).into_iter().collect();
+                check_call(py, &fresh, allowed, || native.call_method1("checksum", (&arg,))?.extract::<u64>())?;
+                resizable_after(py, &arg)
+            }
+            BufferCall::Process { data, key, rounds } => {
+                let (arg, k, r) = (mat(data)?, mat(key)?, mat(rounds)?);
+                if !rounds_is_cheap(&r) {
+                    return Ok(());
+                }
+                let mut fresh = Vec::new();
+                for (label, v, o) in [("data", data, &arg), ("key", key, &k), ("rounds", rounds, &r)] {
+                    if v.is_fresh_heap_object() {
+                        fresh.push((label, o));
+                    }
+                }
+                let kw = crate::kwargs(py, &[("key", k.clone()), ("rounds", r.clone())])
+                    .map_err(|e| crate::py_failure(py, "kwargs", e))?;
+                check_call(py, &fresh, allowed, || native.call_method("process", (&arg,), Some(&kw)).map(|_| ()))?;
+                resizable_after(py, &arg)
+            }
+            BufferCall::ChecksumExact { kind, data } => {
+                let obj = eval(py, &exact_source(*kind, data))?;
+                let got = check_call(py, &[("data", &obj)], allowed, || {
+                    native.call_method1("checksum", (&obj,))?.extract::<u64>()
+                })?;
+                if got != Some(ref_fnv(data)) {
+                    return Err(OracleFailure::new(
+                        "reference",
+                        format!("checksum = {got:?}, reference FNV-1a = {}", ref_fnv(data)),
+                    ));
+                }
+                Ok(())
+            }
+            BufferCall::ProcessExact { kind, data, key, rounds } => {
+                let rounds = u32::from(rounds % 3) + 1;
+                let obj = eval(py, &exact_source(*kind, data))?;
+                let (before, start) = underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
+                let kw = crate::kwargs(py, &[("key", key.into_pyobject(py).unwrap().into_any()), ("rounds", rounds.into_pyobject(py).unwrap().into_any())])
+                    .map_err(|e| crate::py_failure(py, "kwargs", e))?;
+                check_call(py, &[("data", &obj)], allowed, || native.call_method("process", (&obj,), Some(&kw)).map(|_| ()))?;
+                let (after, _) = underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
+                let mut expected = before.clone();
+                ref_process(&mut expected[start..start + data.len()], *key, rounds);
+                if after != expected {
+                    let first = after.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
+                    return Err(OracleFailure::new(
+                        "reference",
+                        format!(
+                            "process wrote wrong bytes: first difference at byte {first} of the underlying buffer \
+                             (view is bytes {start}..{}): got {:#04x}, expected {:#04x}",
+                            start + data.len(),
+                            after.get(first).copied().unwrap_or(0),
+                            expected.get(first).copied().unwrap_or(0)
+                        ),
+                    ));
+                }
+                resizable_after(py, &obj)
+            }
+            BufferCall::AddFastVsAdd { a, b } => {
+                let (x, y) = (mat(a)?, mat(b)?);
+                let slow = native.call_method1("add", (&x, &y));
+                let fast = native.call_method1("add_fast", (&x, &y));
+                compare_outcomes(py, "add vs add_fast", slow, fast, allowed)
+            }
+        }
+    }
+
+    fn to_python(&self) -> String {
+        match self {
+            BufferCall::Checksum { data } => format!("native.checksum({})", data.to_python_source()),
+            BufferCall::Process { data, key, rounds } => format!(
+                "native.process({}, key={}, rounds={})",
+                data.to_python_source(),
+                key.to_python_source(),
+                rounds.to_python_source()
+            ),
+            BufferCall::ChecksumExact { kind, data } => format!(
+                "_b = {}\nassert native.checksum(_b) == _ref_fnv({}), 'checksum differs from the reference'",
+                exact_source(*kind, data),
+                py_bytes(data)
+            ),
+            BufferCall::ProcessExact { kind, data, key, rounds } => format!(
+                "_b = {src}\n_whole = _b.obj if isinstance(_b, memoryview) else _b\n_before = bytes(_whole)\n\
+                 native.process(_b, key={key}, rounds={r})\n_start = (len(_before) - {n}) // 2 if isinstance(_b, memoryview) else 0\n\
+                 _expected = _before[:_start] + _ref_process(_before[_start:_start + {n}], {key}, {r}) + _before[_start + {n}:]\n\
+                 assert bytes(_whole) == _expected, 'process wrote outside the view or wrong bytes'",
+                src = exact_source(*kind, data),
+                r = u32::from(rounds % 3) + 1,
+                n = data.len()
+            ),
+            BufferCall::AddFastVsAdd { a, b } => format!(
+                "_x, _y = {}, {}\ntry:\n    _slow = ('ok', native.add(_x, _y))\nexcept Exception as e:\n    _slow = ('err', type(e))\n\
+                 try:\n    _fast = ('ok', native.add_fast(_x, _y))\nexcept Exception as e:\n    _fast = ('err', type(e))\n\
+                 assert _slow == _fast, (_slow, _fast)",
+                a.to_python_source(),
+                b.to_python_source()
+            ),
+        }
+    }
+}
+
+fn eval<'py>(py: Python<'py>, src: &str) -> Result<Bound<'py, PyAny>, OracleFailure> {
+    let globals = pyo3::types::PyDict::new(py);
+    for m in ["array", "mmap"] {
+        globals.set_item(m, py.import(m).unwrap()).unwrap();
+    }
+    let code = std::ffi::CString::new(src).expect("no NUL in generated source");
+    py.eval(&code, Some(&globals), None).map_err(|e| crate::py_failure(py, "build input", e))
+}
+
+/// Buffers: once a call returns, its export must be released, so a bytearray can change size again.
+fn resizable_after(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<(), OracleFailure> {
+    if let Ok(ba) = obj.cast::<PyByteArray>() {
+        let len = ba.len();
+        ba.call_method1("extend", (PyBytes::new(py, b"x"),))
+            .and_then(|_| ba.call_method1("__delitem__", (pyo3::types::PySlice::new(py, len as isize, (len + 1) as isize, 1),)))
+            .map_err(|e| OracleFailure::new("export released", format!("bytearray still exported after the call: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Two paths that promise the same contract must agree: same value, or same exception type.
+pub fn compare_outcomes(
+    py: Python<'_>,
+    what: &str,
+    a: PyResult<Bound<'_, PyAny>>,
+    b: PyResult<Bound<'_, PyAny>>,
+    allowed: &AllowedExceptions,
+) -> Result<(), OracleFailure> {
+    match (a, b) {
+        (Ok(x), Ok(y)) => {
+            if x.eq(&y).unwrap_or(false) {
+                Ok(())
+            } else {
+                Err(OracleFailure::new("differential", format!("{what}: {x} != {y}")))
+            }
+        }
+        (Err(e1), Err(e2)) => {
+            allowed.check(py, &e1)?;
+            allowed.check(py, &e2)?;
+            if e1.get_type(py).is(e2.get_type(py)) {
+                Ok(())
+            } else {
+                Err(OracleFailure::new(
+                    "differential",
+                    format!("{what}: raised {} vs {}", e1.get_type(py), e2.get_type(py)),
+                ))
+            }
+        }
+        (Ok(x), Err(e)) | (Err(e), Ok(x)) => {
+            Err(OracleFailure::new("differential", format!("{what}: one returned {x}, the other raised {e}")))
+        }
+    }
+}
+
+impl Scenario for BuffersInput {
+    const TARGET: &'static str = "buffers";
+
+    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+        let allowed = Self::allowed();
+        for (i, call) in self.calls.iter().take(8).enumerate() {
+            call.run(py, &allowed).map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn repro(&self, config: &ReproConfig) -> ReproScript {
+        self.calls.iter().take(8).fold(ReproScript::new(config), |s, c| s.step(c.to_python()))
+    }
+
+    fn allowed() -> AllowedExceptions {
+        allowed(&[])
+    }
+}

@@ -1,0 +1,136 @@
+# Callback zoo for the `callbacks` fuzz target, shared verbatim by the fuzzer (exec'd once into a
+# module) and by every repro.py it writes, so both run exactly the same callbacks.
+import gc
+import sys
+import threading
+import time
+import weakref
+
+import native
+
+UNRAISABLE = []
+
+
+def _record_unraisable(args):
+    UNRAISABLE.append((args.exc_type, str(args.exc_value)))
+
+
+sys.unraisablehook = _record_unraisable
+
+
+class CallbackRaised(Exception):
+    """Raised by 'raise' callbacks on purpose."""
+
+
+class Recorder:
+    """A callback object: counts calls, notices calls after its cancel returned, and re-enters."""
+
+    def __init__(self, box, kind, conn_ref):
+        self.box = box  # shared with the harness: survives the recorder, so it can be read afterwards
+        self.kind = kind
+        self.conn_ref = conn_ref
+
+    def __call__(self, ev):
+        box = self.box
+        if box["cancelled"]:
+            box["late"] += 1
+        box["calls"] += 1
+        if not isinstance(ev, native.Event) or not isinstance(ev.key, bytes):
+            box["bad_event"] += 1
+        kind, conn = self.kind, self.conn_ref[0]
+        if kind == "raise":
+            raise CallbackRaised("callback raised on purpose")
+        if conn is None:
+            return None
+        if kind == "get":
+            conn.get(ev.key)
+        elif kind == "put" and ev.key != b"reenter":
+            conn.put(b"reenter", b"x")
+        elif kind == "close":
+            conn.close()
+        elif kind == "cancel_self" and box.get("sub") is not None:
+            box["sub"].cancel()
+        elif kind == "subscribe":
+            conn.subscribe(lambda e: None).cancel()
+        elif kind == "gc":
+            gc.collect()
+        return None
+
+
+def new_box():
+    return {"calls": 0, "late": 0, "cancelled": False, "bad_event": 0, "sub": None}
+
+
+def subscribe(conn_ref, kind, boxes, weakrefs):
+    box = new_box()
+    rec = Recorder(box, kind, conn_ref)
+    weakrefs.append(weakref.ref(rec))
+    sub = conn_ref[0].subscribe(rec)
+    box["sub"] = sub
+    boxes.append(box)
+    return sub
+
+
+def writer(conn_ref, n, errors):
+    def run():
+        conn = conn_ref[0]
+        for i in range(n):
+            try:
+                conn.put(b"w%d" % (i % 4), b"v%d" % i)
+            except native.InvalidStateError:
+                return
+            except BaseException as e:  # anything else is a finding, reported by the harness
+                errors.append(repr(e))
+                return
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def settle(conn_ref, limit=0.02):
+    """Wait (bounded) until the notifier stops delivering: events are asynchronous."""
+    conn = conn_ref[0]
+    deadline = time.monotonic() + limit
+    last = -1
+    while time.monotonic() < deadline:
+        try:
+            now = conn.stats().events_delivered
+        except native.InvalidStateError:
+            return
+        if now == last:
+            return
+        last = now
+        time.sleep(0.001)
+
+
+def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
+    """End of an input: join writers, close, then check no late call and that callbacks were released."""
+    for t in threads:
+        t.join()
+    if conn_ref[0] is not None:
+        conn_ref[0].close()
+    for b in boxes:
+        b["cancelled"] = True
+    time.sleep(0.002)
+    problems = list(errors)
+    for i, b in enumerate(boxes):
+        if b["late"]:
+            problems.append(f"subscription #{i}: {b['late']} call(s) after cancel/close returned")
+        if b["bad_event"]:
+            problems.append(f"subscription #{i}: {b['bad_event']} malformed event(s)")
+        b["sub"] = None
+    conn_ref[0] = None
+    subs.clear()
+    deadline = time.monotonic() + 2.0
+    while any(w() is not None for w in weakrefs) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.001)
+    alive = sum(w() is not None for w in weakrefs)
+    if alive:
+        problems.append(f"{alive} callback object(s) still alive after close + gc: the wrapper leaked them")
+    bad = [(t, m) for t, m in UNRAISABLE if t is SystemError or t.__name__ == "PanicException"]
+    UNRAISABLE.clear()
+    if bad:
+        problems.append(f"callbacks raised undocumented errors: {bad}")
+    return problems

@@ -1,0 +1,207 @@
+//! `errors`: native failures and how they are translated. Paths of every shape (missing directory,
+//! a directory, NUL bytes, hostile os.PathLike objects, bytes), store files corrupted at fuzzed offsets
+//! (flipped bytes, truncation, garbage appended), lock contention with hostile timeouts. Oracles: only
+//! the documented exception classes, each carrying op/code/message (and errno/filename for
+//! ConnectionError), a store that opens after corruption is internally consistent, and the native
+//! ledger returns to baseline (no handle leaks on error paths). ASan watches the log parser.
+
+use arbitrary::Arbitrary;
+use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use pyo3::prelude::*;
+
+use crate::{allowed, py_bytes, py_failure, with_ledger, Scenario, Scratch};
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum PathCase {
+    MissingDirectory,
+    IsDirectory,
+    NulByte,
+    Empty,
+    AsBytes,
+    Hostile(PyValue),
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Corruption {
+    Flip { offset: u16, mask: u8 },
+    Truncate { keep: u16 },
+    Append(Vec<u8>),
+    Overwrite { offset: u16, bytes: Vec<u8> },
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum ErrorCase {
+    Path(PathCase),
+    Corrupt { records: Vec<(u8, Vec<u8>)>, damage: Vec<Corruption> },
+    Locked { timeout: TimeoutArg },
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub enum TimeoutArg {
+    Zero,
+    Small(u8),
+    Negative,
+    Nan,
+    Hostile(PyValue),
+}
+
+impl TimeoutArg {
+    fn source(&self) -> String {
+        match self {
+            TimeoutArg::Zero => "0".into(),
+            TimeoutArg::Small(ms) => format!("{}", f64::from(*ms % 20) / 1000.0),
+            TimeoutArg::Negative => "-1.0".into(),
+            TimeoutArg::Nan => "float('nan')".into(),
+            TimeoutArg::Hostile(v) => v.to_python_source(),
+        }
+    }
+
+    /// A hostile value that is a valid large timeout would make the input wait for minutes.
+    fn is_slow(&self, py: Python<'_>) -> bool {
+        if let TimeoutArg::Hostile(v) = self {
+            if let Ok(obj) = v.materialise(py) {
+                if obj.is_none() {
+                    return true; // None waits forever
+                }
+                if let Ok(f) = obj.extract::<f64>() {
+                    return f.is_finite() && f > 0.05 || f == f64::INFINITY;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn path_source(case: &PathCase) -> String {
+    match case {
+        PathCase::MissingDirectory => "os.path.join(_TMP, 'missing', 'x.db')".into(),
+        PathCase::IsDirectory => "_TMP".into(),
+        PathCase::NulByte => "os.path.join(_TMP, 'nul\\x00.db')".into(),
+        PathCase::Empty => "''".into(),
+        PathCase::AsBytes => "os.fsencode(os.path.join(_TMP, 'bytes.db'))".into(),
+        PathCase::Hostile(v) => v.to_python_source(),
+    }
+}
+
+impl ErrorCase {
+    fn source(&self) -> String {
+        match self {
+            ErrorCase::Path(p) => format!(
+                "_path = {}\nif not _unsafe_path(_path):\n    _check_error(lambda: native.connect(_path).close())",
+                path_source(p)
+            ),
+            ErrorCase::Corrupt { records, damage } => {
+                let puts: Vec<String> =
+                    records.iter().take(8).map(|(k, v)| format!("_c.put({}, {})", py_bytes(&[b'k', *k]), py_bytes(v))).collect();
+                let damage: Vec<String> = damage.iter().take(4).map(damage_source).collect();
+                format!(
+                    "_p = os.path.join(_TMP, 'c.db')\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_store(native.connect(_p)))",
+                    if puts.is_empty() { "pass".into() } else { puts.join("\n") },
+                    if damage.is_empty() { "pass".into() } else { damage.join("\n") }
+                )
+            }
+            ErrorCase::Locked { timeout } => format!(
+                "_p = os.path.join(_TMP, 'l.db')\n_holder = native.connect(_p)\ntry:\n    _check_error(lambda: native.connect(_p, timeout={}).close())\nfinally:\n    _holder.close()",
+                timeout.source()
+            ),
+        }
+    }
+}
+
+fn damage_source(d: &Corruption) -> String {
+    match d {
+        Corruption::Flip { offset, mask } => format!(
+            "if _data:\n    _data[{offset} % len(_data)] ^= {}",
+            mask.max(&1)
+        ),
+        Corruption::Truncate { keep } => format!("del _data[{keep} % (len(_data) + 1):]"),
+        Corruption::Append(b) => format!("_data += {}", py_bytes(b)),
+        Corruption::Overwrite { offset, bytes } => {
+            format!("_o = {offset} % (len(_data) + 1)\n_data[_o:_o + {}] = {}", bytes.len(), py_bytes(bytes))
+        }
+    }
+}
+
+/// Python checks shared by the fuzzer and repro.py: documented classes and complete error objects.
+const CHECKS: &str = r#"
+def _unsafe_path(p):
+    # Fuzzed text becomes a real path and we may run as root: only relative paths without '..'
+    # (the process works inside its scratch directory) and paths under _TMP are allowed.
+    try:
+        s = os.fspath(p)
+    except BaseException:
+        return False
+    if isinstance(s, bytes):
+        s = os.fsdecode(s)
+    if not isinstance(s, str):
+        return False
+    return (os.path.isabs(s) and not s.startswith(_TMP)) or ".." in s
+
+def _check_store(c):
+    try:
+        items = list(c.items())
+        assert len(items) == len(c) == c.stats().keys, "opened store is inconsistent"
+        assert len({k for k, _ in items}) == len(items), "duplicate keys after replay"
+        c.put(b"after", b"corruption")
+        assert c.get(b"after") == b"corruption"
+    finally:
+        c.close()
+
+def _check_error(fn):
+    try:
+        fn()
+    except native.Error as e:
+        assert isinstance(e.op, str) and e.op, f"{type(e).__name__} without op: {e!r}"
+        assert isinstance(e.code, str) and e.code.startswith("NATIVE_"), f"bad code {e.code!r}"
+        assert isinstance(e.message, str) and e.message, f"{type(e).__name__} without message"
+        if isinstance(e, native.ConnectionError):
+            assert isinstance(e.errno, int) and e.errno > 0, f"ConnectionError without errno: {e!r}"
+            assert e.filename is not None, f"ConnectionError without filename: {e!r}"
+        raise
+"#;
+
+#[derive(Arbitrary, Debug, Clone)]
+pub struct ErrorsInput {
+    pub cases: Vec<ErrorCase>,
+}
+
+impl Scenario for ErrorsInput {
+    const TARGET: &'static str = "errors";
+
+    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+        let allowed = Self::allowed();
+        with_ledger(py, |py| {
+            let scratch = Scratch::new();
+            let globals = pyo3::types::PyDict::new(py);
+            ffi_harness::prelude(py).map_err(|e| py_failure(py, "prelude", e))?;
+            let setup = format!(
+                "import os, native\nimport ffi_harness_prelude as _fh\n_TMP = {:?}\n{CHECKS}",
+                scratch.dir.to_string_lossy()
+            );
+            let code = std::ffi::CString::new(setup).unwrap();
+            py.run(&code, Some(&globals), None).map_err(|e| py_failure(py, "setup", e))?;
+            for (i, case) in self.cases.iter().take(6).enumerate() {
+                if let ErrorCase::Locked { timeout } = case {
+                    if timeout.is_slow(py) {
+                        continue;
+                    }
+                }
+                let code = std::ffi::CString::new(case.source()).expect("no NUL in generated source");
+                if let Err(e) = py.run(&code, Some(&globals), None) {
+                    allowed.check(py, &e).map_err(|f| f.context(format_args!("case #{i} {case:?}")))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn repro(&self, config: &ReproConfig) -> ReproScript {
+        let mut cfg = config.clone();
+        cfg.setup.push_str(CHECKS);
+        self.cases.iter().take(6).fold(ReproScript::new(&cfg), |s, c| s.step(c.source()))
+    }
+
+    fn allowed() -> AllowedExceptions {
+        allowed(&["native.ConnectionError", "native.ProtocolError", "native.TimeoutError"])
+    }
+}

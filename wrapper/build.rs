@@ -1,21 +1,40 @@
 //! Compiles libnative (wrapper/native/*.c) into the extension with the same strict warnings as its
-//! Makefile. `NATIVE_CC` / `NATIVE_CFLAGS` let the fuzz and sanitizer builds instrument the C side too
-//! (e.g. clang-19 with -fsanitize=address,fuzzer-no-link), so ASan sees C-side overflows.
+//! Makefile. Under `cargo fuzz` (which passes `--cfg fuzzing` and `-Zsanitizer=address`) the C side is
+//! instrumented too, with clang-19: ASan sees C-side overflows and libFuzzer gets C coverage, with no
+//! environment to remember. `NATIVE_CC` / `NATIVE_CFLAGS` override (the sanitizer CI builds use them).
 use std::path::Path;
+use std::process::Command;
 
 fn main() {
     let dir = Path::new("native");
     println!("cargo:rerun-if-changed=native");
-    println!("cargo:rerun-if-env-changed=NATIVE_CC");
-    println!("cargo:rerun-if-env-changed=NATIVE_CFLAGS");
+    for var in [
+        "NATIVE_CC",
+        "NATIVE_CFLAGS",
+        "CARGO_CFG_FUZZING",
+        "CARGO_CFG_SANITIZE",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
     let mut sources: Vec<_> = std::fs::read_dir(dir)
         .expect("wrapper/native exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
         .collect();
     sources.sort();
+
+    let fuzzing = std::env::var_os("CARGO_CFG_FUZZING").is_some();
+    let sanitize = std::env::var("CARGO_CFG_SANITIZE").unwrap_or_default();
+    let clang_available = Command::new("clang-19")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let compiler = std::env::var("NATIVE_CC")
+        .ok()
+        .or_else(|| (fuzzing && clang_available).then(|| "clang-19".to_owned()));
+
     let mut build = cc::Build::new();
-    if let Ok(cc) = std::env::var("NATIVE_CC") {
+    if let Some(cc) = &compiler {
         build.compiler(cc);
     }
     build
@@ -26,9 +45,19 @@ fn main() {
         .extra_warnings(true)
         .warnings_into_errors(true)
         .flag("-pthread");
-    if let Ok(flags) = std::env::var("NATIVE_CFLAGS") {
-        for f in flags.split_whitespace() {
-            build.flag(f);
+    match std::env::var("NATIVE_CFLAGS") {
+        Ok(flags) => {
+            for f in flags.split_whitespace() {
+                build.flag(f);
+            }
+        }
+        Err(_) => {
+            if sanitize.split(',').any(|s| s == "address") {
+                build.flag("-fsanitize=address");
+            }
+            if fuzzing && compiler.as_deref().is_some_and(|c| c.contains("clang")) {
+                build.flag("-fsanitize=fuzzer-no-link");
+            }
         }
     }
     build.compile("native_c");

@@ -5,7 +5,9 @@
 //! released after every call (the bytearray can be resized again).
 
 use arbitrary::Arbitrary;
-use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use ffi_harness::{
+    check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt};
 
@@ -26,11 +28,28 @@ pub enum ExactKind {
 
 #[derive(Arbitrary, Debug, Clone)]
 pub enum BufferCall {
-    Checksum { data: PyValue },
-    Process { data: PyValue, key: PyValue, rounds: PyValue },
-    ChecksumExact { kind: ExactKind, data: Vec<u8> },
-    ProcessExact { kind: ExactKind, data: Vec<u8>, key: u32, rounds: u8 },
-    AddFastVsAdd { a: PyValue, b: PyValue },
+    Checksum {
+        data: PyValue,
+    },
+    Process {
+        data: PyValue,
+        key: PyValue,
+        rounds: PyValue,
+    },
+    ChecksumExact {
+        kind: ExactKind,
+        data: Vec<u8>,
+    },
+    ProcessExact {
+        kind: ExactKind,
+        data: Vec<u8>,
+        key: u32,
+        rounds: u8,
+    },
+    AddFastVsAdd {
+        a: PyValue,
+        b: PyValue,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -53,7 +72,10 @@ fn exact_source(kind: ExactKind, data: &[u8]) -> String {
         ExactKind::TwoD if data.is_empty() => format!("memoryview(array.array('B', {lit}))"),
         ExactKind::TwoD => {
             let rows = two_d_rows(data.len());
-            format!("memoryview(array.array('B', {lit})).cast('B', ({rows}, {}))", data.len() / rows)
+            format!(
+                "memoryview(array.array('B', {lit})).cast('B', ({rows}, {}))",
+                data.len() / rows
+            )
         }
     }
 }
@@ -68,32 +90,59 @@ fn underlying<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<(Vec<u8
     match mv {
         Ok(view) => {
             let base = view.getattr("obj")?;
-            let whole: Vec<u8> = py.import("builtins")?.getattr("bytes")?.call1((&base,))?.extract()?;
+            let whole: Vec<u8> = py
+                .import("builtins")?
+                .getattr("bytes")?
+                .call1((&base,))?
+                .extract()?;
             // The view's offset inside its base: padding length for windows, 0 otherwise.
-            let start = whole.len().saturating_sub(view.getattr("nbytes")?.extract::<usize>()?) / 2;
+            let start = whole
+                .len()
+                .saturating_sub(view.getattr("nbytes")?.extract::<usize>()?)
+                / 2;
             Ok((whole, start))
         }
-        Err(_) => Ok((py.import("builtins")?.getattr("bytes")?.call1((obj,))?.extract()?, 0)),
+        Err(_) => Ok((
+            py.import("builtins")?
+                .getattr("bytes")?
+                .call1((obj,))?
+                .extract()?,
+            0,
+        )),
     }
 }
 
 /// The rounds a hostile value may ask for: big valid counts would make one input run for minutes.
 fn rounds_is_cheap(value: &Bound<'_, PyAny>) -> bool {
     match value.cast::<PyInt>() {
-        Ok(i) => i.extract::<i64>().map(|n| !(9..(1 << 32)).contains(&n)).unwrap_or(true),
+        Ok(i) => i
+            .extract::<i64>()
+            .map(|n| !(9..(1 << 32)).contains(&n))
+            .unwrap_or(true),
         Err(_) => true,
     }
 }
 
 impl BufferCall {
     fn run(&self, py: Python<'_>, allowed: &AllowedExceptions) -> Result<(), OracleFailure> {
-        let native = py.import("native").map_err(|e| crate::py_failure(py, "import", e))?;
-        let mat = |v: &PyValue| v.materialise(py).map_err(|e| crate::py_failure(py, "materialise", e));
+        let native = py
+            .import("native")
+            .map_err(|e| crate::py_failure(py, "import", e))?;
+        let mat = |v: &PyValue| {
+            v.materialise(py)
+                .map_err(|e| crate::py_failure(py, "materialise", e))
+        };
         match self {
             BufferCall::Checksum { data } => {
                 let arg = mat(data)?;
-                let fresh: Vec<_> = data.is_fresh_heap_object().then_some(("data", &arg)).into_iter().collect();
-                check_call(py, &fresh, allowed, || native.call_method1("checksum", (&arg,))?.extract::<u64>())?;
+                let fresh: Vec<_> = data
+                    .is_fresh_heap_object()
+                    .then_some(("data", &arg))
+                    .into_iter()
+                    .collect();
+                check_call(py, &fresh, allowed, || {
+                    native.call_method1("checksum", (&arg,))?.extract::<u64>()
+                })?;
                 resizable_after(py, &arg)
             }
             BufferCall::Process { data, key, rounds } => {
@@ -102,14 +151,22 @@ impl BufferCall {
                     return Ok(());
                 }
                 let mut fresh = Vec::new();
-                for (label, v, o) in [("data", data, &arg), ("key", key, &k), ("rounds", rounds, &r)] {
+                for (label, v, o) in [
+                    ("data", data, &arg),
+                    ("key", key, &k),
+                    ("rounds", rounds, &r),
+                ] {
                     if v.is_fresh_heap_object() {
                         fresh.push((label, o));
                     }
                 }
                 let kw = crate::kwargs(py, &[("key", k.clone()), ("rounds", r.clone())])
                     .map_err(|e| crate::py_failure(py, "kwargs", e))?;
-                check_call(py, &fresh, allowed, || native.call_method("process", (&arg,), Some(&kw)).map(|_| ()))?;
+                check_call(py, &fresh, allowed, || {
+                    native
+                        .call_method("process", (&arg,), Some(&kw))
+                        .map(|_| ())
+                })?;
                 resizable_after(py, &arg)
             }
             BufferCall::ChecksumExact { kind, data } => {
@@ -125,18 +182,39 @@ impl BufferCall {
                 }
                 Ok(())
             }
-            BufferCall::ProcessExact { kind, data, key, rounds } => {
+            BufferCall::ProcessExact {
+                kind,
+                data,
+                key,
+                rounds,
+            } => {
                 let rounds = u32::from(rounds % 3) + 1;
                 let obj = eval(py, &exact_source(*kind, data))?;
-                let (before, start) = underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
-                let kw = crate::kwargs(py, &[("key", key.into_pyobject(py).unwrap().into_any()), ("rounds", rounds.into_pyobject(py).unwrap().into_any())])
-                    .map_err(|e| crate::py_failure(py, "kwargs", e))?;
-                check_call(py, &[("data", &obj)], allowed, || native.call_method("process", (&obj,), Some(&kw)).map(|_| ()))?;
-                let (after, _) = underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
+                let (before, start) =
+                    underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
+                let kw = crate::kwargs(
+                    py,
+                    &[
+                        ("key", key.into_pyobject(py).unwrap().into_any()),
+                        ("rounds", rounds.into_pyobject(py).unwrap().into_any()),
+                    ],
+                )
+                .map_err(|e| crate::py_failure(py, "kwargs", e))?;
+                check_call(py, &[("data", &obj)], allowed, || {
+                    native
+                        .call_method("process", (&obj,), Some(&kw))
+                        .map(|_| ())
+                })?;
+                let (after, _) =
+                    underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
                 let mut expected = before.clone();
                 ref_process(&mut expected[start..start + data.len()], *key, rounds);
                 if after != expected {
-                    let first = after.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
+                    let first = after
+                        .iter()
+                        .zip(&expected)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
                     return Err(OracleFailure::new(
                         "reference",
                         format!(
@@ -199,7 +277,8 @@ fn eval<'py>(py: Python<'py>, src: &str) -> Result<Bound<'py, PyAny>, OracleFail
         globals.set_item(m, py.import(m).unwrap()).unwrap();
     }
     let code = std::ffi::CString::new(src).expect("no NUL in generated source");
-    py.eval(&code, Some(&globals), None).map_err(|e| crate::py_failure(py, "build input", e))
+    py.eval(&code, Some(&globals), None)
+        .map_err(|e| crate::py_failure(py, "build input", e))
 }
 
 /// Buffers: once a call returns, its export must be released, so a bytearray can change size again.
@@ -207,8 +286,23 @@ fn resizable_after(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<(), OracleF
     if let Ok(ba) = obj.cast::<PyByteArray>() {
         let len = ba.len();
         ba.call_method1("extend", (PyBytes::new(py, b"x"),))
-            .and_then(|_| ba.call_method1("__delitem__", (pyo3::types::PySlice::new(py, len as isize, (len + 1) as isize, 1),)))
-            .map_err(|e| OracleFailure::new("export released", format!("bytearray still exported after the call: {e}")))?;
+            .and_then(|_| {
+                ba.call_method1(
+                    "__delitem__",
+                    (pyo3::types::PySlice::new(
+                        py,
+                        len as isize,
+                        (len + 1) as isize,
+                        1,
+                    ),),
+                )
+            })
+            .map_err(|e| {
+                OracleFailure::new(
+                    "export released",
+                    format!("bytearray still exported after the call: {e}"),
+                )
+            })?;
     }
     Ok(())
 }
@@ -226,7 +320,10 @@ pub fn compare_outcomes(
             if x.eq(&y).unwrap_or(false) {
                 Ok(())
             } else {
-                Err(OracleFailure::new("differential", format!("{what}: {x} != {y}")))
+                Err(OracleFailure::new(
+                    "differential",
+                    format!("{what}: {x} != {y}"),
+                ))
             }
         }
         (Err(e1), Err(e2)) => {
@@ -241,9 +338,10 @@ pub fn compare_outcomes(
                 ))
             }
         }
-        (Ok(x), Err(e)) | (Err(e), Ok(x)) => {
-            Err(OracleFailure::new("differential", format!("{what}: one returned {x}, the other raised {e}")))
-        }
+        (Ok(x), Err(e)) | (Err(e), Ok(x)) => Err(OracleFailure::new(
+            "differential",
+            format!("{what}: one returned {x}, the other raised {e}"),
+        )),
     }
 }
 
@@ -253,13 +351,17 @@ impl Scenario for BuffersInput {
     fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         for (i, call) in self.calls.iter().take(8).enumerate() {
-            call.run(py, &allowed).map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
+            call.run(py, &allowed)
+                .map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
         }
         Ok(())
     }
 
     fn repro(&self, config: &ReproConfig) -> ReproScript {
-        self.calls.iter().take(8).fold(ReproScript::new(config), |s, c| s.step(c.to_python()))
+        self.calls
+            .iter()
+            .take(8)
+            .fold(ReproScript::new(config), |s, c| s.step(c.to_python()))
     }
 
     fn allowed() -> AllowedExceptions {

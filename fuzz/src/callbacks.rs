@@ -21,7 +21,8 @@ fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     HELPERS_MODULE
         .get_or_try_init(py, || {
             let code = std::ffi::CString::new(HELPERS).expect("no NUL");
-            PyModule::from_code(py, &code, c"fuzz_callbacks.py", c"fuzz_callbacks").map(Bound::unbind)
+            PyModule::from_code(py, &code, c"fuzz_callbacks.py", c"fuzz_callbacks")
+                .map(Bound::unbind)
         })
         .map(|m| m.bind(py))
 }
@@ -85,7 +86,12 @@ fn key(k: u8) -> Vec<u8> {
 }
 
 impl CallbackOp {
-    fn apply<'py>(&self, py: Python<'py>, st: &State<'py>, allowed: &AllowedExceptions) -> PyResult<()> {
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        st: &State<'py>,
+        allowed: &AllowedExceptions,
+    ) -> PyResult<()> {
         let h = helpers(py)?;
         let conn = st.conn_ref.get_item(0)?;
         let pick = |i: u8| -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
@@ -106,13 +112,20 @@ impl CallbackOp {
                 return Ok(());
             }
             match f(&conn) {
-                Err(e) if e.is_instance(py, &py.import("native")?.getattr("InvalidStateError")?) => Ok(()),
+                Err(e)
+                    if e.is_instance(py, &py.import("native")?.getattr("InvalidStateError")?) =>
+                {
+                    Ok(())
+                }
                 other => other,
             }
         };
         match self {
             CallbackOp::Subscribe(kind) => on_conn(&|_| {
-                let sub = h.call_method1("subscribe", (&st.conn_ref, kind.name(), &st.boxes, &st.weakrefs))?;
+                let sub = h.call_method1(
+                    "subscribe",
+                    (&st.conn_ref, kind.name(), &st.boxes, &st.weakrefs),
+                )?;
                 st.subs.append(sub)
             })?,
             CallbackOp::Cancel(i) | CallbackOp::CancelTwice(i) | CallbackOp::ExitContext(i) => {
@@ -130,16 +143,23 @@ impl CallbackOp {
                     }
                 }
             }
-            CallbackOp::Put(k, v) => on_conn(&|c| c.call_method1("put", (key(*k), v.as_slice())).map(drop))?,
-            CallbackOp::Delete(k) => match on_conn(&|c| c.call_method1("delete", (key(*k),)).map(drop)) {
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {}
-                other => other?,
-            },
+            CallbackOp::Put(k, v) => {
+                on_conn(&|c| c.call_method1("put", (key(*k), v.as_slice())).map(drop))?
+            }
+            CallbackOp::Delete(k) => {
+                match on_conn(&|c| c.call_method1("delete", (key(*k),)).map(drop)) {
+                    Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {}
+                    other => other?,
+                }
+            }
             CallbackOp::Writer(n) => on_conn(&|_| {
-                let t = h.call_method1("writer", (&st.conn_ref, u32::from(*n % 64) + 1, &st.errors))?;
+                let t =
+                    h.call_method1("writer", (&st.conn_ref, u32::from(*n % 64) + 1, &st.errors))?;
                 st.threads.append(t)
             })?,
-            CallbackOp::Settle => on_conn(&|_| h.call_method1("settle", (&st.conn_ref,)).map(drop))?,
+            CallbackOp::Settle => {
+                on_conn(&|_| h.call_method1("settle", (&st.conn_ref,)).map(drop))?
+            }
             CallbackOp::Close => on_conn(&|c| {
                 c.call_method0("close")?;
                 // Closing cancels every subscription: no callback may run after this returns.
@@ -171,7 +191,9 @@ impl CallbackOp {
                     }
                 }
                 if matches!(self, CallbackOp::Reconnect) {
-                    let c = py.import("native")?.call_method1("connect", (st.scratch.path("cb.db"),))?;
+                    let c = py
+                        .import("native")?
+                        .call_method1("connect", (st.scratch.path("cb.db"),))?;
                     st.conn_ref.set_item(0, c)?;
                 }
             }
@@ -252,14 +274,26 @@ impl Scenario for CallbacksInput {
             let mut outcome = Ok(());
             for (i, op) in self.ops.iter().take(32).enumerate() {
                 if let Err(e) = op.apply(py, &st, &allowed) {
-                    outcome = allowed.check(py, &e).map_err(|f| f.context(format_args!("op #{i} {op:?}")));
+                    outcome = allowed
+                        .check(py, &e)
+                        .map_err(|f| f.context(format_args!("op #{i} {op:?}")));
                     if outcome.is_err() {
                         break;
                     }
                 }
             }
             let problems: Vec<String> = h
-                .call_method1("finish", (&st.conn_ref, &st.subs, &st.boxes, &st.weakrefs, &st.threads, &st.errors))
+                .call_method1(
+                    "finish",
+                    (
+                        &st.conn_ref,
+                        &st.subs,
+                        &st.boxes,
+                        &st.weakrefs,
+                        &st.threads,
+                        &st.errors,
+                    ),
+                )
                 .and_then(|p| p.extract())
                 .map_err(|e| py_failure(py, "finish", e))?;
             outcome?;
@@ -290,4 +324,3 @@ impl Scenario for CallbacksInput {
         allowed(&["KeyError", "native.InvalidStateError"])
     }
 }
-

@@ -17,7 +17,8 @@ fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     HELPERS_MODULE
         .get_or_try_init(py, || {
             let code = std::ffi::CString::new(HELPERS).expect("no NUL");
-            PyModule::from_code(py, &code, c"fuzz_differential.py", c"fuzz_differential").map(Bound::unbind)
+            PyModule::from_code(py, &code, c"fuzz_differential.py", c"fuzz_differential")
+                .map(Bound::unbind)
         })
         .map(|m| m.bind(py))
 }
@@ -31,7 +32,16 @@ pub enum Operand {
     Text,
 }
 
-const EDGES: [&str; 8] = ["-9223372036854775808", "9223372036854775807", "0", "-1", "9223372036854775808", "-9223372036854775809", "18446744073709551616", "2**100"];
+const EDGES: [&str; 8] = [
+    "-9223372036854775808",
+    "9223372036854775807",
+    "0",
+    "-1",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "18446744073709551616",
+    "2**100",
+];
 
 impl Operand {
     fn source(self) -> String {
@@ -79,7 +89,11 @@ impl DiffCall {
         match self {
             DiffCall::Add(a, b) => format!("('add', {}, {})", a.source(), b.source()),
             DiffCall::Checksum(d) => format!("('checksum', {})", py_bytes(d)),
-            DiffCall::Process(d, k, r) => format!("('process', {}, {k}, {})", py_bytes(d), u32::from(r % 3) + 1),
+            DiffCall::Process(d, k, r) => format!(
+                "('process', {}, {k}, {})",
+                py_bytes(d),
+                u32::from(r % 3) + 1
+            ),
             DiffCall::Store(ops) => {
                 let ops: Vec<String> = ops.iter().take(16).map(StoreOp::source).collect();
                 format!("('store', [{}])", ops.join(", "))
@@ -108,7 +122,9 @@ impl Scenario for DifferentialInput {
         let scratch = Scratch::new();
         // The calls go through Python source, exactly as repro.py spells them.
         let code = std::ffi::CString::new(self.calls_source()).expect("no NUL in generated source");
-        let calls = py.eval(&code, None, None).map_err(|e| py_failure(py, "build calls", e))?;
+        let calls = py
+            .eval(&code, None, None)
+            .map_err(|e| py_failure(py, "build calls", e))?;
         let problems: Vec<String> = h
             .call_method1("run_calls", (calls, scratch.dir.to_string_lossy().as_ref()))
             .and_then(|p| p.extract())

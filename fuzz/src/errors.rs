@@ -32,8 +32,13 @@ pub enum Corruption {
 #[derive(Arbitrary, Debug, Clone)]
 pub enum ErrorCase {
     Path(PathCase),
-    Corrupt { records: Vec<(u8, Vec<u8>)>, damage: Vec<Corruption> },
-    Locked { timeout: TimeoutArg },
+    Corrupt {
+        records: Vec<(u8, Vec<u8>)>,
+        damage: Vec<Corruption>,
+    },
+    Locked {
+        timeout: TimeoutArg,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -117,7 +122,11 @@ fn damage_source(d: &Corruption) -> String {
         Corruption::Truncate { keep } => format!("del _data[{keep} % (len(_data) + 1):]"),
         Corruption::Append(b) => format!("_data += {}", py_bytes(b)),
         Corruption::Overwrite { offset, bytes } => {
-            format!("_o = {offset} % (len(_data) + 1)\n_data[_o:_o + {}] = {}", bytes.len(), py_bytes(bytes))
+            format!(
+                "_o = {offset} % (len(_data) + 1)\n_data[_o:_o + {}] = {}",
+                bytes.len(),
+                py_bytes(bytes)
+            )
         }
     }
 }
@@ -179,16 +188,20 @@ impl Scenario for ErrorsInput {
                 scratch.dir.to_string_lossy()
             );
             let code = std::ffi::CString::new(setup).unwrap();
-            py.run(&code, Some(&globals), None).map_err(|e| py_failure(py, "setup", e))?;
+            py.run(&code, Some(&globals), None)
+                .map_err(|e| py_failure(py, "setup", e))?;
             for (i, case) in self.cases.iter().take(6).enumerate() {
                 if let ErrorCase::Locked { timeout } = case {
                     if timeout.is_slow(py) {
                         continue;
                     }
                 }
-                let code = std::ffi::CString::new(case.source()).expect("no NUL in generated source");
+                let code =
+                    std::ffi::CString::new(case.source()).expect("no NUL in generated source");
                 if let Err(e) = py.run(&code, Some(&globals), None) {
-                    allowed.check(py, &e).map_err(|f| f.context(format_args!("case #{i} {case:?}")))?;
+                    allowed
+                        .check(py, &e)
+                        .map_err(|f| f.context(format_args!("case #{i} {case:?}")))?;
                 }
             }
             Ok(())
@@ -198,10 +211,17 @@ impl Scenario for ErrorsInput {
     fn repro(&self, config: &ReproConfig) -> ReproScript {
         let mut cfg = config.clone();
         cfg.setup.push_str(CHECKS);
-        self.cases.iter().take(6).fold(ReproScript::new(&cfg), |s, c| s.step(c.source()))
+        self.cases
+            .iter()
+            .take(6)
+            .fold(ReproScript::new(&cfg), |s, c| s.step(c.source()))
     }
 
     fn allowed() -> AllowedExceptions {
-        allowed(&["native.ConnectionError", "native.ProtocolError", "native.TimeoutError"])
+        allowed(&[
+            "native.ConnectionError",
+            "native.ProtocolError",
+            "native.TimeoutError",
+        ])
     }
 }

@@ -52,19 +52,53 @@ impl KeyArg {
 
 #[derive(Arbitrary, Debug, Clone)]
 pub enum HandleOp {
-    Connect { slot: u8, file: bool },
-    Put { slot: u8, key: KeyArg, value: Vec<u8> },
-    Get { slot: u8, key: KeyArg },
-    Delete { slot: u8, key: KeyArg },
-    Len { slot: u8 },
-    Items { slot: u8, take: u8, mutate_at: Option<u8> },
-    Flush { slot: u8 },
-    Stats { slot: u8 },
-    Close { slot: u8 },
-    Drop { slot: u8 },
+    Connect {
+        slot: u8,
+        file: bool,
+    },
+    Put {
+        slot: u8,
+        key: KeyArg,
+        value: Vec<u8>,
+    },
+    Get {
+        slot: u8,
+        key: KeyArg,
+    },
+    Delete {
+        slot: u8,
+        key: KeyArg,
+    },
+    Len {
+        slot: u8,
+    },
+    Items {
+        slot: u8,
+        take: u8,
+        mutate_at: Option<u8>,
+    },
+    Flush {
+        slot: u8,
+    },
+    Stats {
+        slot: u8,
+    },
+    Close {
+        slot: u8,
+    },
+    Drop {
+        slot: u8,
+    },
     Gc,
-    HostilePut { slot: u8, key: PyValue, value: PyValue },
-    HostileGet { slot: u8, key: PyValue },
+    HostilePut {
+        slot: u8,
+        key: PyValue,
+        value: PyValue,
+    },
+    HostileGet {
+        slot: u8,
+        key: PyValue,
+    },
 }
 
 /// Per-input state: the connection slots and a dict model per file.
@@ -91,31 +125,54 @@ fn mismatch(what: String) -> OracleFailure {
 }
 
 impl HandleOp {
-    fn apply<'py>(&self, py: Python<'py>, st: &mut HandleState<'py>, allowed: &AllowedExceptions) -> Result<(), OracleFailure> {
-        let native = py.import("native").map_err(|e| py_failure(py, "import", e))?;
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        st: &mut HandleState<'py>,
+        allowed: &AllowedExceptions,
+    ) -> Result<(), OracleFailure> {
+        let native = py
+            .import("native")
+            .map_err(|e| py_failure(py, "import", e))?;
         let conn = |s: u8| st.slots[slot(s)].clone();
         // Results of an op: Ok(Some(v)) to compare, Ok(None) nothing to compare, Err(allowed exception).
         match self {
             HandleOp::Connect { slot: s, file } => {
                 let path = st.scratch.path(file_name(*file));
-                let kw = crate::kwargs(py, &[("timeout", 0i32.into_pyobject(py).unwrap().into_any())]).unwrap();
-                let opened_elsewhere = st.slots.iter().flatten().any(|(c, f)| f == file && !is_closed(c));
+                let kw = crate::kwargs(
+                    py,
+                    &[("timeout", 0i32.into_pyobject(py).unwrap().into_any())],
+                )
+                .unwrap();
+                let opened_elsewhere = st
+                    .slots
+                    .iter()
+                    .flatten()
+                    .any(|(c, f)| f == file && !is_closed(c));
                 match native.call_method("connect", (path,), Some(&kw)) {
                     Ok(c) => {
                         if opened_elsewhere {
-                            return Err(mismatch("a second connection to an open store succeeded".into()));
+                            return Err(mismatch(
+                                "a second connection to an open store succeeded".into(),
+                            ));
                         }
                         st.slots[slot(*s)] = Some((c, *file));
                     }
                     Err(e) => {
                         allowed.check(py, &e)?;
                         if !opened_elsewhere {
-                            return Err(mismatch(format!("connect failed although the store was free: {e}")));
+                            return Err(mismatch(format!(
+                                "connect failed although the store was free: {e}"
+                            )));
                         }
                     }
                 }
             }
-            HandleOp::Put { slot: s, key, value } => {
+            HandleOp::Put {
+                slot: s,
+                key,
+                value,
+            } => {
                 if let Some((c, f)) = conn(*s) {
                     let k = key.materialise(py).map_err(|e| py_failure(py, "key", e))?;
                     match c.call_method1("put", (k, PyBytes::new(py, value))) {
@@ -132,14 +189,24 @@ impl HandleOp {
                     let want = st.model[f as usize].get(&key.bytes());
                     match c.call_method1("get", (k,)) {
                         Ok(v) => {
-                            let got: Vec<u8> = v.extract().map_err(|e| py_failure(py, "get result", e))?;
+                            let got: Vec<u8> =
+                                v.extract().map_err(|e| py_failure(py, "get result", e))?;
                             if want != Some(&got) {
-                                return Err(mismatch(format!("get({:?}) = {got:?}, model has {want:?}", key.bytes())));
+                                return Err(mismatch(format!(
+                                    "get({:?}) = {got:?}, model has {want:?}",
+                                    key.bytes()
+                                )));
                             }
                         }
-                        Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(&c) => {
+                        Err(e)
+                            if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py)
+                                && !is_closed(&c) =>
+                        {
                             if want.is_some() {
-                                return Err(mismatch(format!("get({:?}) raised KeyError, model has {want:?}", key.bytes())));
+                                return Err(mismatch(format!(
+                                    "get({:?}) raised KeyError, model has {want:?}",
+                                    key.bytes()
+                                )));
                             }
                         }
                         Err(e) => expect_closed(py, &c, e, allowed)?,
@@ -155,9 +222,14 @@ impl HandleOp {
                             st.model[f as usize].remove(&key.bytes());
                         }
                         Ok(_) => return Err(mismatch("delete of an absent key succeeded".into())),
-                        Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(&c) => {
+                        Err(e)
+                            if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py)
+                                && !is_closed(&c) =>
+                        {
                             if had {
-                                return Err(mismatch("delete raised KeyError for a present key".into()));
+                                return Err(mismatch(
+                                    "delete raised KeyError for a present key".into(),
+                                ));
                             }
                         }
                         Err(e) => expect_closed(py, &c, e, allowed)?,
@@ -168,14 +240,21 @@ impl HandleOp {
                 if let Some((c, f)) = conn(*s) {
                     match c.len() {
                         Ok(n) if n != st.model[f as usize].len() => {
-                            return Err(mismatch(format!("len = {n}, model has {}", st.model[f as usize].len())))
+                            return Err(mismatch(format!(
+                                "len = {n}, model has {}",
+                                st.model[f as usize].len()
+                            )))
                         }
                         Ok(_) => {}
                         Err(e) => expect_closed(py, &c, e, allowed)?,
                     }
                 }
             }
-            HandleOp::Items { slot: s, take, mutate_at } => {
+            HandleOp::Items {
+                slot: s,
+                take,
+                mutate_at,
+            } => {
                 if let Some((c, f)) = conn(*s) {
                     let it = match c.call_method0("items") {
                         Ok(it) => it,
@@ -186,7 +265,12 @@ impl HandleOp {
                     for i in 0..=usize::from(*take) {
                         if *mutate_at == Some(i as u8) && !mutated {
                             let key = b"kz".to_vec();
-                            if c.call_method1("put", (PyBytes::new(py, &key), PyBytes::new(py, b"m"))).is_ok() {
+                            if c.call_method1(
+                                "put",
+                                (PyBytes::new(py, &key), PyBytes::new(py, b"m")),
+                            )
+                            .is_ok()
+                            {
                                 st.model[f as usize].insert(key, b"m".to_vec());
                                 mutated = true;
                             }
@@ -194,21 +278,28 @@ impl HandleOp {
                         match it.call_method0("__next__") {
                             Ok(pair) => {
                                 if mutated {
-                                    return Err(mismatch("iteration continued after the store was modified".into()));
+                                    return Err(mismatch(
+                                        "iteration continued after the store was modified".into(),
+                                    ));
                                 }
-                                let (k, v): (Vec<u8>, Vec<u8>) = pair.extract().map_err(|e| py_failure(py, "item", e))?;
+                                let (k, v): (Vec<u8>, Vec<u8>) =
+                                    pair.extract().map_err(|e| py_failure(py, "item", e))?;
                                 if seen.insert(k.clone(), v).is_some() {
                                     return Err(mismatch(format!("items() yielded {k:?} twice")));
                                 }
                             }
                             Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
                                 if !mutated && seen != st.model[f as usize] {
-                                    return Err(mismatch(format!("items() = {seen:?}, model = {:?}", st.model[f as usize])));
+                                    return Err(mismatch(format!(
+                                        "items() = {seen:?}, model = {:?}",
+                                        st.model[f as usize]
+                                    )));
                                 }
                                 break;
                             }
                             Err(e) => {
-                                let invalid = e.is_instance(py, &native.getattr("InvalidStateError").unwrap());
+                                let invalid = e
+                                    .is_instance(py, &native.getattr("InvalidStateError").unwrap());
                                 if !(invalid && mutated) {
                                     return Err(py_failure(py, "items", e));
                                 }
@@ -220,12 +311,22 @@ impl HandleOp {
             }
             HandleOp::Flush { slot: s } | HandleOp::Stats { slot: s } => {
                 if let Some((c, f)) = conn(*s) {
-                    let method = if matches!(self, HandleOp::Flush { .. }) { "flush" } else { "stats" };
+                    let method = if matches!(self, HandleOp::Flush { .. }) {
+                        "flush"
+                    } else {
+                        "stats"
+                    };
                     match c.call_method0(method) {
                         Ok(r) if method == "stats" => {
-                            let keys: usize = r.getattr("keys").and_then(|k| k.extract()).map_err(|e| py_failure(py, "stats", e))?;
+                            let keys: usize = r
+                                .getattr("keys")
+                                .and_then(|k| k.extract())
+                                .map_err(|e| py_failure(py, "stats", e))?;
                             if keys != st.model[f as usize].len() {
-                                return Err(mismatch(format!("stats().keys = {keys}, model has {}", st.model[f as usize].len())));
+                                return Err(mismatch(format!(
+                                    "stats().keys = {keys}, model has {}",
+                                    st.model[f as usize].len()
+                                )));
                             }
                         }
                         Ok(_) => {}
@@ -235,7 +336,8 @@ impl HandleOp {
             }
             HandleOp::Close { slot: s } => {
                 if let Some((c, _)) = conn(*s) {
-                    c.call_method0("close").map_err(|e| py_failure(py, "close", e))?;
+                    c.call_method0("close")
+                        .map_err(|e| py_failure(py, "close", e))?;
                     if !is_closed(&c) {
                         return Err(mismatch("closed is False after close()".into()));
                     }
@@ -245,9 +347,15 @@ impl HandleOp {
                 st.slots[slot(*s)] = None;
             }
             HandleOp::Gc => {
-                py.import("gc").and_then(|gc| gc.call_method0("collect")).map_err(|e| py_failure(py, "gc", e))?;
+                py.import("gc")
+                    .and_then(|gc| gc.call_method0("collect"))
+                    .map_err(|e| py_failure(py, "gc", e))?;
             }
-            HandleOp::HostilePut { slot: s, key, value } => {
+            HandleOp::HostilePut {
+                slot: s,
+                key,
+                value,
+            } => {
                 if let Some((c, _)) = conn(*s) {
                     let (k, v) = (key.materialise(py), value.materialise(py));
                     if let (Ok(k), Ok(v)) = (k, v) {
@@ -276,7 +384,13 @@ impl HandleOp {
 
     fn to_python(&self) -> String {
         let c = |s: &u8| format!("slots[{}]", slot(*s));
-        let guard = |s: &u8, body: String| format!("if {} is not None:\n    {}", c(s), body.replace('\n', "\n    "));
+        let guard = |s: &u8, body: String| {
+            format!(
+                "if {} is not None:\n    {}",
+                c(s),
+                body.replace('\n', "\n    ")
+            )
+        };
         match self {
             HandleOp::Connect { slot: s, file } => format!(
                 "{} = native.connect(os.path.join(_TMP, {:?}), timeout=0)",
@@ -311,14 +425,24 @@ impl HandleOp {
 }
 
 fn is_closed(c: &Bound<'_, PyAny>) -> bool {
-    c.getattr("closed").and_then(|v| v.extract()).unwrap_or(true)
+    c.getattr("closed")
+        .and_then(|v| v.extract())
+        .unwrap_or(true)
 }
 
 /// On a closed connection every method raises InvalidStateError; on an open one, none of the
 /// fixed-shape ops may fail at all.
-fn expect_closed(py: Python<'_>, c: &Bound<'_, PyAny>, e: PyErr, allowed: &AllowedExceptions) -> Result<(), OracleFailure> {
+fn expect_closed(
+    py: Python<'_>,
+    c: &Bound<'_, PyAny>,
+    e: PyErr,
+    allowed: &AllowedExceptions,
+) -> Result<(), OracleFailure> {
     allowed.check(py, &e)?;
-    let invalid = py.import("native").and_then(|n| n.getattr("InvalidStateError")).map(|t| e.is_instance(py, &t));
+    let invalid = py
+        .import("native")
+        .and_then(|n| n.getattr("InvalidStateError"))
+        .map(|t| e.is_instance(py, &t));
     if is_closed(c) && invalid.unwrap_or(false) {
         Ok(())
     } else {
@@ -328,8 +452,18 @@ fn expect_closed(py: Python<'_>, c: &Bound<'_, PyAny>, e: PyErr, allowed: &Allow
 
 /// After a hostile put that succeeded (a valid bytes-like key the generator made), re-read the file's
 /// model from the connection itself, then keep checking from there.
-fn resync<'py>(py: Python<'py>, st: &mut HandleState<'py>, c: &Bound<'py, PyAny>) -> Result<(), OracleFailure> {
-    let file = st.slots.iter().flatten().find(|(x, _)| x.is(c)).map(|(_, f)| *f).unwrap_or(false);
+fn resync<'py>(
+    py: Python<'py>,
+    st: &mut HandleState<'py>,
+    c: &Bound<'py, PyAny>,
+) -> Result<(), OracleFailure> {
+    let file = st
+        .slots
+        .iter()
+        .flatten()
+        .find(|(x, _)| x.is(c))
+        .map(|(_, f)| *f)
+        .unwrap_or(false);
     let items: Vec<(Vec<u8>, Vec<u8>)> = c
         .call_method0("items")
         .and_then(|it| py.import("builtins")?.getattr("list")?.call1((it,)))
@@ -350,22 +484,31 @@ impl Scenario for HandlesInput {
     fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
-            let mut st = HandleState { scratch: Scratch::new(), slots: vec![None; SLOTS], model: Default::default() };
+            let mut st = HandleState {
+                scratch: Scratch::new(),
+                slots: vec![None; SLOTS],
+                model: Default::default(),
+            };
             for (i, op) in self.ops.iter().take(48).enumerate() {
-                op.apply(py, &mut st, &allowed).map_err(|f| f.context(format_args!("op #{i} {op:?}")))?;
+                op.apply(py, &mut st, &allowed)
+                    .map_err(|f| f.context(format_args!("op #{i} {op:?}")))?;
             }
             // Reopen both files from disk: the model must survive a close.
             for (_, c) in st.slots.iter().flatten().map(|(c, f)| (f, c)) {
                 let _ = c.call_method0("close");
             }
             st.slots.iter_mut().for_each(|s| *s = None);
-            let native = py.import("native").map_err(|e| py_failure(py, "import", e))?;
+            let native = py
+                .import("native")
+                .map_err(|e| py_failure(py, "import", e))?;
             for file in [false, true] {
                 let path = st.scratch.path(file_name(file));
                 if !std::path::Path::new(&path).exists() {
                     continue;
                 }
-                let c = native.call_method1("connect", (path,)).map_err(|e| py_failure(py, "reopen", e))?;
+                let c = native
+                    .call_method1("connect", (path,))
+                    .map_err(|e| py_failure(py, "reopen", e))?;
                 let items: Vec<(Vec<u8>, Vec<u8>)> = py
                     .import("builtins")
                     .and_then(|b| b.getattr("list")?.call1((c.call_method0("items")?,)))
@@ -374,7 +517,11 @@ impl Scenario for HandlesInput {
                 let _ = c.call_method0("close");
                 let got: BTreeMap<_, _> = items.into_iter().collect();
                 if got != st.model[file as usize] {
-                    return Err(mismatch(format!("after reopen {}: {got:?} != model {:?}", file_name(file), st.model[file as usize])));
+                    return Err(mismatch(format!(
+                        "after reopen {}: {got:?} != model {:?}",
+                        file_name(file),
+                        st.model[file as usize]
+                    )));
                 }
             }
             Ok(())
@@ -383,10 +530,18 @@ impl Scenario for HandlesInput {
 
     fn repro(&self, config: &ReproConfig) -> ReproScript {
         let script = ReproScript::new(config).step(format!("slots = [None] * {SLOTS}"));
-        self.ops.iter().take(48).fold(script, |s, op| s.step(op.to_python())).step("slots = None\ngc.collect()")
+        self.ops
+            .iter()
+            .take(48)
+            .fold(script, |s, op| s.step(op.to_python()))
+            .step("slots = None\ngc.collect()")
     }
 
     fn allowed() -> AllowedExceptions {
-        allowed(&["KeyError", "native.InvalidStateError", "native.TimeoutError"])
+        allowed(&[
+            "KeyError",
+            "native.InvalidStateError",
+            "native.TimeoutError",
+        ])
     }
 }

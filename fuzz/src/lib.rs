@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ffi_harness::{
-    add_venv_site_packages, prepare_embedded_python_env, set_reenter_hook, AllowedExceptions, Ledger, LedgerOracle,
-    OracleFailure, ReproConfig, ReproScript,
+    add_venv_site_packages, prepare_embedded_python_env, set_reenter_hook, AllowedExceptions,
+    Ledger, LedgerOracle, OracleFailure, ReproConfig, ReproScript,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -39,7 +39,8 @@ pub fn init() {
         let sys = py.import("sys")?;
         // The ctypes/cffi bindings used by the differential target.
         let bindings = repo_root().join("pytests").join("bindings");
-        sys.getattr("path")?.call_method1("insert", (0, bindings.to_string_lossy().as_ref()))?;
+        sys.getattr("path")?
+            .call_method1("insert", (0, bindings.to_string_lossy().as_ref()))?;
         // A hostile value's re-entrancy hook: by default, collect garbage mid-call (targets that hold
         // a connection replace it with something nastier, e.g. closing that connection).
         set_reenter_hook(py, &py.import("gc")?.getattr("collect")?)?;
@@ -53,17 +54,30 @@ use native::native as native_module;
 /// tmpfs when there is one: every input creates and removes store files.
 fn scratch_base() -> PathBuf {
     let shm = PathBuf::from("/dev/shm");
-    let base = if shm.is_dir() { shm } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    };
     base.join(format!("native-fuzz-{}", std::process::id()))
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("fuzz/ is in the repo").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("fuzz/ is in the repo")
+        .to_path_buf()
 }
 
 /// The documented exceptions of `native`, plus what hostile values raise on purpose.
 pub fn allowed(extra: &[&str]) -> AllowedExceptions {
-    let mut names = vec!["TypeError", "ValueError", "OverflowError", "BufferError", "_fh.HostileError"];
+    let mut names = vec![
+        "TypeError",
+        "ValueError",
+        "OverflowError",
+        "BufferError",
+        "_fh.HostileError",
+    ];
     names.extend_from_slice(extra);
     AllowedExceptions::new(names)
 }
@@ -77,7 +91,10 @@ pub fn read_ledger(py: Python<'_>) -> PyResult<Ledger> {
 }
 
 pub fn native_calls(py: Python<'_>) -> PyResult<i64> {
-    py.import("native")?.call_method0("debug_counters")?.get_item("calls")?.extract()
+    py.import("native")?
+        .call_method0("debug_counters")?
+        .get_item("calls")?
+        .extract()
 }
 
 /// Runs `scenario` and then checks the native ledger returns to where it started.
@@ -85,7 +102,8 @@ pub fn with_ledger<F>(py: Python<'_>, scenario: F) -> Result<(), OracleFailure>
 where
     F: FnOnce(Python<'_>) -> Result<(), OracleFailure>,
 {
-    let mut ledger = LedgerOracle::new(read_ledger).with_deadline(std::time::Duration::from_secs(5));
+    let mut ledger =
+        LedgerOracle::new(read_ledger).with_deadline(std::time::Duration::from_secs(5));
     let baseline = ledger.read(py).map_err(|e| py_failure(py, "ledger", e))?;
     scenario(py)?;
     ledger.check_returns_to(py, &baseline)
@@ -194,7 +212,9 @@ fn write_repro_for<S: Scenario>(input: &S, failure: Option<&OracleFailure>) -> P
     let dir = repro_dir(S::TARGET);
     let _ = std::fs::create_dir_all(&dir);
     let text = format!("{input:?}");
-    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
     let path = dir.join(format!("repro-{hash:016x}.py"));
     let mut script = input.repro(&repro_config::<S>());
     if let Some(f) = failure {
@@ -218,7 +238,10 @@ pub fn fuzz_one<S: Scenario>(input: &S) {
     let result = Python::attach(|py| input.run(py));
     if let Err(failure) = result {
         let path = write_repro_for(input, Some(&failure));
-        eprintln!("ffi-harness: {failure}\nffi-harness: repro written to {}", path.display());
+        eprintln!(
+            "ffi-harness: {failure}\nffi-harness: repro written to {}",
+            path.display()
+        );
         panic!("oracle failure: {failure}");
     }
 }
@@ -239,7 +262,10 @@ pub fn py_bytes(b: &[u8]) -> String {
 }
 
 /// `kwargs` dict helper for calls made from Rust.
-pub fn kwargs<'py>(py: Python<'py>, items: &[(&str, Bound<'py, PyAny>)]) -> PyResult<Bound<'py, PyDict>> {
+pub fn kwargs<'py>(
+    py: Python<'py>,
+    items: &[(&str, Bound<'py, PyAny>)],
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in items {
         d.set_item(k, v)?;
@@ -249,7 +275,9 @@ pub fn kwargs<'py>(py: Python<'py>, items: &[(&str, Bound<'py, PyAny>)]) -> PyRe
 
 /// Rust references of libnative's kernels (the oracles compare against these).
 pub fn ref_fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 pub fn ref_process(data: &mut [u8], key: u32, rounds: u32) {
@@ -259,4 +287,17 @@ pub fn ref_process(data: &mut [u8], key: u32, rounds: u32) {
             *b = (*b ^ k[i % 4]).wrapping_add((i & 0xff) as u8);
         }
     }
+}
+
+/// ASan's defaults for these binaries, so a bare `cargo fuzz run <target>` behaves like CI: leak
+/// checking on at exit, with the suppressions below.
+#[no_mangle]
+pub extern "C" fn __asan_default_options() -> *const std::ffi::c_char {
+    c"detect_leaks=1:detect_odr_violation=0:handle_abort=1".as_ptr()
+}
+
+/// The committed suppressions (fuzz/lsan.supp), compiled in: no LSAN_OPTIONS needed.
+#[no_mangle]
+pub extern "C" fn __lsan_default_suppressions() -> *const std::ffi::c_char {
+    concat!(include_str!("../lsan.supp"), "\0").as_ptr().cast()
 }

@@ -4,13 +4,22 @@
 //! and rejected input never reaches C (libnative's `calls` counter does not move).
 
 use arbitrary::Arbitrary;
-use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use ffi_harness::{
+    check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::{allowed, native_calls, py_failure, with_ledger, Scenario, Scratch};
 
-const FIELDS: [&str; 6] = ["create", "sync", "max_key_size", "max_value_size", "file_mode", "unknown_field"];
+const FIELDS: [&str; 6] = [
+    "create",
+    "sync",
+    "max_key_size",
+    "max_value_size",
+    "file_mode",
+    "unknown_field",
+];
 
 /// A field value: mostly plausible (right type, near the range edges), sometimes any PyValue.
 #[derive(Arbitrary, Debug, Clone)]
@@ -21,7 +30,18 @@ pub enum FieldValue {
     Any(PyValue),
 }
 
-const INT_EDGES: [&str; 10] = ["0", "1", "511", "512", "65535", "65536", "1073741824", "1073741825", "-1", "2**64"];
+const INT_EDGES: [&str; 10] = [
+    "0",
+    "1",
+    "511",
+    "512",
+    "65535",
+    "65536",
+    "1073741824",
+    "1073741825",
+    "-1",
+    "2**64",
+];
 
 impl FieldValue {
     fn source(&self) -> String {
@@ -46,7 +66,13 @@ fn dict_source(fields: &[(u8, FieldValue)]) -> String {
     let items: Vec<String> = fields
         .iter()
         .take(8)
-        .map(|(f, v)| format!("{:?}: {}", FIELDS[usize::from(*f) % FIELDS.len()], v.source()))
+        .map(|(f, v)| {
+            format!(
+                "{:?}: {}",
+                FIELDS[usize::from(*f) % FIELDS.len()],
+                v.source()
+            )
+        })
         .collect();
     format!("{{{}}}", items.join(", "))
 }
@@ -55,20 +81,42 @@ impl StructCall {
     fn source(&self) -> String {
         match self {
             StructCall::Kwargs(f) => format!("native.Options(**{})", dict_source(f)),
-            StructCall::FromMapping(f) => format!("native.Options.from_mapping({})", dict_source(f)),
-            StructCall::FromObject(v) => format!("native.Options.from_mapping({})", v.to_python_source()),
-            StructCall::Connect(f) => format!("native.connect(os.path.join(_TMP, 's.db'), options={}).close()", dict_source(f)),
+            StructCall::FromMapping(f) => {
+                format!("native.Options.from_mapping({})", dict_source(f))
+            }
+            StructCall::FromObject(v) => {
+                format!("native.Options.from_mapping({})", v.to_python_source())
+            }
+            StructCall::Connect(f) => format!(
+                "native.connect(os.path.join(_TMP, 's.db'), options={}).close()",
+                dict_source(f)
+            ),
         }
     }
 
-    fn run(&self, py: Python<'_>, allowed: &AllowedExceptions, scratch: &Scratch) -> Result<(), OracleFailure> {
-        let native = py.import("native").map_err(|e| py_failure(py, "import", e))?;
-        let options = native.getattr("Options").map_err(|e| py_failure(py, "Options", e))?;
+    fn run(
+        &self,
+        py: Python<'_>,
+        allowed: &AllowedExceptions,
+        scratch: &Scratch,
+    ) -> Result<(), OracleFailure> {
+        let native = py
+            .import("native")
+            .map_err(|e| py_failure(py, "import", e))?;
+        let options = native
+            .getattr("Options")
+            .map_err(|e| py_failure(py, "Options", e))?;
         let globals = PyDict::new(py);
-        globals.set_item("_fh", ffi_harness::prelude(py).map_err(|e| py_failure(py, "prelude", e))?).unwrap();
+        globals
+            .set_item(
+                "_fh",
+                ffi_harness::prelude(py).map_err(|e| py_failure(py, "prelude", e))?,
+            )
+            .unwrap();
         let build = |src: String| -> Result<Bound<'_, PyAny>, OracleFailure> {
             let code = std::ffi::CString::new(src).expect("no NUL in generated source");
-            py.eval(&code, Some(&globals), None).map_err(|e| py_failure(py, "build input", e))
+            py.eval(&code, Some(&globals), None)
+                .map_err(|e| py_failure(py, "build input", e))
         };
         let calls_before = native_calls(py).map_err(|e| py_failure(py, "counters", e))?;
         let (arg, result) = match self {
@@ -82,13 +130,27 @@ impl StructCall {
             }
             StructCall::FromMapping(f) => {
                 let d = build(dict_source(f))?;
-                let r = check_call(py, &[("mapping", &d)], allowed, || options.call_method1("from_mapping", (&d,)).map(|o| o.unbind()))?;
+                let r = check_call(py, &[("mapping", &d)], allowed, || {
+                    options
+                        .call_method1("from_mapping", (&d,))
+                        .map(|o| o.unbind())
+                })?;
                 (d, r)
             }
             StructCall::FromObject(v) => {
-                let o = v.materialise(py).map_err(|e| py_failure(py, "materialise", e))?;
-                let fresh: Vec<_> = v.is_fresh_heap_object().then_some(("mapping", &o)).into_iter().collect();
-                let r = check_call(py, &fresh, allowed, || options.call_method1("from_mapping", (&o,)).map(|o| o.unbind()))?;
+                let o = v
+                    .materialise(py)
+                    .map_err(|e| py_failure(py, "materialise", e))?;
+                let fresh: Vec<_> = v
+                    .is_fresh_heap_object()
+                    .then_some(("mapping", &o))
+                    .into_iter()
+                    .collect();
+                let r = check_call(py, &fresh, allowed, || {
+                    options
+                        .call_method1("from_mapping", (&o,))
+                        .map(|o| o.unbind())
+                })?;
                 (o, r)
             }
             StructCall::Connect(f) => {
@@ -113,7 +175,10 @@ impl StructCall {
                 if after != calls_before {
                     return Err(OracleFailure::new(
                         "no native call",
-                        format!("rejected Options input made {} libnative call(s)", after - calls_before),
+                        format!(
+                            "rejected Options input made {} libnative call(s)",
+                            after - calls_before
+                        ),
                     ));
                 }
                 Ok(())
@@ -124,23 +189,38 @@ impl StructCall {
 }
 
 /// Accepted options must come back exactly: every given field as given, and the dict forms agree.
-fn round_trip(py: Python<'_>, options: &Bound<'_, PyAny>, opts: &Bound<'_, PyAny>, given: &Bound<'_, PyAny>) -> Result<(), OracleFailure> {
+fn round_trip(
+    py: Python<'_>,
+    options: &Bound<'_, PyAny>,
+    opts: &Bound<'_, PyAny>,
+    given: &Bound<'_, PyAny>,
+) -> Result<(), OracleFailure> {
     let fail = |m: String| OracleFailure::new("round trip", m);
-    let d = opts.call_method0("to_dict").map_err(|e| py_failure(py, "to_dict", e))?;
+    let d = opts
+        .call_method0("to_dict")
+        .map_err(|e| py_failure(py, "to_dict", e))?;
     if let Ok(given) = given.cast::<PyDict>() {
         for (k, v) in given.iter() {
-            let got = opts.getattr(k.str().unwrap().to_str().unwrap()).map_err(|e| py_failure(py, "getattr", e))?;
+            let got = opts
+                .getattr(k.str().unwrap().to_str().unwrap())
+                .map_err(|e| py_failure(py, "getattr", e))?;
             // Bool fields take only bools and int fields never take bools, so == is exact here.
             if !got.eq(&v).unwrap_or(false) {
                 return Err(fail(format!("field {k} = {got:?}, given {v:?}")));
             }
         }
     }
-    let again = options.call_method1("from_mapping", (&d,)).map_err(|e| py_failure(py, "from_mapping(to_dict)", e))?;
+    let again = options
+        .call_method1("from_mapping", (&d,))
+        .map_err(|e| py_failure(py, "from_mapping(to_dict)", e))?;
     let kw = d.cast::<PyDict>().unwrap();
-    let again2 = options.call((), Some(kw)).map_err(|e| py_failure(py, "Options(**to_dict)", e))?;
+    let again2 = options
+        .call((), Some(kw))
+        .map_err(|e| py_failure(py, "Options(**to_dict)", e))?;
     if !again.eq(opts).unwrap_or(false) || !again2.eq(opts).unwrap_or(false) {
-        return Err(fail(format!("{opts:?} does not survive to_dict/from_mapping")));
+        return Err(fail(format!(
+            "{opts:?} does not survive to_dict/from_mapping"
+        )));
     }
     Ok(())
 }
@@ -158,7 +238,8 @@ impl Scenario for StructsInput {
         with_ledger(py, |py| {
             let scratch = Scratch::new();
             for (i, call) in self.calls.iter().take(8).enumerate() {
-                call.run(py, &allowed, &scratch).map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
+                call.run(py, &allowed, &scratch)
+                    .map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
             }
             Ok(())
         })

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Builds every cargo-fuzz target and fuzzes each for a bounded time; prints a one-screen summary.
+
+Used by ci/fuzz-smoke (CI) and ci/main (the harness run). For each target: execs, exec/s, coverage,
+corpus size, findings, and for each finding the path of a repro.py (written by the target itself on
+an oracle failure, or regenerated from the crash artifact with FFI_HARNESS_WRITE_REPRO=1 when the
+process died, e.g. an ASan report). Exit status 1 on any finding.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FUZZ = ROOT / "fuzz"
+TRIPLE = "x86_64-unknown-linux-gnu"
+TARGETS = ["buffers", "handles", "callbacks", "structs", "errors", "differential"]
+
+
+def env_for_fuzzing() -> dict[str, str]:
+    env = dict(os.environ)
+    env["RUSTC_BOOTSTRAP"] = "1"  # -Zsanitizer on the stable toolchain
+    env["PATH"] = f"{Path.home() / '.cargo' / 'bin'}:{env.get('PATH', '')}"
+    env.setdefault("FFI_HARNESS_VENV", str(ROOT / ".venv"))
+    return env
+
+
+def build(env: dict[str, str]) -> None:
+    # cargo caches its rustc probe without keying on RUSTC_BOOTSTRAP: a stale probe fails the build.
+    (FUZZ / "target" / ".rustc_info.json").unlink(missing_ok=True)
+    subprocess.run(["cargo", "fuzz", "build", "-O"], cwd=ROOT, env=env, check=True)
+
+
+def binary(target: str) -> Path:
+    return FUZZ / "target" / TRIPLE / "release" / target
+
+
+def last(pattern: str, text: str) -> str | None:
+    found = re.findall(pattern, text)
+    return found[-1] if found else None
+
+
+def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> dict:
+    artifacts = FUZZ / "artifacts" / target
+    artifacts.mkdir(parents=True, exist_ok=True)
+    new_corpus = workdir / "corpus" / target  # new inputs go here: the committed seeds stay as they are
+    new_corpus.mkdir(parents=True, exist_ok=True)
+    seeds = FUZZ / "corpus" / target
+    seeds.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(binary(target)), str(new_corpus), str(seeds),
+        f"-max_total_time={seconds}", "-print_final_stats=1", "-timeout=30", "-rss_limit_mb=4096",
+        # Per-input leak scans cost ~10 ms each (the interpreter's caches always look like growth);
+        # LeakSanitizer still runs at exit, and the ledger/leak-hunt oracles cover native leaks.
+        "-detect_leaks=0",
+        f"-artifact_prefix={artifacts}/",
+    ]
+    dictionary = FUZZ / "dicts" / f"{target}.dict"
+    if dictionary.exists():
+        cmd.append(f"-dict={dictionary}")
+    run_env = dict(env, FFI_HARNESS_REPRO_DIR=str(artifacts))
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", timeout=seconds + 300)
+    out = proc.stdout
+    (workdir / f"{target}.log").write_text(out)
+    result = {
+        "target": target,
+        "seconds": round(time.monotonic() - started),
+        "execs": int(last(r"stat::number_of_executed_units:\s*(\d+)", out) or 0),
+        "exec_s": int(last(r"stat::average_exec_per_sec:\s*(\d+)", out) or 0),
+        "cov": last(r"cov: (\d+)", out) or "-",
+        "ft": last(r"ft: (\d+)", out) or "-",
+        "corpus": last(r"corp: (\d+)", out) or "-",
+        "findings": [],
+        "log": str(workdir / f"{target}.log"),
+    }
+    crashed = proc.returncode != 0
+    artifact = last(r"Test unit written to (\S+)", out)
+    leak_report = "ERROR: LeakSanitizer" in out
+    if crashed or leak_report:
+        repro = last(r"ffi-harness: repro written to (\S+)", out)
+        if artifact and not repro:
+            repro = regenerate_repro(target, Path(artifact), run_env)
+        kind = last(r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|oracle failure: \[[\w ]+\]|deadly signal|timeout|out-of-memory)", out)
+        result["findings"].append({"kind": kind or f"exit {proc.returncode}", "artifact": artifact, "repro": repro})
+    return result
+
+
+def regenerate_repro(target: str, artifact: Path, env: dict[str, str]) -> str | None:
+    """The process died before it could write a repro (ASan abort): replay the artifact with
+    FFI_HARNESS_WRITE_REPRO=1, which writes repro.py before running the input."""
+    proc = subprocess.run([str(binary(target)), str(artifact)], env=dict(env, FFI_HARNESS_WRITE_REPRO="1"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", timeout=300)
+    return last(r"ffi-harness: repro written to (\S+)", proc.stdout)
+
+
+def summary(results: list[dict]) -> str:
+    lines = [
+        "| target | time (s) | execs | exec/s | coverage (edges) | features | corpus | findings |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        findings = "none" if not r["findings"] else "; ".join(
+            f"{f['kind']}: repro {f['repro'] or '(none)'}" for f in r["findings"])
+        lines.append(f"| {r['target']} | {r['seconds']} | {r['execs']} | {r['exec_s']} | {r['cov']} | {r['ft']} "
+                     f"| {r['corpus']} | {findings} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")),
+                        help="fuzzing time per target (default 60, or $FUZZ_SECONDS)")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", "2")),
+                        help="targets fuzzed at once (default 2: one per core)")
+    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--summary-file", type=Path, default=None)
+    args = parser.parse_args()
+    env = env_for_fuzzing()
+    if not args.no_build:
+        build(env)
+    workdir = ROOT / "target" / "fuzz-run"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    targets = [t for t in args.targets.split(",") if t]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda t: fuzz_one(t, args.seconds, env, workdir), targets))
+    table = summary(results)
+    print("\n" + table + "\n")
+    if args.summary_file:
+        args.summary_file.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_file.write_text(table + "\n")
+    findings = [f for r in results for f in r["findings"]]
+    for f in findings:
+        print(f"FINDING {f['kind']}: artifact {f['artifact']}\n  reproduce: python {f['repro']}"
+              "  (memory bugs: against the ASan build, environment in the repro's header)", file=sys.stderr)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

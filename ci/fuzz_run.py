@@ -89,7 +89,9 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
         repro = last(r"ffi-harness: repro written to (\S+)", out)
         if artifact and not repro:
             repro = regenerate_repro(target, Path(artifact), run_env)
-        kind = last(r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|oracle failure: \[[\w ]+\]|deadly signal|timeout|out-of-memory)", out)
+        # An oracle failure panics (then aborts): name the oracle, not the abort.
+        kind = (last(r"oracle failure: (\[[\w ]+\])", out)
+                or last(r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out))
         result["findings"].append({"kind": kind or f"exit {proc.returncode}", "artifact": artifact, "repro": repro})
     return result
 

@@ -81,7 +81,10 @@ fn exact_source(kind: ExactKind, data: &[u8]) -> String {
 }
 
 fn two_d_rows(len: usize) -> usize {
-    (2..=4).rev().find(|r| len % r == 0 && len > 0).unwrap_or(1)
+    (2..=4)
+        .rev()
+        .find(|r| len > 0 && len.is_multiple_of(*r))
+        .unwrap_or(1)
 }
 
 /// The whole underlying memory of an exact buffer (to check neighbours), and the view's offset.

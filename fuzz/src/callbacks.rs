@@ -100,7 +100,9 @@ impl CallbackOp {
                 return Ok(None);
             }
             let i = usize::from(i) % n;
-            Ok(Some((st.subs.get_item(i)?, st.boxes.get_item(i)?)))
+            let sub = st.subs.get_item(i)?;
+            // A dropped slot (DropSub) holds None: nothing to cancel there.
+            Ok((!sub.is_none()).then(|| (sub, st.boxes.get_item(i).expect("boxes parallel subs"))))
         };
         let cancel = |sub: &Bound<'py, PyAny>, bx: &Bound<'py, PyAny>| -> PyResult<()> {
             sub.call_method0("cancel")?;
@@ -217,7 +219,7 @@ impl CallbackOp {
                     CallbackOp::CancelTwice(_) => "_s.cancel(); _s.cancel()",
                     _ => "_s.cancel()",
                 };
-                format!("if subs:\n    _s = subs[{i} % len(subs)]\n    {call}\n    boxes[{i} % len(subs)]['cancelled'] = True")
+                format!("if subs and subs[{i} % len(subs)] is not None:\n    _s = subs[{i} % len(subs)]\n    {call}\n    boxes[{i} % len(subs)]['cancelled'] = True")
             }
             CallbackOp::Put(k, v) => format!("if conn_ref[0] is not None:\n    conn_ref[0].put({}, {})", py_bytes(&key(*k)), py_bytes(v)),
             CallbackOp::Delete(k) => format!(

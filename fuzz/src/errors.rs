@@ -134,8 +134,8 @@ fn damage_source(d: &Corruption) -> String {
 /// Python checks shared by the fuzzer and repro.py: documented classes and complete error objects.
 const CHECKS: &str = r#"
 def _unsafe_path(p):
-    # Fuzzed text becomes a real path and we may run as root: only relative paths without '..'
-    # (the process works inside its scratch directory) and paths under _TMP are allowed.
+    # Fuzzed text becomes a real path and we may run as root: a path that would create or open a
+    # file anywhere but this input's scratch directory is not tried (types and hostile objects are).
     try:
         s = os.fspath(p)
     except BaseException:
@@ -144,7 +144,7 @@ def _unsafe_path(p):
         s = os.fsdecode(s)
     if not isinstance(s, str):
         return False
-    return (os.path.isabs(s) and not s.startswith(_TMP)) or ".." in s
+    return not (os.path.isabs(s) and s.startswith(_TMP + os.sep)) or ".." in s
 
 def _check_store(c):
     try:

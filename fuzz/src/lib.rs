@@ -29,10 +29,6 @@ pub fn init() {
     unsafe { prepare_embedded_python_env() };
     // `import native` resolves to this binary's (instrumented) module, not the venv's copy.
     pyo3::append_to_inittab!(native_module);
-    // Relative paths a target makes from fuzzed text land in a scratch directory, not the checkout.
-    let cwd = scratch_base().join("cwd");
-    std::fs::create_dir_all(&cwd).expect("scratch cwd");
-    std::env::set_current_dir(&cwd).expect("chdir to scratch");
     Python::initialize();
     Python::attach(|py| -> PyResult<()> {
         add_venv_site_packages(py)?;
@@ -196,8 +192,8 @@ _TMP = tempfile.mkdtemp(prefix="native-repro-")
 pub fn repro_config<S: Scenario>() -> ReproConfig {
     ReproConfig::new(REPRO_HELPERS)
         .allow(&S::allowed())
-        .note("For memory-safety findings, run it against the ASan build of native (ci/sanitize --shell),")
-        .note("with the environment above; logic findings reproduce with plain `python repro.py`.")
+        .note("Memory-safety findings: `ci/asan-python repro.py` runs it against the ASan build of native")
+        .note("(the environment above, set up for you); logic findings reproduce with plain `python repro.py`.")
         .asan("clang-19")
 }
 
@@ -293,7 +289,7 @@ pub fn ref_process(data: &mut [u8], key: u32, rounds: u32) {
 /// checking on at exit, with the suppressions below.
 #[no_mangle]
 pub extern "C" fn __asan_default_options() -> *const std::ffi::c_char {
-    c"detect_leaks=1:detect_odr_violation=0:handle_abort=1".as_ptr()
+    c"detect_leaks=1:detect_odr_violation=0".as_ptr()
 }
 
 /// The committed suppressions (fuzz/lsan.supp), compiled in: no LSAN_OPTIONS needed.

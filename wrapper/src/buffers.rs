@@ -169,14 +169,15 @@ unsafe impl Send for SignalPoll {}
 pub(crate) fn checksum(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
     let mut buf = PinnedBuffer::get(data, false, "data")?;
     let mem = buf.raw();
-    // SAFETY (both calls): `mem` is pinned by `buf`, which lives until the end of this function.
     if mem.len >= DETACH_THRESHOLD {
         // GIL: read-only work on pinned memory; no Python object is touched while detached.
         Ok(py.detach(move || {
             let mem = mem;
+            // SAFETY: `mem` is pinned by `buf`, which outlives this detached call.
             unsafe { sys::native_checksum(mem.ptr, mem.len) }
         }))
     } else {
+        // SAFETY: `mem` is pinned by `buf`, which lives until the end of this function.
         Ok(unsafe { sys::native_checksum(mem.ptr, mem.len) })
     }
 }

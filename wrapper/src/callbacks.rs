@@ -107,11 +107,8 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
         Python::try_attach(|py| {
             if cfg!(any(debug_assertions, feature = "gil-asserts")) {
                 // SAFETY: PyGILState_Check only reads the current thread state.
-                assert_eq!(
-                    unsafe { ffi::PyGILState_Check() },
-                    1,
-                    "callback trampoline without the GIL"
-                );
+                let attached = unsafe { ffi::PyGILState_Check() };
+                assert_eq!(attached, 1, "callback trampoline without the GIL");
             }
             // Take our own reference first: a close from inside the callback may free the context,
             // so `user_data` is not touched after this line.

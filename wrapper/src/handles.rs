@@ -185,9 +185,9 @@ impl ConnInner {
         };
         let db = pin.db;
         // GIL: native_unsubscribe waits for an in-flight callback, which needs the GIL to finish.
-        // SAFETY: the pin keeps the handle open for the duration of the call.
         py.detach(move || {
             let db = db;
+            // SAFETY: the pin keeps the handle open for the duration of the call.
             unsafe { sys::native_unsubscribe(db.0, id) }
         });
         drop(pin);

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Throughput side by side in one run: each cargo-fuzz target against atheris fuzzing the same `native`
+operations from Python (fuzz/atheris/native_atheris.py), each for the same time, one after the other on
+the same machine. Prints (and optionally writes) a Markdown table with the exec/s ratio.
+Needs the fuzz targets built (ci/fuzz-smoke or ci/fuzz_run.py builds them).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = ROOT / ".venv" / "bin" / "python"
+PAIRS = ["buffers", "handles", "structs"]
+
+
+def exec_per_sec(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         errors="replace", timeout=900).stdout
+    rate = re.findall(r"stat::average_exec_per_sec:\s*(\d+)", out)
+    execs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", out)
+    if not rate:
+        sys.stderr.write(out[-3000:])
+        raise SystemExit(f"no libFuzzer stats from {cmd[0]}")
+    return int(rate[-1]), int(execs[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("COMPARE_SECONDS", "30")))
+    parser.add_argument("--summary-file", type=Path)
+    args = parser.parse_args()
+    env = dict(os.environ)
+    rows = []
+    for target in PAIRS:
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
+            ours = exec_per_sec([str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target), a, *common], env)
+            theirs = exec_per_sec([str(PY), str(ROOT / "fuzz/atheris/native_atheris.py"), target, b, *common], env)
+        rows.append((target, ours, theirs))
+    lines = [
+        f"| target | cargo-fuzz exec/s (ASan, all oracles) | atheris exec/s (same ops, Python oracles) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for target, (ours, _), (theirs, _) in rows:
+        lines.append(f"| {target} | {ours} | {theirs} | {ours / max(theirs, 1):.1f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if args.summary_file:
+        args.summary_file.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

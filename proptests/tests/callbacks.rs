@@ -1,0 +1,304 @@
+//! Callbacks:
+//!
+//! - ownership: a subscribed callable is owned by the wrapper (a weakref to it stays alive after the
+//!   caller drops it), and released once its subscription is gone: right after `cancel()` (or the
+//!   subscription's `__exit__`) returns, or after the connection is closed or dropped (weakref dead,
+//!   polled with `gc.collect()`); the ledger returns to baseline;
+//! - no call after cancel: while Python threads race puts against `cancel()`, the callback never
+//!   runs after `cancel()` has returned.
+//!
+//! Callables are harness `CallableValue`s (raising, returning, re-entering, wrong arity) and
+//! recorder objects; every case runs in a forked child.
+
+use ffi_harness::strategies::leaf_callable;
+use ffi_harness::{CallableValue, PyValue};
+use proptest::prelude::*;
+use proptests::{
+    StoreDir, config, isolated, ledger, ledger_returns_to, regressions, run_python, with_python,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// How a subscription is let go of.
+#[derive(Debug, Clone, Copy)]
+enum Release {
+    Cancel,
+    CancelTwice,
+    ExitContext,
+    /// Left subscribed: released by closing (or dropping) the connection at the end.
+    AtEnd,
+}
+
+#[derive(Debug, Clone)]
+enum CallbackKind {
+    Recorder,
+    Harness(CallableValue),
+}
+
+fn release() -> impl Strategy<Value = Release> {
+    prop_oneof![
+        Just(Release::Cancel),
+        Just(Release::CancelTwice),
+        Just(Release::ExitContext),
+        Just(Release::AtEnd),
+    ]
+}
+
+fn callback_kind() -> impl Strategy<Value = CallbackKind> {
+    prop_oneof![
+        2 => Just(CallbackKind::Recorder),
+        2 => leaf_callable().prop_map(CallbackKind::Harness),
+        1 => ffi_harness::strategies::scalar_value()
+            .prop_map(|v| CallbackKind::Harness(CallableValue::Returns(Box::new(v)))),
+    ]
+}
+
+const HELPERS: &str = r#"
+import gc, sys, time, weakref
+sys.unraisablehook = lambda args: None   # callbacks that raise on purpose: keep the output quiet
+
+class Recorder:
+    def __init__(self):
+        self.seen = 0
+    def __call__(self, ev):
+        self.seen += 1
+
+def dead_within(ref, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        if ref() is None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+
+def delivered_within(conn, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while conn.stats().events_delivered < n:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+"#;
+
+fn ownership_scenario(
+    py: Python<'_>,
+    plan: &[(CallbackKind, Release)],
+    puts: u8,
+    close_at_end: bool,
+) -> Result<(), String> {
+    let fail = |e: PyErr| proptests::describe(py, &e);
+    let h = run_python(py, HELPERS, &[]).map_err(fail)?;
+    let helper = |name: &str| h.get_item(name).unwrap().unwrap();
+    ffi_harness::set_reenter_hook(py, &py.None().into_bound(py)).map_err(fail)?;
+    py.import("gc")
+        .map_err(fail)?
+        .call_method0("collect")
+        .map_err(fail)?;
+    let baseline = ledger(py).map_err(fail)?;
+    let dir = StoreDir::new();
+    let weakref = py
+        .import("weakref")
+        .map_err(fail)?
+        .getattr("ref")
+        .map_err(fail)?;
+    {
+        let conn = py
+            .import("native")
+            .and_then(|m| m.call_method1("connect", (dir.store("cb.db"),)))
+            .map_err(fail)?;
+        let mut subs = Vec::new();
+        for (i, (kind, _)) in plan.iter().enumerate() {
+            let callback = match kind {
+                CallbackKind::Recorder => helper("Recorder").call0().map_err(fail)?,
+                CallbackKind::Harness(c) => {
+                    PyValue::Callable(c.clone()).materialise(py).map_err(fail)?
+                }
+            };
+            let sub = conn.call_method1("subscribe", (&callback,)).map_err(fail)?;
+            let w = weakref.call1((&callback,)).map_err(fail)?;
+            drop(callback);
+            py.import("gc")
+                .map_err(fail)?
+                .call_method0("collect")
+                .map_err(fail)?;
+            if w.call0().map_err(fail)?.is_none() {
+                return Err(format!(
+                    "callback #{i} ({kind:?}) died while subscribed: not owned"
+                ));
+            }
+            subs.push((sub, w));
+        }
+        for n in 0..puts {
+            conn.call_method1(
+                "put",
+                (PyBytes::new(py, &[b'k', n]), PyBytes::new(py, b"v")),
+            )
+            .map_err(fail)?;
+        }
+        let expected = plan.len() * usize::from(puts);
+        let delivered = helper("delivered_within")
+            .call1((&conn, expected))
+            .and_then(|r| r.is_truthy())
+            .map_err(fail)?;
+        if !delivered {
+            return Err(format!(
+                "{expected} callback calls were not delivered within 5 s"
+            ));
+        }
+        for (i, ((kind, how), (sub, w))) in plan.iter().zip(&subs).enumerate() {
+            match how {
+                Release::Cancel => sub.call_method0("cancel").map(drop),
+                Release::CancelTwice => sub
+                    .call_method0("cancel")
+                    .and_then(|_| sub.call_method0("cancel"))
+                    .map(drop),
+                Release::ExitContext => sub
+                    .call_method1("__exit__", (py.None(), py.None(), py.None()))
+                    .map(drop),
+                Release::AtEnd => continue,
+            }
+            .map_err(fail)?;
+            let dead = helper("dead_within")
+                .call1((w,))
+                .and_then(|r| r.is_truthy())
+                .map_err(fail)?;
+            if !dead {
+                return Err(format!(
+                    "callback #{i} ({kind:?}) still alive after {how:?} returned (and gc): \
+                     the wrapper kept its reference"
+                ));
+            }
+        }
+        let weakrefs: Vec<_> = subs.iter().map(|(_, w)| w.clone()).collect();
+        if close_at_end {
+            conn.call_method0("close").map_err(fail)?;
+        }
+        drop(subs);
+        drop(conn);
+        for (i, w) in weakrefs.iter().enumerate() {
+            let dead = helper("dead_within")
+                .call1((w,))
+                .and_then(|r| r.is_truthy())
+                .map_err(fail)?;
+            if !dead {
+                return Err(format!(
+                    "callback #{i} ({:?}) still alive after the connection was {} (and gc)",
+                    plan[i].0,
+                    if close_at_end { "closed" } else { "dropped" }
+                ));
+            }
+        }
+    }
+    ledger_returns_to(py, &baseline).map_err(|f| f.to_string())
+}
+
+proptest! {
+    #![proptest_config(config(48, regressions!("callbacks")))]
+
+    #[test]
+    fn callbacks_are_owned_while_subscribed_and_released_after(
+        plan in proptest::collection::vec((callback_kind(), release()), 1..5),
+        puts in 0..4u8,
+        close_at_end in any::<bool>(),
+    ) {
+        let result = with_python(|py| isolated(py, |py| ownership_scenario(py, &plan, puts, close_at_end)));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
+const RACE: &str = r#"
+import threading, time
+
+def race(native, path, writers, calls_before_cancel, pause, rounds):
+    """Threads put while the main thread cancels; a call that starts after cancel() returned is a bug."""
+    with native.connect(path) as conn:
+        for rnd in range(rounds):
+            cancelled = threading.Event()
+            late = []
+            calls = [0]
+
+            def cb(ev):
+                calls[0] += 1
+                if cancelled.is_set():
+                    late.append(ev.seq)
+                if pause:
+                    time.sleep(pause)       # widen the in-flight window (releases the GIL)
+                if cancelled.is_set():
+                    late.append(ev.seq)
+
+            stop = threading.Event()
+            errors = []
+
+            def writer(w):
+                i = 0
+                try:
+                    while not stop.is_set():
+                        conn.put(b"w%d-%d" % (w, i % 17), b"x")
+                        i += 1
+                except BaseException as e:   # noqa: BLE001
+                    errors.append(e)
+
+            sub = conn.subscribe(cb)
+            threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while calls[0] < calls_before_cancel and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            sub.cancel()
+            cancelled.set()
+            # Keep the writers going a little: a late call would show up now.
+            seen = calls[0]
+            settle = time.monotonic() + 0.02
+            while time.monotonic() < settle:
+                time.sleep(0.001)
+            stop.set()
+            for t in threads:
+                t.join(10)
+            assert not errors, f"writer failed: {errors!r}"
+            assert calls[0] >= min(calls_before_cancel, 1), "the callback never ran"
+            assert late == [], f"round {rnd}: callback ran after cancel() returned (seq {late})"
+"#;
+
+fn race_scenario(
+    py: Python<'_>,
+    writers: u8,
+    calls_before_cancel: u16,
+    pause: bool,
+) -> Result<(), String> {
+    let fail = |e: PyErr| proptests::describe(py, &e);
+    let baseline = ledger(py).map_err(fail)?;
+    let dir = StoreDir::new();
+    let ns = run_python(py, RACE, &[]).map_err(fail)?;
+    let native = py.import("native").map_err(fail)?;
+    let pause = if pause { 0.0002 } else { 0.0 };
+    ns.get_item("race")
+        .map_err(fail)?
+        .unwrap()
+        .call1((
+            native,
+            dir.store("race.db"),
+            writers,
+            calls_before_cancel,
+            pause,
+            3,
+        ))
+        .map_err(fail)?;
+    ledger_returns_to(py, &baseline).map_err(|f| f.to_string())
+}
+
+proptest! {
+    #![proptest_config(config(6, regressions!("callbacks")))]
+
+    #[test]
+    fn no_callback_runs_after_cancel_returns_while_threads_race_puts(
+        writers in 1..=3u8,
+        calls_before_cancel in 1..40u16,
+        pause in any::<bool>(),
+    ) {
+        let result = with_python(|py| isolated(py, |py| race_scenario(py, writers, calls_before_cancel, pause)));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}

@@ -99,6 +99,8 @@ impl Event {
 }
 
 /// The C trampoline registered with libnative for every subscription.
+// Callbacks: the C trampoline takes the GIL, owns its own reference to the callable for the call, and
+// never unwinds into C.
 unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_void) {
     // A panic must not unwind into C (that would abort the process from a foreign frame).
     let _ = std::panic::catch_unwind(|| {
@@ -150,7 +152,7 @@ pub(crate) fn subscribe(
             "the interpreter is shutting down",
         ));
     }
-    // Ownership: the context owns a strong reference for as long as libnative may call it.
+    // Callbacks + ownership: the context owns a strong reference for as long as libnative may call it.
     let ctx = Box::new(CallbackCtx {
         callback: callback.clone().unbind(),
     });

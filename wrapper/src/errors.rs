@@ -139,7 +139,8 @@ impl NativeError {
         }
     }
 
-    /// `filename` is the path the user gave (for OSError's `filename` attribute), when there is one.
+    /// Error translation: status → documented class; `filename` is the path the user gave (for OSError's
+    /// `filename` attribute), when there is one.
     pub fn into_pyerr(self, py: Python<'_>, filename: Option<&Bound<'_, PyAny>>) -> PyErr {
         match self.build(py, filename) {
             Ok(err) => err,

@@ -217,6 +217,8 @@ impl Drop for ConnInner {
 
 /// Called from the atexit hook: cancel every subscription while the interpreter is still whole, so no
 /// notifier thread calls Python during finalization (checklist: shutdown).
+// Shutdown: cancel (and join) every callback while CPython can still run them; connections stay usable
+// by daemon threads, and nothing native calls Python after this.
 pub(crate) fn shutdown_all(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let live: Vec<Arc<ConnInner>> = lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
@@ -279,6 +281,7 @@ impl ConnInner {
     }
 }
 
+// Error translation: every status becomes the documented exception, carrying op, code and message.
 fn native_result(py: Python<'_>, rc: i32, err: &sys::native_error, op: &str) -> PyResult<()> {
     if rc == sys::NATIVE_OK {
         Ok(())
@@ -432,6 +435,7 @@ impl Connection {
         self.delete(py, key)
     }
 
+    // API shape: a mapping-like object with iterators, not a C cursor API.
     fn items(slf: &Bound<'_, Self>) -> PyResult<ItemsIter> {
         ItemsIter::new(slf, IterMode::Items)
     }
@@ -473,6 +477,7 @@ impl Connection {
         crate::callbacks::subscribe(py, &self.inner, callback)
     }
 
+    // API shape: a context manager gives deterministic cleanup without relying on finalization.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }

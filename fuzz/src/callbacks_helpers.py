@@ -109,6 +109,9 @@ def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
     for t in threads:
         t.join()
     if conn_ref[0] is not None:
+        # Let queued events be delivered before closing (close discards them): without this, whether a
+        # callback ran at all depends on timing, and a repro.py would not replay what the fuzzer saw.
+        settle(conn_ref, limit=0.2)
         conn_ref[0].close()
     for b in boxes:
         b["cancelled"] = True

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Throughput side by side in one run: each cargo-fuzz target against atheris fuzzing the same `native`
-operations from Python (fuzz/atheris/native_atheris.py), each for the same time, one after the other on
-the same machine. Prints (and optionally writes) a Markdown table with the exec/s ratio.
+operations with the same checks from Python (fuzz/atheris/native_atheris.py), each for the same time, one
+after the other on the same machine. atheris runs twice: under the same sanitizer conditions as the
+cargo-fuzz binaries (ASan build of native via ci/asan-python), and against the plain release build. Prints (and optionally writes) a Markdown table with the exec/s ratio.
 Needs the fuzz targets built (ci/fuzz-smoke or ci/fuzz_run.py builds them).
 """
 from __future__ import annotations
@@ -38,17 +39,21 @@ def main() -> int:
     env = dict(os.environ)
     rows = []
     for target in PAIRS:
-        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
             common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
             ours = exec_per_sec([str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target), a, *common], env)
-            theirs = exec_per_sec([str(PY), str(ROOT / "fuzz/atheris/native_atheris.py"), target, b, *common], env)
-        rows.append((target, ours, theirs))
+            harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
+            plain = exec_per_sec([str(PY), *harness, b, *common], env)
+            # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of
+            # native, ASan runtime preloaded, every Python object in malloc).
+            asan = exec_per_sec([str(ROOT / "ci/asan-python"), *harness, c, *common], env)
+        rows.append((target, ours, plain, asan))
     lines = [
-        f"| target | cargo-fuzz exec/s (ASan, all oracles) | atheris exec/s (same ops, Python oracles) | ratio |",
-        "|---|---:|---:|---:|",
+        "| target | cargo-fuzz (ASan, Rust oracles) | atheris, ASan build (same conditions) | ratio | atheris, plain build | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for target, (ours, _), (theirs, _) in rows:
-        lines.append(f"| {target} | {ours} | {theirs} | {ours / max(theirs, 1):.1f}x |")
+    for target, (ours, _), (plain, _), (asan, _) in rows:
+        lines.append(f"| {target} | {ours} | {asan} | {ours / max(asan, 1):.1f}x | {plain} | {ours / max(plain, 1):.2f}x |")
     table = "\n".join(lines)
     print(table)
     if args.summary_file:

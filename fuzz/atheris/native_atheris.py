@@ -13,7 +13,7 @@ import atheris
 with atheris.instrument_imports():
     import native
 
-ALLOWED = (TypeError, ValueError, OverflowError, BufferError, KeyError, native.InvalidStateError,
+ALLOWED = (TypeError, ValueError, OverflowError, BufferError, KeyError, native.InvalidStateError, native.ConnectionError,
            native.TimeoutError)
 TMP = tempfile.mkdtemp(prefix="native-atheris-")
 _seq = [0]
@@ -27,17 +27,21 @@ def ledger():
 @atheris.instrument_func
 def checked(fn, *args, **kwargs):
     """Refcount neutrality of the arguments + allowed exceptions only (as ffi-harness check_call)."""
-    before = [sys.getrefcount(a) for a in args]
+    # Only fresh heap objects have meaningful deltas (as in ffi-harness): small ints, None and bools
+    # are shared, and a result equal to an argument is the same cached object.
+    tracked = [a for a in list(args) + list(kwargs.values()) if not isinstance(a, (int, type(None)))]
+    before = [sys.getrefcount(a) for a in tracked]
+    result = None
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except SystemError:
         raise
     except ALLOWED:
-        return None
-    finally:
-        after = [sys.getrefcount(a) for a in args]
-        if after != before:
-            raise AssertionError(f"refcount delta {before} -> {after}")
+        pass  # the exception (and the frames its traceback holds) is gone after this block
+    after = [sys.getrefcount(a) for a in tracked]
+    if after != before:
+        raise AssertionError(f"refcount delta {before} -> {after}")
+    return result
 
 
 def ref_fnv(data):
@@ -128,20 +132,34 @@ FIELDS = ["create", "sync", "max_key_size", "max_value_size", "file_mode", "bogu
 
 @atheris.instrument_func
 def fuzz_structs(data):
+    # The same calls as the cargo-fuzz `structs` target: kwargs, mappings, connect(options=...), with the
+    # same checks: round trip, no native call on rejection, refcounts, ledger.
     fdp = atheris.FuzzedDataProvider(data)
-    calls = native.debug_counters()["calls"]
-    d = {}
-    for _ in range(fdp.ConsumeIntInRange(0, 6)):
-        name = FIELDS[fdp.ConsumeIntInRange(0, len(FIELDS) - 1)]
-        pick = fdp.ConsumeIntInRange(0, 3)
-        d[name] = [fdp.ConsumeBool(), fdp.ConsumeInt(5), fdp.ConsumeUnicode(4), None][pick]
-    opts = checked(native.Options.from_mapping, d)
-    if opts is None:
-        assert native.debug_counters()["calls"] == calls, "rejected input reached C"
-    else:
-        assert native.Options.from_mapping(opts.to_dict()) == opts
-        for k, v in d.items():
-            assert getattr(opts, k) == v
+    base = ledger()
+    for _ in range(fdp.ConsumeIntInRange(0, 8)):
+        d = {}
+        for _ in range(fdp.ConsumeIntInRange(0, 6)):
+            name = FIELDS[fdp.ConsumeIntInRange(0, len(FIELDS) - 1)]
+            pick = fdp.ConsumeIntInRange(0, 3)
+            d[name] = [fdp.ConsumeBool(), fdp.ConsumeInt(5), fdp.ConsumeUnicode(4), None][pick]
+        how = fdp.ConsumeIntInRange(0, 2)
+        calls = native.debug_counters()["calls"]
+        if how == 2:
+            _seq[0] += 1
+            path = os.path.join(TMP, f"s{_seq[0]}.db")
+            conn = checked(native.connect, path, options=d)
+            if conn is not None:
+                conn.close()
+                os.unlink(path)
+            continue
+        opts = checked(native.Options.from_mapping, d) if how == 0 else checked(lambda: native.Options(**d))
+        if opts is None:
+            assert native.debug_counters()["calls"] == calls, "rejected input reached C"
+        else:
+            assert native.Options.from_mapping(opts.to_dict()) == opts == native.Options(**opts.to_dict())
+            for k, v in d.items():
+                assert getattr(opts, k) == v
+    assert ledger() == base
 
 
 TARGETS = {"buffers": fuzz_buffers, "handles": fuzz_handles, "structs": fuzz_structs}

@@ -62,7 +62,8 @@ static PyObject *fast_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs) 
     (void)m;
     long a, b, out = 0;
     if (check_nargs("fast_add", nargs, 2) || long_arg(args[0], &a) || long_arg(args[1], &b)) return NULL;
-    return add_result(native_add(a, b, &out), out);
+    int rc = native_add(a, b, &out); /* before reading out: argument evaluation order is unspecified */
+    return add_result(rc, out);
 }
 
 static PyObject *fast_five(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
@@ -110,7 +111,8 @@ static PyObject *var_add(PyObject *m, PyObject *args) {
     (void)m;
     long a, b, out = 0;
     if (!PyArg_ParseTuple(args, "ll:var_add", &a, &b)) return NULL;
-    return add_result(native_add(a, b, &out), out);
+    int rc = native_add(a, b, &out); /* before reading out: argument evaluation order is unspecified */
+    return add_result(rc, out);
 }
 
 static PyObject *var_five(PyObject *m, PyObject *args) {

@@ -47,6 +47,11 @@ def run(pydir: str, n: int) -> None:
         raise SystemExit("_capi_bench was built without valgrind/callgrind.h: counts would be meaningless")
     loops = {EMPTY: driver("empty", "pass")}
     for name, f in mechanisms().items():
+        # A fast wrong answer is not a result: every mechanism must compute the same sum before it is
+        # counted (the C-API reference once returned 0, reading its out-param before the call wrote it).
+        got = f(2, 3)
+        if got != 5:
+            raise SystemExit(f"{name}: f(2, 3) returned {got!r}, not 5; refusing to count its instructions")
         loops[name] = driver(name, "f(2, 3)", f=f)
     for name, loop in loops.items():
         loop(2000)  # specialise CALL and friends before counting

@@ -217,6 +217,9 @@ def call_cases(s: Sides) -> list[Case]:
 
     def add(mech: str, nargs: int, f: Any, extra: str = "", note: str = "", **bound: Any) -> None:
         args = ", ".join(a for a in (lit[nargs], extra) if a)
+        if nargs == 2 and not extra and f(2, 3) != 5:
+            # A fast wrong answer is not a measurement (the C-API add once returned 0 for everything).
+            raise SystemExit(f"{mech}: f(2, 3) = {f(2, 3)!r}, not 5")
         out.append(Case(f"call_{ARGS[nargs].replace(' ', '_')}", mech, ARGS[nargs],
                         driver(f"{mech} {nargs}", f"f({args})", f=f, **bound), note=note))
 

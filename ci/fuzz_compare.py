@@ -41,12 +41,13 @@ def main() -> int:
     for target in PAIRS:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
             common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
-            ours = exec_per_sec([str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target), a, *common], env)
+            ours = exec_per_sec([str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target), a, *common,
+                                 f"-artifact_prefix={a}/"], env)
             harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
-            plain = exec_per_sec([str(PY), *harness, b, *common], env)
+            plain = exec_per_sec([str(PY), *harness, b, *common, f"-artifact_prefix={b}/"], env)
             # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of
             # native, ASan runtime preloaded, every Python object in malloc).
-            asan = exec_per_sec([str(ROOT / "ci/asan-python"), *harness, c, *common], env)
+            asan = exec_per_sec([str(ROOT / "ci/asan-python"), *harness, c, *common, f"-artifact_prefix={c}/"], env)
         rows.append((target, ours, plain, asan))
     lines = [
         "| target | cargo-fuzz (ASan, Rust oracles) | atheris, ASan build (same conditions) | ratio | atheris, plain build | ratio |",

@@ -10,6 +10,10 @@ import tempfile
 
 import atheris
 
+# The same pure-Python references as the pytests and property tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "pytests"))
+from _refs import fnv1a64 as ref_fnv, process_ref as ref_process  # noqa: E402
+
 with atheris.instrument_imports():
     import native
 
@@ -42,22 +46,6 @@ def checked(fn, *args, **kwargs):
     if after != before:
         raise AssertionError(f"refcount delta {before} -> {after}")
     return result
-
-
-def ref_fnv(data):
-    h = 0xcbf29ce484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def ref_process(data, key, rounds):
-    b = bytearray(data)
-    k = key.to_bytes(4, "little")
-    for _ in range(rounds):
-        for i in range(len(b)):
-            b[i] = ((b[i] ^ k[i % 4]) + (i & 0xff)) & 0xff
-    return bytes(b)
 
 
 @atheris.instrument_func

@@ -153,22 +153,18 @@ pub trait Scenario: std::fmt::Debug {
 }
 
 /// Python helpers shared by every repro: the same references and checks as the Rust oracles.
-pub const REPRO_HELPERS: &str = r#"import array, gc, mmap, os, sys, tempfile, threading, time
+pub const REPRO_HELPERS: &str = concat!(
+    "import types as _types\n_REFS_SOURCE = r'''",
+    include_str!("../../pytests/_refs.py"),
+    "'''\n",
+    r#"import array, gc, mmap, os, sys, tempfile, threading, time
 import native
 
-def _ref_fnv(data):
-    h = 0xcbf29ce484222325
-    for b in bytes(data):
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-def _ref_process(data, key, rounds):
-    b = bytearray(data)
-    k = key.to_bytes(4, "little")
-    for _ in range(rounds):
-        for i in range(len(b)):
-            b[i] = ((b[i] ^ k[i % 4]) + (i & 0xff)) & 0xff
-    return bytes(b)
+# The pure-Python references of pytests/_refs.py, embedded so the script stands alone.
+_refs = _types.ModuleType("_refs")
+exec(compile(_REFS_SOURCE, "_refs.py", "exec"), _refs.__dict__)
+_ref_fnv = _refs.fnv1a64
+_ref_process = _refs.process_ref
 
 def _ledger():
     c = native.debug_counters()
@@ -185,7 +181,8 @@ def _wait_ledger(baseline, seconds=5.0):
 
 _BASELINE = _ledger()
 _TMP = tempfile.mkdtemp(prefix="native-repro-")
-"#;
+"#
+);
 
 /// The environment a repro needs, per bug class: memory bugs need ASan preloaded and every Python
 /// object in malloc (the extension must be built with ASan: `ci/sanitize` builds one).

@@ -154,14 +154,21 @@ impl NativeError {
         let text = format!("{}: {} [{}]", self.op, self.message, code_name);
         let instance = match self.code {
             sys::NATIVE_EIO => {
-                let errno = if self.errno != 0 {
-                    Some(self.errno)
+                // OSError's own convention (PyErr_SetFromErrnoWithFilename): strerror is the OS's text
+                // for errno, so str(e) reads "[Errno 2] No such file or directory: 'path'"; the operation,
+                // native code and libnative's message stay in .op, .code and .message.
+                let (errno, strerror) = if self.errno != 0 {
+                    let os_text: String = py
+                        .import("os")?
+                        .call_method1("strerror", (self.errno,))?
+                        .extract()?;
+                    (Some(self.errno), os_text)
                 } else {
-                    None
+                    (None, text.clone())
                 };
                 match filename {
-                    Some(f) => t.connection.bind(py).call1((errno, &text, f))?,
-                    None => t.connection.bind(py).call1((errno, &text))?,
+                    Some(f) => t.connection.bind(py).call1((errno, &strerror, f))?,
+                    None => t.connection.bind(py).call1((errno, &strerror))?,
                 }
             }
             sys::NATIVE_ETIMEOUT => t.timeout.bind(py).call1((&text,))?,

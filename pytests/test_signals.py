@@ -12,6 +12,9 @@ import pytest
 PREAMBLE = textwrap.dedent("""
     import os, signal, sys, threading, time
     import native
+    # A shell's background job starts with SIGINT ignored, and Python then installs no handler:
+    # install the default one so the tests do not depend on how their runner was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     def report(**kw):
         print(" ".join(f"{k}={v}" for k, v in kw.items()), flush=True)
 """)

@@ -1,0 +1,15 @@
+"""`ffi-harness test` (not written yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ffi_harness.cli import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise UsageError("test is not implemented yet")

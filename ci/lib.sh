@@ -28,3 +28,10 @@ build_wrapper() {
 }
 
 build_cffi_api() { "$PY" pytests/bindings/cffi_build.py >/dev/null; }
+
+# The Cython binding of libnative and the capsule consumer extension (pytests/bindings/): both only
+# need libnative.so and the venv's headers; each build script skips an up-to-date module.
+build_cython_and_capsule() {
+  "$PY" pytests/bindings/cython_build.py >/dev/null
+  if [ -f pytests/bindings/capsule_consumer/build.py ]; then "$PY" pytests/bindings/capsule_consumer/build.py >/dev/null; fi
+}

@@ -4,6 +4,9 @@ ctypes_native and cffi_native (ABI and API mode) each supply a small backend: ho
 parameter, pass it by reference, read it back, and pin a buffer. Everything else -- argument checks,
 error translation, ownership of returned blocks (native_free), handle lifetime -- lives here, so the
 three mechanisms differ only where the mechanisms themselves differ.
+
+A compiled binding (the Cython module `_native_cython`) does all of that in its own code and only shares
+the exception classes and `make_error` from here; `Compiled` gives it the same face for the tests.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import operator
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,11 +49,11 @@ class Error(Exception):
     message: str | None = None
 
 
-class ConnectionError(Error, OSError):  # noqa: A001 - mirrors native.ConnectionError
+class ConnectionError(Error, OSError):
     pass
 
 
-class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - mirrors native.TimeoutError
+class TimeoutError(Error, builtins.TimeoutError):
     pass
 
 
@@ -209,6 +215,28 @@ class Native:
         self.lib.native_debug_set_flush_delay_ms(ms)
 
 
+class CompiledBackend:
+    """What the tests read of a backend, for a binding that is compiled code: it never copies a buffer."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.copies = 0
+
+
+class Compiled:
+    """A binding written as an extension module (Cython) that implements add/checksum/process/connect
+    itself: the module's own functions, under the names the tests use (no Python layer in between)."""
+
+    def __init__(self, name: str, module: Any) -> None:
+        self.name, self.module, self.backend = name, module, CompiledBackend(name)
+        self.add, self.checksum, self.process = module.add, module.checksum, module.process
+        self.connect, self.debug_counters = module.connect, module.debug_counters
+        self.status_name, self.set_flush_delay_ms = module.status_name, module.set_flush_delay_ms
+
+    def __repr__(self) -> str:
+        return f"<libnative via {self.name}>"
+
+
 class Connection:
     """Owns one native_db handle; close() is idempotent and the finaliser closes a forgotten one."""
 
@@ -235,7 +263,7 @@ class Connection:
         if getattr(self, "_h", None) is not None:
             self.close()
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,7 @@
-"""ctypes, cffi ABI and cffi API bindings of libnative: same inputs, same answers, same ledger.
+"""ctypes, cffi ABI, cffi API and Cython bindings of libnative: same inputs, same answers, same ledger.
 
-Needs `make -C wrapper/native`; the cffi API cases also need `python pytests/bindings/cffi_build.py`.
+Needs `make -C wrapper/native`; the cffi API cases also need `python pytests/bindings/cffi_build.py`, the
+Cython ones `python pytests/bindings/cython_build.py`.
 The differential test against the PyO3 wrapper runs when `import native` works.
 """
 
@@ -15,17 +16,19 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
-
 import facade
+import pytest
 
 if not facade.lib_path().exists():
     pytest.skip(f"{facade.lib_path()} not built: run `make -C wrapper/native`", allow_module_level=True)
 
-import cffi_native  # noqa: E402
-import ctypes_native  # noqa: E402
+import cffi_native
+import ctypes_native
+import cython_native
 
-MECHANISMS = {"ctypes": ctypes_native.native, "cffi-abi": cffi_native.abi, "cffi-api": cffi_native.api}
+MECHANISMS: dict[str, Any] = {"ctypes": ctypes_native.native, "cffi-abi": cffi_native.abi,
+                              "cffi-api": cffi_native.api, "cython": cython_native.native}
+SKIP_REASONS = {"cffi-api": cffi_native.API_SKIP_REASON, "cython": cython_native.SKIP_REASON}
 AVAILABLE = {name: m for name, m in MECHANISMS.items() if m is not None}
 
 
@@ -33,7 +36,7 @@ AVAILABLE = {name: m for name, m in MECHANISMS.items() if m is not None}
 def nat(request: pytest.FixtureRequest) -> facade.Native:
     m = MECHANISMS[request.param]
     if m is None:
-        pytest.skip(cffi_native.API_SKIP_REASON or "unavailable")
+        pytest.skip(SKIP_REASONS.get(request.param) or "unavailable")
     return m
 
 

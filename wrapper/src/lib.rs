@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 
 mod buffers;
 mod callbacks;
+mod capsule;
 mod errors;
 mod fastcall;
 mod handles;
@@ -90,6 +91,7 @@ pub fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_flush_delay_ms, m)?)?;
     let shutdown = wrap_pyfunction!(_shutdown, m)?;
     m.add_function(shutdown.clone())?;
+    capsule::register(m)?; // `_C_API`: the C API capsule for other extension modules
     fastcall::register(m)?;
     // Runs before finalization starts (after non-daemon threads are joined), while notifier threads
     // can still take the GIL normally.

@@ -1,0 +1,263 @@
+/*
+ * _capsule_consumer: a second extension module that uses native's C API through its capsule, the way
+ * numpy's or datetime's C APIs are consumed (checklist: capsules). It imports the table once at module
+ * init with PyCapsule_Import, refuses a wrong capsule name or version with a clear ImportError, keeps
+ * the capsule in its module state (so the table and the exporter outlive every use), and reaches a
+ * native.Connection's handle only through pin()/unpin().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <unistd.h>
+
+#include "native_capi.h"
+
+typedef struct {
+    PyObject *capsule;       /* strong reference: keeps the table and the exporting module alive */
+    const native_capi *api;  /* owned by `capsule` */
+} consumer_state;
+
+static consumer_state *state_of(PyObject *module) { return (consumer_state *)PyModule_GetState(module); }
+
+/* Makes the pending error an ImportError naming the capsule, with the original error as __cause__. */
+static void import_error(const char *name, const char *what)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Format(PyExc_ImportError, "native C API capsule %s: %s", name, what);
+    if (value != NULL) {
+        PyObject *t2, *v2, *tb2;
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        PyException_SetCause(v2, value); /* steals value */
+        PyErr_Restore(t2, v2, tb2);
+    }
+}
+
+/*
+ * The capsule object behind `name` ("pkg.mod.attr"), a new reference, or NULL with an exception.
+ * Used after PyCapsule_Import to hold the same object, and to say what was found on a mismatch.
+ */
+static PyObject *lookup(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (dot == NULL) {
+        PyErr_SetString(PyExc_ValueError, "capsule name has no module part");
+        return NULL;
+    }
+    PyObject *modname = PyUnicode_FromStringAndSize(name, dot - name);
+    if (modname == NULL)
+        return NULL;
+    PyObject *mod = PyImport_Import(modname);
+    Py_DECREF(modname);
+    if (mod == NULL)
+        return NULL;
+    PyObject *obj = PyObject_GetAttrString(mod, dot + 1);
+    Py_DECREF(mod);
+    return obj;
+}
+
+/*
+ * Imports the table published as `name`, checks it is the version this module was built for, and
+ * returns a new reference to its capsule (the table in *api_out); NULL with ImportError otherwise.
+ */
+static PyObject *import_capi(const char *name, unsigned int version, const native_capi **api_out)
+{
+    const native_capi *api = (const native_capi *)PyCapsule_Import(name, 0);
+    if (api == NULL) {
+        /* Say why: a capsule of another name (never trust its pointer), or nothing there at all. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *found = lookup(name);
+        if (found != NULL && PyCapsule_CheckExact(found)) {
+            const char *found_name = PyCapsule_GetName(found);
+            Py_DECREF(found);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            PyErr_Format(PyExc_ImportError, "native C API capsule %s: name mismatch, found a capsule named %s",
+                         name, found_name != NULL ? found_name : "(NULL)");
+            return NULL;
+        }
+        Py_XDECREF(found);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        import_error(name, "not found or not a capsule of that name");
+        return NULL;
+    }
+    if (api->version != version || api->size < sizeof(native_capi)) {
+        PyErr_Format(PyExc_ImportError,
+                     "native C API capsule %s: version %u (table of %u bytes), this module was built for "
+                     "version %u (%zu bytes)", name, api->version, api->size, version, sizeof(native_capi));
+        return NULL;
+    }
+    /* Lifetime: hold the capsule itself, not only its pointer. */
+    PyObject *capsule = lookup(name);
+    if (capsule == NULL || PyCapsule_GetPointer(capsule, name) != api) {
+        Py_XDECREF(capsule);
+        PyErr_Clear();
+        PyErr_Format(PyExc_ImportError, "native C API capsule %s changed while being imported", name);
+        return NULL;
+    }
+    *api_out = api;
+    return capsule;
+}
+
+/* ---- functions ---- */
+
+static PyObject *api_version(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(state_of(module)->api->version);
+}
+
+/* _import_api(name, version): the import check of module init with other inputs (tests). */
+static PyObject *import_api(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    const char *name;
+    unsigned int version;
+    if (!PyArg_ParseTuple(args, "sI", &name, &version))
+        return NULL;
+    const native_capi *api = NULL;
+    PyObject *capsule = import_capi(name, version, &api);
+    if (capsule == NULL)
+        return NULL;
+    Py_DECREF(capsule);
+    return PyLong_FromUnsignedLong(api->version);
+}
+
+static PyObject *checksum(PyObject *module, PyObject *obj)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uint64_t h;
+    /* GIL: released for big buffers; the export stays held until PyBuffer_Release. */
+    if (view.len >= 64 * 1024) {
+        Py_BEGIN_ALLOW_THREADS
+        h = state_of(module)->api->checksum(view.buf, (size_t)view.len);
+        Py_END_ALLOW_THREADS
+    } else {
+        h = state_of(module)->api->checksum(view.buf, (size_t)view.len);
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(h);
+}
+
+static PyObject *process(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "key", "rounds", NULL};
+    Py_buffer view;
+    unsigned long key = 0, rounds = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "w*|kk", kwlist, &view, &key, &rounds))
+        return NULL;
+    if (key > UINT32_MAX || rounds < 1 || rounds > UINT32_MAX) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_OverflowError, "key and rounds must fit in 32 unsigned bits, rounds >= 1");
+    }
+    int rc = state_of(module)->api->process(view.buf, (size_t)view.len, (uint32_t)key, (uint32_t)rounds);
+    PyBuffer_Release(&view);
+    if (rc != NATIVE_OK)
+        return PyErr_Format(PyExc_ValueError, "process: native status %d", rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *count(PyObject *module, PyObject *conn)
+{
+    const native_capi *api = state_of(module)->api;
+    native_db *db;
+    native_capi_pin *pin = api->pin(conn, &db);
+    if (pin == NULL)
+        return NULL; /* TypeError, or InvalidStateError after close */
+    size_t n = api->count(db);
+    api->unpin(pin); /* db is not used past this line */
+    return PyLong_FromSize_t(n);
+}
+
+/* put(conn, key, value, delay_ms=0): pins, releases the GIL, sleeps delay_ms, puts, unpins. */
+static PyObject *put(PyObject *module, PyObject *args)
+{
+    const native_capi *api = state_of(module)->api;
+    PyObject *conn;
+    Py_buffer key, value;
+    unsigned int delay_ms = 0;
+    if (!PyArg_ParseTuple(args, "Oy*y*|I", &conn, &key, &value, &delay_ms))
+        return NULL;
+    native_db *db;
+    native_capi_pin *pin = api->pin(conn, &db);
+    if (pin == NULL) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&value);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    if (delay_ms)
+        usleep(delay_ms * 1000u);
+    rc = api->put(db, key.buf, (size_t)key.len, value.buf, (size_t)value.len);
+    api->unpin(pin);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&value);
+    if (rc != NATIVE_OK)
+        return PyErr_Format(PyExc_ValueError, "put: native status %d", rc);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"api_version", api_version, METH_NOARGS, "Version of the imported C API table."},
+    {"_import_api", import_api, METH_VARARGS, "_import_api(name, version): import check, ImportError on failure."},
+    {"checksum", checksum, METH_O, "native's checksum through the capsule."},
+    {"process", (PyCFunction)(void (*)(void))process, METH_VARARGS | METH_KEYWORDS,
+     "process(data, key=0, rounds=1) through the capsule."},
+    {"count", count, METH_O, "len(conn) through pin/count/unpin."},
+    {"put", put, METH_VARARGS, "put(conn, key, value, delay_ms=0): pinned put with the GIL released."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int exec_module(PyObject *module)
+{
+    consumer_state *st = state_of(module);
+    st->capsule = import_capi(NATIVE_CAPI_NAME, NATIVE_CAPI_VERSION, &st->api);
+    return st->capsule == NULL ? -1 : 0;
+}
+
+static int traverse(PyObject *module, visitproc visit, void *arg)
+{
+    consumer_state *st = state_of(module);
+    Py_VISIT(st->capsule);
+    return 0;
+}
+
+static int clear(PyObject *module)
+{
+    consumer_state *st = state_of(module);
+    Py_CLEAR(st->capsule);
+    st->api = NULL;
+    return 0;
+}
+
+static void free_module(void *module) { clear((PyObject *)module); }
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_capsule_consumer",
+    .m_doc = "Consumer of native's C API capsule (tests of the capsule mechanism).",
+    .m_size = sizeof(consumer_state),
+    .m_methods = methods,
+    .m_slots = slots,
+    .m_traverse = traverse,
+    .m_clear = clear,
+    .m_free = free_module,
+};
+
+PyMODINIT_FUNC PyInit__capsule_consumer(void) { return PyModuleDef_Init(&moduledef); }

@@ -1,0 +1,42 @@
+"""Builds `_capsule_consumer` (the C consumer of native's capsule) into pytests/bindings/build/.
+
+    python pytests/bindings/capsule_consumer/build.py
+
+Only headers are needed (Python.h, native.h for the handle type, native_capi.h): the module never links
+libnative; every native call goes through the function pointers of the capsule's table. Compiled with
+-Wall -Wextra -Werror; skipped when the module is newer than its sources.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+BUILD_DIR = HERE.parent / "build"
+CFLAGS = ["-O2", "-g", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing"]
+
+
+def build(out: Path = BUILD_DIR, quiet: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"_capsule_consumer{sysconfig.get_config_var('EXT_SUFFIX')}"
+    sources = [HERE / "_capsule_consumer.c", HERE / "native_capi.h", REPO / "wrapper" / "native" / "native.h",
+               Path(__file__)]
+    if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return target
+    cmd = shlex.split(os.environ.get("CC", "cc")) + CFLAGS + [
+        "-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{REPO / 'wrapper' / 'native'}", f"-I{HERE}",
+        str(HERE / "_capsule_consumer.c"), "-o", str(target)]
+    if not quiet:
+        print("+", shlex.join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+    return target
+
+
+if __name__ == "__main__":
+    print(build(quiet="-v" not in sys.argv))

@@ -1,0 +1,207 @@
+"""native's C API capsule ("native._C_API"), used by a second extension module (pytests/bindings/
+capsule_consumer/, built here if missing or stale) through PyCapsule_Import.
+
+The contract under test (wrapper/src/capsule.rs, native_capi.h): the same results as native's own
+functions; a wrong capsule name or version is a clear ImportError and never a crash; the capsule owns
+its table and keeps the exporter alive for as long as a consumer holds it; a handle reached through the
+capsule obeys the wrapper's rules (InvalidStateError after close, close waits for a pinned call).
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import importlib.util
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CONSUMER_DIR = HERE / "bindings" / "capsule_consumer"
+CAPI_VERSION = 1
+
+
+def _build_consumer() -> Path:
+    spec = importlib.util.spec_from_file_location("capsule_consumer_build", CONSUMER_DIR / "build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return Path(mod.build())
+
+
+@pytest.fixture(scope="module")
+def consumer() -> ModuleType:
+    built = _build_consumer()
+    sys.path.insert(0, str(built.parent))
+    try:
+        import _capsule_consumer
+    finally:
+        sys.path.remove(str(built.parent))
+    return _capsule_consumer
+
+
+@pytest.fixture(scope="module")
+def native() -> ModuleType:
+    import native
+
+    if not hasattr(native, "_C_API"):
+        pytest.skip(f"`native` resolved to {native!r}, which exports no C API capsule")
+    return native
+
+
+def run_script(body: str, consumer: ModuleType) -> subprocess.CompletedProcess[str]:
+    """Runs `body` in a fresh interpreter with `native` and the consumer importable: a consumer bug may
+    crash, and a crash must fail one test, not the suite."""
+    where = Path(str(consumer.__file__)).parent
+    script = f"import sys\nsys.path.insert(0, {str(where)!r})\n" + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True,
+                          timeout=60)
+
+
+# ---------------------------------------------------------------- same results
+
+@pytest.mark.parametrize("size", [0, 1, 7, 4096, 65536, 300_000])
+def test_checksum_and_process_agree_with_native(native: Any, consumer: Any, size: int) -> None:
+    data = bytes((i * 131 + 7) & 0xFF for i in range(size))
+    for obj in (data, bytearray(data), memoryview(data), array.array("B", data)):
+        assert consumer.checksum(obj) == native.checksum(obj)
+    a, b = bytearray(data), bytearray(data)
+    consumer.process(a, key=0xDEADBEEF, rounds=3)
+    native.process(b, key=0xDEADBEEF, rounds=3)
+    assert a == b
+    with pytest.raises(TypeError):
+        consumer.process(data)  # read-only: refused before C
+    with pytest.raises(TypeError):
+        consumer.checksum("text")
+
+
+def test_a_handle_through_the_capsule_is_the_same_store(native: Any, consumer: Any, store_path: str) -> None:
+    with native.connect(store_path) as conn:
+        conn.put(b"a", b"1")
+        assert consumer.count(conn) == len(conn) == 1
+        consumer.put(conn, b"b", b"2")
+        assert conn.get(b"b") == b"2" and consumer.count(conn) == 2
+    with native.connect(store_path) as again:
+        assert sorted(again.items()) == [(b"a", b"1"), (b"b", b"2")]
+
+
+def test_the_version_is_the_exporters(native: Any, consumer: Any) -> None:
+    assert consumer.api_version() == CAPI_VERSION
+    assert consumer._import_api("native._C_API", CAPI_VERSION) == CAPI_VERSION
+
+
+# ---------------------------------------------------------------- wrong name or version: ImportError
+
+def test_a_wrong_version_is_an_import_error(native: Any, consumer: Any) -> None:
+    with pytest.raises(ImportError, match=r"version 1 .* built for version 2"):
+        consumer._import_api("native._C_API", CAPI_VERSION + 1)
+
+
+@pytest.mark.parametrize("name", ["native._C_API_v2", "no_such_module_xyz._C_API", "native.__doc__"])
+def test_a_missing_capsule_is_an_import_error(native: Any, consumer: Any, name: str) -> None:
+    with pytest.raises(ImportError, match="native C API capsule"):
+        consumer._import_api(name, CAPI_VERSION)
+
+
+def test_a_capsule_of_another_name_is_refused(native: Any, consumer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+
+    monkeypatch.setattr(native, "_C_API_OTHER", datetime.datetime_CAPI, raising=False)  # type: ignore[attr-defined]
+    with pytest.raises(ImportError, match="name mismatch, found a capsule named datetime.datetime_CAPI"):
+        consumer._import_api("native._C_API_OTHER", CAPI_VERSION)
+
+
+# A capsule whose table looks right (version 1, full size) but whose name is not native's: only the
+# name check stands between it and a call through its NULL function pointers.
+_IMPOSTOR_NAME = b"impostor._C_API"
+_IMPOSTOR_TABLE = (ctypes.c_uint32 * 16)(CAPI_VERSION, 56)
+
+
+def test_a_plausible_table_under_another_name_is_refused(native: Any, consumer: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    impostor = new(ctypes.addressof(_IMPOSTOR_TABLE), _IMPOSTOR_NAME, None)
+    monkeypatch.setattr(native, "_C_API_IMPOSTOR", impostor, raising=False)
+    with pytest.raises(ImportError, match="name mismatch, found a capsule named impostor._C_API"):
+        consumer._import_api("native._C_API_IMPOSTOR", CAPI_VERSION)
+
+
+# ---------------------------------------------------------------- lifetimes
+
+def test_the_consumer_keeps_the_capsule_and_its_table_alive(consumer: Any) -> None:
+    # The exporter drops every reference it has to the capsule (the extension's and the package's
+    # attribute); the consumer's must keep the table alive and usable.
+    p = run_script("""
+        import gc, sys
+        import native, _capsule_consumer as consumer
+        ext = next(m for name, m in list(sys.modules.items())
+                   if name.startswith("native.") and hasattr(m, "_C_API"))
+        live = native._capi_live_tables
+        assert live() == 1, live()
+        del native._C_API, ext._C_API
+        gc.collect()
+        print("live", live())
+        print("checksum", consumer.checksum(b"abc") == native.checksum(b"abc"))
+    """, consumer)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["live", "1", "checksum", "True"], (p.stdout, p.stderr)
+
+
+def test_the_capsule_is_freed_once_nobody_holds_it(consumer: Any) -> None:
+    # The other half of the lifetime rule: no consumer, no exporter reference -> the table goes.
+    p = run_script("""
+        import gc, sys
+        import native
+        ext = next(m for name, m in list(sys.modules.items())
+                   if name.startswith("native.") and hasattr(m, "_C_API"))
+        live = native._capi_live_tables
+        del native._C_API, ext._C_API
+        gc.collect()
+        print("live", live())
+    """, consumer)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["live", "0"], (p.stdout, p.stderr)
+
+
+def test_use_after_close_through_the_capsule(native: Any, consumer: Any, store_path: str) -> None:
+    conn = native.connect(store_path)
+    conn.put(b"k", b"v")
+    assert consumer.count(conn) == 1
+    conn.close()
+    with pytest.raises(native.InvalidStateError):
+        consumer.count(conn)
+    with pytest.raises(native.InvalidStateError):
+        consumer.put(conn, b"k2", b"v2")
+    with pytest.raises(TypeError):
+        consumer.count(object())
+
+
+def test_close_waits_for_a_pinned_call(native: Any, consumer: Any, store_path: str) -> None:
+    conn = native.connect(store_path)
+    errors: list[BaseException] = []
+
+    def slow_put() -> None:
+        try:
+            consumer.put(conn, b"late", b"value", 300)  # pinned, GIL released, 300 ms before the put
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=slow_put)
+    t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    conn.close()  # must not close the handle under the pinned put
+    waited = time.monotonic() - t0
+    t.join(5)
+    assert not errors, errors
+    assert waited > 0.1, waited
+    with native.connect(store_path) as again:
+        assert again.get(b"late") == b"value"

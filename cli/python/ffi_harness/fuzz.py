@@ -1,15 +1,494 @@
-"""`ffi-harness fuzz` (not written yet)."""
+"""`ffi-harness fuzz MODULE`: discover a module's callables and fuzz them, guided by libFuzzer.
+
+1. The module's shared objects are inspected without importing it (:mod:`ffi_harness.sanitizers`).
+   An ASan build runs under clang's ASan runtime (preloaded) with ``PYTHONMALLOC=malloc``.
+2. Discovery (:mod:`ffi_harness.discover`) runs in a child process under that environment: the plan.
+3. ``--jobs`` engine processes (:mod:`ffi_harness.engine_main`, under the target's interpreter) share
+   one corpus directory. In-process oracle failures are written as finding files and fuzzing goes on;
+   a crash (sanitizer report, signal, hang) ends the process: its artifact is decoded
+   (``_engine.describe``), classified from the report, and the job restarts for the remaining time. A
+   crash site seen twice has its callable left out of the restarted jobs (said in the summary).
+4. Every finding gets a standalone repro-*.py, checked by running it, then minimised.
+
+Exit status: 0 no finding; 1 finding(s); 2 usage or set-up error, or a run that exercised nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from ffi_harness.cli import UsageError
+from ffi_harness import findings as fnd
+from ffi_harness import sanitizers
+from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PULSE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", re.M)
+_STAT_EXECS = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("module", help="importable module name (e.g. mypkg or mypkg._native)")
+    parser.add_argument("--max-time", type=float, default=60.0, metavar="S", help="fuzzing time in seconds (default 60)")
+    parser.add_argument("--artifacts", default="ffi-harness-artifacts", metavar="DIR",
+                        help="where repro-*.py, the corpus and logs go (default ./ffi-harness-artifacts)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="fuzz only these callables (a method keeps its class's constructor)")
+    parser.add_argument("--setup", metavar="FILE", help="Python snippet run with the module imported; instances it leaves join the pool")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="engine processes sharing one corpus (default 1)")
+    parser.add_argument("--python", metavar="PATH", help="interpreter to fuzz under (default: this one)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per-input deadlock watchdog (default 10)")
+    parser.add_argument("--minimise-time", type=float, default=60.0, metavar="S", help="time budget per finding for minimisation (default 60; 0 = off)")
+    parser.add_argument("--no-probe", action="store_true", help="never call a callable to learn its arity")
+    parser.add_argument("--seed", type=int, help="libFuzzer seed (default: random)")
+    parser.add_argument("--corpus", metavar="DIR", help="corpus directory (default DIR/corpus)")
+    parser.add_argument("--libfuzzer-arg", action="append", default=[], metavar="ARG", help="extra libFuzzer flag, e.g. -max_len=256")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+
+
+@dataclass
+class Target:
+    module: str
+    python: str
+    env: dict[str, str]
+    asan: bool
+    coverage: bool
+    files: list[sanitizers.Instrumentation]
+
+
+@dataclass
+class EngineRun:
+    job: int
+    index: int
+    log: Path
+    stats: Path
+    proc: subprocess.Popen[bytes]
+    started: float
+    excluded: list[str]
+    ended: float = 0.0
+    execs: int = 0
+    cov: int = 0
+    ft: int = 0
+
+
+@dataclass
+class Totals:
+    runs: list[EngineRun] = field(default_factory=list)
+    calls: dict[str, list[int]] = field(default_factory=dict)
+    signatures: int = 0
+    native_modules: int = 0
+
+
+def _check_python(python: str) -> str:
+    p = Path(python)
+    if not p.exists() or not os.access(p, os.X_OK):
+        raise UsageError(f"--python {python}: no such interpreter")
+    return python
+
+
+def resolve_target(module: str, python: str) -> Target:
+    code = (
+        "import importlib.util, sys\n"
+        "try:\n    spec = importlib.util.find_spec(sys.argv[1])\n"
+        "except Exception as e:\n    print('ERR', e); raise SystemExit(0)\n"
+        "print('OK' if spec else 'MISSING')\n"
+    )
+    out = subprocess.run([python, "-c", code, module], capture_output=True, text=True)
+    status = out.stdout.strip()
+    if out.returncode != 0 or status.startswith("ERR") or status == "MISSING":
+        raise UsageError(f"no module named {module!r} in {python} ({status or out.stderr.strip()[-200:]})")
+    files = sanitizers.inspect_module(module, python)
+    if not files:
+        raise UsageError(f"{module} is pure Python (no shared object in its package): there is no native code to fuzz")
+    asan = any(f.asan for f in files)
+    coverage = any(f.coverage for f in files)
+    try:
+        env = fnd.run_env(asan)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from e
+    env.pop("FFI_HARNESS_TRACE", None)
+    check = [python, "-c", "import ffi_harness._engine, ffi_harness.runtime"]
+    if subprocess.run(check, env=env, capture_output=True).returncode != 0:
+        env = fnd.run_env(asan, [PACKAGE_PARENT])
+        probe = subprocess.run(check, env=env, capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise UsageError(
+                f"the ffi-harness engine cannot be loaded by {python}: {probe.stderr.strip().splitlines()[-1:]}. "
+                f"Install ffi-harness into that interpreter ({python} -m pip install ffi-harness, or "
+                f"maturin develop with that interpreter active)"
+            )
+    return Target(module, python, env, asan, coverage, files)
+
+
+def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    plan_path = workdir / "plan.json"
+    cmd = [target.python, "-m", "ffi_harness.discover", target.module, "--out", str(plan_path)]
+    if args.setup:
+        if not Path(args.setup).is_file():
+            raise UsageError(f"--setup {args.setup}: no such file")
+        cmd += ["--setup", args.setup]
+    if args.only:
+        cmd += ["--only", *args.only]
+    if args.no_probe:
+        cmd.append("--no-probe")
+    try:
+        p = subprocess.run(cmd, env=target.env, capture_output=True, text=True, timeout=300, errors="replace")
+    except subprocess.TimeoutExpired as e:
+        raise UsageError(f"discovery of {target.module} did not finish in 300 s") from e
+    if p.returncode != 0:
+        err = re.search(r"FFI_HARNESS_ERROR (.*)", p.stderr)
+        if err:
+            raise UsageError(err.group(1))
+        probing = re.findall(r"FFI_HARNESS_PROBING (.*)", p.stderr)
+        verdict = fnd.classify_output(p.returncode, p.stdout, p.stderr)
+        where = f" while probing {probing[-1]}" if probing else " while importing it or running the setup"
+        tail = "\n".join(p.stderr.strip().splitlines()[-15:])
+        if verdict.kind and verdict.kind != "exit:1" or p.returncode < 0:
+            raise DiscoveryCrash(f"{target.module} crashed{where}: {verdict.kind or p.returncode} "
+                                 f"{verdict.site}\n{tail}")
+        raise UsageError(f"discovery of {target.module} failed{where}:\n{tail}")
+    plan: dict[str, Any] = json.loads(plan_path.read_text())
+    return plan
+
+
+class DiscoveryCrash(Exception):
+    """The target crashed while being imported or probed: a finding in itself."""
+
+
+def _libfuzzer_args(args: argparse.Namespace, corpus: Path, crashes: Path, job: int, remaining: float) -> list[str]:
+    a = [
+        str(corpus),
+        f"-max_total_time={max(1, int(remaining))}",
+        f"-timeout={max(1, int(args.timeout))}",
+        f"-artifact_prefix={crashes}/job{job}-",
+        "-print_final_stats=1",
+        "-rss_limit_mb=4096",
+        "-malloc_limit_mb=65536",
+        "-max_len=1024",
+        "-report_slow_units=1000000",
+    ]
+    if args.seed is not None:
+        a.append(f"-seed={args.seed + job}")
+    return a + list(args.libfuzzer_arg)
+
+
+def _plan_without(plan: dict[str, Any], excluded: list[str], workdir: Path) -> Path:
+    if not excluded:
+        return workdir / "plan.json"
+    p = dict(plan)
+    p["callables"] = [c for c in plan["callables"] if c["name"] not in excluded]
+    path = workdir / f"plan-excl-{hashlib.sha1(','.join(sorted(excluded)).encode()).hexdigest()[:8]}.json"
+    path.write_text(json.dumps(p))
+    return path
+
+
+def _parse_log(run: EngineRun) -> str:
+    try:
+        text = run.log.read_text(errors="replace")
+    except OSError:
+        return ""
+    pulses = _PULSE.findall(text)
+    if pulses:
+        n, cov, ft = pulses[-1]
+        run.execs, run.cov, run.ft = int(n), int(cov), int(ft)
+    m = _STAT_EXECS.search(text)
+    if m:
+        run.execs = max(run.execs, int(m.group(1)))
+    try:
+        stats = json.loads(run.stats.read_text())
+        run.execs = max(run.execs, int(stats.get("execs", 0)))
+    except (OSError, ValueError):
+        pass
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("fuzz is not implemented yet")
+    if args.max_time <= 0:
+        raise UsageError("--max-time must be positive")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    python = _check_python(args.python) if args.python else sys.executable
+    target = resolve_target(args.module, python)
+    artifacts = Path(args.artifacts).resolve()
+    workdir = artifacts / ".work"
+    findings_dir = workdir / "findings"
+    crashes = workdir / "crashes"
+    logs = workdir / "logs"
+    for d in (findings_dir, crashes, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    corpus = Path(args.corpus).resolve() if args.corpus else artifacts / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for stale in [*findings_dir.glob("finding-*.json"), *crashes.iterdir()]:
+        stale.unlink()
+
+    t0 = time.monotonic()
+    try:
+        plan = run_discovery(target, workdir, args)
+    except DiscoveryCrash as e:
+        print(f"ffi-harness fuzz: finding: {e}")
+        return EXIT_FINDINGS
+    if not plan["callables"]:
+        raise UsageError(f"nothing to fuzz: no public callable discovered in {args.module}")
+    native = (
+        "native coverage: " + ", ".join(f.path.name for f in target.files if f.coverage) + " (libFuzzer-guided)"
+        if target.coverage
+        else "native coverage: none (not instrumented) — guided by outcome signatures"
+    )
+    print(f"ffi-harness fuzz: {args.module} under {python} ({'ASan' if target.asan else 'no sanitizer'}); {native}",
+          flush=True)
+    print(f"discovered {len(plan['callables'])} callables; fuzzing for {args.max_time:g} s with {args.jobs} job(s)",
+          flush=True)
+
+    deadline = time.monotonic() + args.max_time
+    totals = Totals()
+    found: dict[str, fnd.Finding] = {}
+    crash_counts: dict[str, int] = {}
+    excluded: list[str] = []
+    notes: list[str] = []
+    run_index = 0
+    active: dict[int, EngineRun] = {}
+    setup_error: str | None = None
+
+    def start(job: int) -> None:
+        nonlocal run_index
+        remaining = deadline - time.monotonic()
+        if remaining < 1 or len(excluded) >= len(plan["callables"]):
+            return
+        run_index += 1
+        log = logs / f"job{job}-run{run_index}.log"
+        stats = workdir / f"stats-job{job}-run{run_index}.json"
+        plan_path = _plan_without(plan, excluded, workdir)
+        cmd = [python, "-m", "ffi_harness.engine_main", str(plan_path), str(findings_dir), str(stats), "--",
+               *_libfuzzer_args(args, corpus, crashes, job, remaining)]
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded))
+
+    for job in range(args.jobs):
+        start(job)
+    seen_artifacts: set[str] = set()
+    try:
+        while active:
+            time.sleep(0.2)
+            for job, er in list(active.items()):
+                rc = er.proc.poll()
+                if rc is None:
+                    if time.monotonic() > deadline + args.timeout + 30:
+                        er.proc.kill()
+                    continue
+                er.ended = time.monotonic()
+                del active[job]
+                totals.runs.append(er)
+                text = _parse_log(er)
+                if "FFI_HARNESS_ERROR" in text or rc == 3:
+                    m = re.search(r"FFI_HARNESS_ERROR (.*)|internal error[^\n]*", text)
+                    setup_error = m.group(0) if m else f"engine exited with status {rc}"
+                    continue
+                new = sorted(p for p in crashes.glob(f"job{job}-*") if p.name not in seen_artifacts)
+                seen_artifacts.update(p.name for p in new)
+                for art in new:
+                    f = _crash_finding(art, text, rc, plan if not er.excluded else json.loads(
+                        _plan_without(plan, er.excluded, workdir).read_text()), t0)
+                    if f is None:
+                        continue
+                    crash_counts[f.key] = crash_counts.get(f.key, 0) + 1
+                    if f.key not in found:
+                        found[f.key] = f
+                        print(f"  finding after {f.found_after:.1f} s: {f.kind} in {f.site} (via {f.callable})", flush=True)
+                    elif crash_counts[f.key] >= 2 and f.callable not in excluded and f.callable != "?":
+                        excluded.append(f.callable)
+                        notes.append(f"{f.callable} left out after its crash ({f.kind}) repeated")
+                if rc != 0 and not new and time.monotonic() < deadline - 1:
+                    notes.append(f"engine run {er.index} exited with status {rc} without an artifact (log: {er.log})")
+                start(job)
+    except KeyboardInterrupt:
+        for er in active.values():
+            er.proc.kill()
+        raise
+    if setup_error and not totals.runs or setup_error and all(r.execs == 0 for r in totals.runs):
+        raise UsageError(f"the engine could not start: {setup_error}")
+
+    # Oracle findings written by the engines.
+    for path in sorted(findings_dir.glob("finding-*.json")):
+        rec = json.loads(path.read_text())
+        f0 = rec["finding"]
+        key = f"{f0['kind']}:{f0['site']}"
+        if key in found:
+            continue
+        found[key] = fnd.Finding(f0["kind"], f0["site"], f0["site"], f0.get("detail", ""), rec["program"], "oracle",
+                                 found_after=max(0.0, path.stat().st_mtime - (time.time() - (time.monotonic() - t0))))
+        print(f"  finding after {found[key].found_after:.1f} s: {f0['kind']} in {f0['site']}", flush=True)
+
+    _collect_stats(totals)
+    fuzz_time = sum(max(0.0, r.ended - r.started) for r in totals.runs) / max(1, args.jobs)
+    for f in found.values():
+        _write_repro(f, plan, target, artifacts, args)
+    return _summary(args, plan, target, totals, found, notes, excluded, fuzz_time, native)
+
+
+def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float) -> fnd.Finding | None:
+    from ffi_harness import _engine
+
+    data = art.read_bytes()
+    steps = _engine.describe(plan, data)
+    kind_prefix = art.name.split("-", 2)[1] if art.name.count("-") >= 2 else "crash"
+    verdict = fnd.classify_output(rc if rc != 0 else 1, "", log, timed_out=kind_prefix == "timeout")
+    if kind_prefix == "timeout":
+        verdict.kind = "hang"
+    if not verdict.kind:
+        verdict.kind = f"crash:{kind_prefix}"
+    callable_ = steps[verdict.step]["callable"] if verdict.step is not None and verdict.step < len(steps) else "?"
+    if callable_ == "?":
+        # the report names a native function: the step whose callable ran last is unknown; use the last step
+        callable_ = steps[-1]["callable"] if steps else "?"
+        for s in steps:
+            if s["callable"].split(".")[-1] == verdict.site or verdict.site.endswith(s["callable"].split(".")[-1]):
+                callable_ = s["callable"]
+    site = verdict.site if verdict.site and verdict.site != "?" else callable_
+    return fnd.Finding(verdict.kind, site, callable_, verdict.detail, steps, "crash", str(art),
+                       found_after=time.monotonic() - t0)
+
+
+def _collect_stats(totals: Totals) -> None:
+    for r in totals.runs:
+        try:
+            stats = json.loads(r.stats.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, counts in stats.get("callables", {}).items():
+            acc = totals.calls.setdefault(name, [0, 0, 0, 0])
+            for i, c in enumerate(counts):
+                acc[i] += int(c)
+        totals.signatures = max(totals.signatures, int(stats.get("signatures", 0)))
+        totals.native_modules = max(totals.native_modules, int(stats.get("native_modules", 0)))
+
+
+def _write_repro(f: fnd.Finding, plan: dict[str, Any], target: Target, artifacts: Path, args: argparse.Namespace) -> None:
+    digest = hashlib.sha1(f.key.encode()).hexdigest()[:10]
+    safe = re.sub(r"[^\w.-]+", "_", f"{f.kind}-{f.site}")[:60]
+    path = artifacts / f"repro-{safe}-{digest}.py"
+    meta = {
+        "kind": f.kind,
+        "site": f.site,
+        "module": target.module,
+        "python": target.python,
+        "python_version": fnd.python_version(target.python),
+        "asan": target.asan,
+        "timeout": args.timeout,
+        "title": f"ffi-harness repro: {f.kind} in {f.site} ({target.module}) — {f.detail}"[:300],
+        "run": fnd.run_line(target.python, target.env, target.asan, path.name),
+        "pythonpath": [p for p in target.env.get("PYTHONPATH", "").split(os.pathsep) if p],
+    }
+
+    def text_for(steps: list[dict[str, Any]]) -> str:
+        return fnd.render(plan, steps, meta)
+
+    scratch = artifacts / ".work"
+
+    def verdict_for(steps: list[dict[str, Any]]) -> fnd.Verdict:
+        cand = fnd.write_temp_repro(text_for(steps), scratch)
+        try:
+            return fnd.run_script(cand, target.python, target.env, args.timeout)
+        finally:
+            cand.unlink(missing_ok=True)
+
+    first = verdict_for(f.steps)
+    f.reproduced = first.reproduced and _same(first, f)
+    steps = f.steps
+    if f.reproduced and args.minimise_time > 0:
+        want = first
+
+        def still_fails(candidate: list[dict[str, Any]]) -> bool:
+            v = verdict_for(candidate)
+            return v.kind == want.kind and v.site == want.site
+
+        steps, runs = fnd.minimise(f.steps, still_fails, time.monotonic() + args.minimise_time)
+        f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
+    elif not f.reproduced:
+        f.notes.append(
+            f"did not reproduce outside the fuzzer ({first.kind or 'clean run'}"
+            f"{' in ' + first.site if first.site else ''}); the crash artifact is {f.artifact}"
+            if f.artifact else f"did not reproduce outside the fuzzer ({first.kind or 'clean run'})"
+        )
+    f.minimised_steps = len(steps)
+    path.write_text(text_for(steps))
+    path.chmod(0o755)
+    f.repro = path
+
+
+def _same(v: fnd.Verdict, f: fnd.Finding) -> bool:
+    if v.kind == f.kind and (v.site == f.site or f.site in ("?", "")):
+        return True
+    # A crash found by libFuzzer: same kind, the report's site may differ only in the callable naming.
+    return v.kind == f.kind
+
+
+def _summary(args: argparse.Namespace, plan: dict[str, Any], target: Target, totals: Totals,
+             found: dict[str, fnd.Finding], notes: list[str], excluded: list[str], fuzz_time: float,
+             native: str) -> int:
+    execs = sum(r.execs for r in totals.runs)
+    cov = max((r.cov for r in totals.runs), default=0)
+    ft = max((r.ft for r in totals.runs), default=0)
+    kinds: dict[str, int] = {}
+    for c in plan["callables"]:
+        kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+    exercised = {n: c for n, c in totals.calls.items() if c[0] > 0}
+    total_calls = sum(c[0] for c in totals.calls.values())
+    eps = execs / fuzz_time if fuzz_time > 0 else 0.0
+    print()
+    print(f"== ffi-harness fuzz {args.module} ==")
+    print(f"callables: {len(plan['callables'])} found ({', '.join(f'{v} {k}s' for k, v in sorted(kinds.items()))}; "
+          f"arity from {', '.join(f'{k} {v}' for k, v in sorted(plan.get('arity_sources', {}).items()))}), "
+          f"{len(exercised)} exercised")
+    per = sorted(totals.calls.items(), key=lambda kv: -kv[1][0])
+    line = "  " + ", ".join(f"{n} {c[0]}" + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "") for n, c in per)
+    print(line if per else "  (no calls recorded)")
+    never = [c["name"] for c in plan["callables"] if totals.calls.get(c["name"], [0])[0] == 0]
+    if never:
+        print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
+    print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}")
+    native_edges = max(0, cov - totals.signatures)
+    print(f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}")
+    for n in notes:
+        print(f"note: {n}")
+    if found:
+        print(f"findings: {len(found)}")
+        for f in sorted(found.values(), key=lambda x: x.found_after):
+            status = "reproduces" if f.reproduced else "NOT reproduced"
+            print(f"  [{f.kind}] {f.site} (callable {f.callable}) after {f.found_after:.1f} s — {status}, "
+                  f"{f.minimised_steps} step(s): {f.repro}")
+            for n in f.notes:
+                print(f"      {n}")
+    else:
+        print("findings: none")
+    summary = {
+        "module": args.module, "python": target.python, "asan": target.asan, "instrumented": target.coverage,
+        "callables": len(plan["callables"]), "exercised": len(exercised), "calls": totals.calls, "execs": execs,
+        "seconds": fuzz_time, "exec_per_s": eps, "cov": cov, "ft": ft, "signatures": totals.signatures,
+        "native_edges": native_edges, "excluded": excluded, "notes": notes,
+        "findings": [{"kind": f.kind, "site": f.site, "callable": f.callable, "detail": f.detail,
+                      "found_after": f.found_after, "repro": str(f.repro), "reproduced": f.reproduced,
+                      "steps": f.minimised_steps} for f in found.values()],
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    if execs == 0 or total_calls == 0:
+        print("NOTHING WAS EXERCISED: no call reached the module (see the logs under "
+              f"{Path(args.artifacts) / '.work' / 'logs'})")
+        return EXIT_USAGE
+    return EXIT_FINDINGS if found else EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ffi_harness.cli import main as cli_main
+
+    return cli_main(["fuzz", *(argv or [])])

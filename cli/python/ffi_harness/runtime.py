@@ -1,0 +1,380 @@
+"""ffi_harness runtime: runs a program of calls against a module and judges every call.
+
+The fuzz engine and every repro-*.py run THIS code (a repro embeds it verbatim), so a repro replays
+exactly what the fuzzer did: the same instance pool, receivers, re-entrancy hook and oracles.
+Stdlib only. A program is a list of steps ``(callable_name, receiver, [args], {kwargs})``; an argument
+is a value, ``R(k)`` (an earlier step's result) or ``I(k)`` (an instance from the pool).
+
+Oracles: ``SystemError`` (a NULL return without an exception, or a result with an exception set) and
+PyO3's ``PanicException`` are findings; any other exception is an allowed outcome. Reference counts:
+every argument object the program alone owns (top level, or an item of a list/tuple/dict argument) is
+watched; after the program, its results and instances are dropped and (if anything moved) the garbage
+collector has run, each watched object's count must be what its live holders
+(``gc.get_referrers``) account for, compared with a control object held the same way: more is a
+leaked reference, fewer an over-decref. Crashes, sanitizer reports and hangs are judged outside the
+process (libFuzzer in the engine, the parent process for a repro).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import sys
+import zlib
+from typing import Any, Callable
+
+FINDING_KINDS = ("SystemError", "PanicException", "refcount-leak", "over-decref")
+_KEEP: list[Any] = []  # objects over-decref'd during a run: kept alive forever rather than freed twice
+
+
+class R:
+    """Argument marker: the result of an earlier step (k modulo the number of earlier steps)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"_rt.R({self.k})"
+
+
+class I:  # noqa: E742 - a one-letter marker keeps repro programs readable
+    """Argument marker: an instance from the pool (k modulo the pool's size)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"_rt.I({self.k})"
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
+def _message_words(exc: BaseException) -> str:
+    """The first words of an exception's message, digits removed (a coarse, stable shape)."""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        return "?"
+    words = "".join(ch for ch in text[:80] if not ch.isdigit()).split()[:4]
+    return " ".join(words)
+
+
+def _fresh_copy(value: Any) -> Any:
+    """A copy of literal-built values that only its container owns (compiled constants are shared and
+    identifier-like strings interned): what the engine's materialiser builds."""
+    t = type(value)
+    if t is str and len(value) >= 2:
+        return value[:1] + value[1:]
+    if t is bytes and len(value) >= 2:
+        return value[:1] + value[1:]
+    if t is int and not -5 <= value <= 256:
+        return int(str(value))
+    if t is float:
+        return float(repr(value)) if value == value else float("nan")
+    if t is list:
+        return [_fresh_copy(v) for v in value]
+    if t is tuple:
+        return tuple(_fresh_copy(v) for v in value)
+    if t is dict:
+        return {k: _fresh_copy(v) for k, v in value.items()}
+    return value
+
+
+def build(source: str, prelude: Any) -> list[Any]:
+    """Evaluate a repro's program source into steps built like the engine builds them."""
+    steps = eval(source, {"_fh": prelude, "_rt": sys.modules[__name__]})  # noqa: S307 - our own repro text
+    return [(name, recv, [_fresh_copy(a) for a in args], {k: _fresh_copy(v) for k, v in kwargs.items()})
+            for name, recv, args, kwargs in steps]
+
+
+class Context:
+    """The target module, its callables and setup, resolved once per process."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.module = importlib.import_module(plan["module"])
+        self.specs: dict[str, dict[str, Any]] = {c["name"]: c for c in plan["callables"]}
+        self.setup_code = compile(plan["setup"], plan.get("setup_file") or "<setup>", "exec") if plan.get("setup") else None
+        self.classes: dict[str, type] = {}
+        for cls in plan.get("classes", []):
+            obj = self._resolve_path(cls.get("path"))
+            if isinstance(obj, type):
+                self.classes[cls["name"]] = obj
+        self.functions: dict[str, Any] = {}
+        for c in plan["callables"]:
+            if c["kind"] in ("function", "class"):
+                self.functions[c["name"]] = self._resolve_path(c.get("path"))
+        self.zero_arg_methods = [c for c in plan["callables"] if c["kind"] == "method" and c["min_args"] == 0]
+        # stats[name] = [calls, returned, raised, skipped (no receiver)]
+        self.stats: dict[str, list[int]] = {c["name"]: [0, 0, 0, 0] for c in plan["callables"]}
+        self.unraisable = 0
+        self._pool: list[Any] = []
+        self.trace = bool(os.environ.get("FFI_HARNESS_TRACE"))
+        sys.unraisablehook = self._unraisable
+        prelude = sys.modules.get("ffi_harness_prelude")
+        if prelude is not None:
+            prelude.set_reenter_hook(self._reenter)
+        if self.setup_code is not None:
+            self._setup_namespace()  # fail now (a set-up error), not inside the first program
+
+    def _resolve_path(self, path: str | None) -> Any:
+        if not path:
+            return None
+        obj: Any = self.module
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        return obj
+
+    def _unraisable(self, _info: Any) -> None:
+        self.unraisable += 1
+
+    def _setup_namespace(self) -> dict[str, Any]:
+        top = self.plan["module"].split(".")[0]
+        ns: dict[str, Any] = {"__name__": "__ffi_harness_setup__", top: importlib.import_module(top),
+                              "_fh": sys.modules.get("ffi_harness_prelude")}
+        ns[self.plan["module"].rsplit(".", 1)[-1]] = self.module
+        if self.setup_code is not None:
+            exec(self.setup_code, ns)  # noqa: S102 - the user's own setup snippet
+        return ns
+
+    def _initial_pool(self) -> list[Any]:
+        if self.setup_code is None:
+            return []
+        ns = self._setup_namespace()
+        pool = [v for k, v in sorted(ns.items()) if not k.startswith("_") and self._is_instance(v)]
+        for c in self.plan.get("classes", []):
+            if c["name"] not in self.classes:
+                for v in pool:
+                    if type(v).__qualname__ == c["name"]:
+                        self.classes[c["name"]] = type(v)
+        return pool
+
+    def _is_instance(self, v: Any) -> bool:
+        if isinstance(v, (type, type(sys), int, float, str, bytes, bool)) or v is None or callable(v) and not hasattr(type(v), "__call__"):
+            return False
+        if self.classes and isinstance(v, tuple(self.classes.values())):
+            return True
+        mod = getattr(type(v), "__module__", "") or ""
+        return mod.split(".")[0] == self.plan["module"].split(".")[0]
+
+    def _reenter(self, n: int) -> Any:
+        """The re-entrancy hook: call the n-th zero-argument method on a pool instance."""
+        if not self.zero_arg_methods or not self._pool:
+            return None
+        spec = self.zero_arg_methods[n % len(self.zero_arg_methods)]
+        cls = self.classes.get(spec["class"])
+        for obj in self._pool:
+            if cls is not None and isinstance(obj, cls):
+                return getattr(obj, spec["attr"])()
+        return None
+
+    def _receiver(self, spec: dict[str, Any], k: int) -> Any:
+        cls = self.classes.get(spec["class"])
+        if cls is None:
+            return None
+        live = [o for o in self._pool if isinstance(o, cls)]
+        return live[k % len(live)] if live else None
+
+    def run(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
+        """Run one program; returns (outcome signatures, finding or None)."""
+        self._pool = pool = self._initial_pool()
+        results: list[Any] = []
+        sigs: list[int] = []
+        finding: dict[str, Any] | None = None
+        guard: list[Any] = []  # two extra references to each watched object: none is freed mid-judgement
+        wobjs: list[Any] = []  # watched objects
+        wsteps: list[int] = []  # the first step each was passed to
+        wbase: list[int] = []  # its count when watching started
+        seen_ids: set[int] = set()
+        classes = tuple(self.classes.values())
+
+        def watch(obj: Any, step: int) -> None:
+            if id(obj) in seen_ids:
+                return
+            seen_ids.add(id(obj))
+            guard.append(obj)
+            guard.append(obj)
+            wobjs.append(obj)
+            wsteps.append(step)
+
+        def resolve(a: Any) -> Any:
+            if type(a) is R:
+                return results[a.k % len(results)] if results else None
+            if type(a) is I:
+                return pool[a.k % len(pool)] if pool else None
+            return a
+
+        for i, (name, recv, args, kwargs) in enumerate(steps):
+            spec = self.specs.get(name)
+            if spec is None:
+                results.append(None)
+                continue
+            # Watch what only the program owns (the engine and a repro build these the same way).
+            for j in range(len(args)):
+                if sys.getrefcount(args[j]) == 2:
+                    watch(args[j], i)
+                _watch_items(args[j], i, watch)
+            for key in kwargs:
+                if sys.getrefcount(kwargs[key]) == 2:
+                    watch(kwargs[key], i)
+                _watch_items(kwargs[key], i, watch)
+            while len(wbase) < len(wobjs):  # measured here, where no local variable holds them
+                wbase.append(_rc_at(wobjs, len(wbase)))
+            stat = self.stats[name]
+            if spec["kind"] == "method":
+                obj = self._receiver(spec, recv)
+                if obj is None:
+                    stat[3] += 1
+                    results.append(None)
+                    sigs.append(_crc(f"{name}|no-receiver"))
+                    continue
+                try:
+                    target: Callable[..., Any] = getattr(obj, spec["attr"])
+                except BaseException as e:  # noqa: BLE001 - any attribute error is an outcome
+                    stat[2] += 1
+                    results.append(None)
+                    sigs.append(_crc(f"{name}|getattr|{type(e).__name__}"))
+                    continue
+            else:
+                target = self.functions.get(name)
+                if target is None:
+                    results.append(None)
+                    continue
+            call_args = [resolve(a) for a in args]
+            call_kwargs = {k: resolve(v) for k, v in kwargs.items()}
+            stat[0] += 1
+            if self.trace:
+                print(f"FFI_HARNESS_STEP {i} {name}", file=sys.stderr, flush=True)
+            try:
+                result = target(*call_args, **call_kwargs)
+            except BaseException as e:  # noqa: BLE001 - every exception is judged here
+                stat[2] += 1
+                results.append(None)
+                tname = type(e).__name__
+                sigs.append(_crc(f"{name}|raise|{tname}|{_message_words(e)}"))
+                if isinstance(e, SystemError) or tname == "PanicException":
+                    finding = {
+                        "kind": "PanicException" if tname == "PanicException" else "SystemError",
+                        "site": name,
+                        "step": i,
+                        "detail": f"{tname}: {_message_words(e)}",
+                        "key": f"{tname}:{name}",
+                    }
+                    del e
+                    break
+                del e
+            else:
+                stat[1] += 1
+                sigs.append(_crc(f"{name}|ok|{type(result).__name__}"))
+                results.append(result)
+                if classes and isinstance(result, classes):
+                    pool.append(result)
+            del call_args, call_kwargs, target
+        # Drop everything the program made, then judge the watched objects' counts.
+        results.clear()
+        pool.clear()
+        self._pool = []
+        result = obj = None
+        if finding is None and wobjs:
+            finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
+        if finding is None:
+            guard.clear()
+        return sigs, finding
+
+    def dump_stats(self, path: str, extra: dict[str, Any]) -> None:
+        data = {"callables": self.stats, "unraisable": self.unraisable, **extra}
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+
+
+def _rc_at(objs: list[Any], idx: int) -> int:
+    return sys.getrefcount(objs[idx])
+
+
+def _watch_items(container: Any, step: int, watch: Callable[[Any, int], None]) -> None:
+    t = type(container)
+    if t is list or t is tuple:
+        for j in range(len(container)):
+            if sys.getrefcount(container[j]) == 2:
+                watch(container[j], step)
+    elif t is dict:
+        for key in list(container):
+            if sys.getrefcount(container[key]) == 2:
+                watch(container[key], step)
+
+
+def _unaccounted(objs: list[Any], idx: int) -> int:
+    """References to objs[idx] that no live object accounts for."""
+    obj = objs[idx]
+    return sys.getrefcount(obj) - _holders(obj)
+
+
+def _holders(obj: Any) -> int:
+    """References to `obj` that live objects account for (each referrer's own count of it)."""
+    total = 0
+    for r in gc.get_referrers(obj):
+        total += sum(1 for x in gc.get_referents(r) if x is obj)
+    return total
+
+
+def _judge_refcounts(wobjs: list[Any], wsteps: list[int], wbase: list[int], steps: list[Any],
+                     guard: list[Any]) -> dict[str, Any] | None:
+    moved = [i for i in range(len(wobjs)) if _rc_at(wobjs, i) != wbase[i]]
+    if not moved:
+        return None
+    gc.collect()
+    calibration = [object()]
+    invisible = _unaccounted(calibration, 0)  # the measuring code's own references
+    for i in moved:
+        excess = _unaccounted(wobjs, i) - invisible
+        if excess == 0:
+            continue
+        step = wsteps[i]
+        name = steps[step][0]
+        obj = wobjs[i]
+        kind = "refcount-leak" if excess > 0 else "over-decref"
+        if excess < 0:
+            _KEEP.append(guard[:])  # never free what the target still thinks it owns
+        return {
+            "kind": kind,
+            "site": name,
+            "step": step,
+            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(obj).__name__} argument "
+            f"of step {step} beyond what live objects account for",
+            "key": f"{kind}:{name}",
+        }
+    return None
+
+
+def main(header: dict[str, Any], program_source: str) -> int:
+    """A repro's entry point: run the program once, report, exit 1 when the finding reproduces."""
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
+    timeout = float(header.get("timeout") or 0)
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout, exit=True)
+    prelude = sys.modules["ffi_harness_prelude"]
+    ctx = Context(header["plan"])
+    steps = build(program_source, prelude)
+    _sigs, finding = ctx.run(steps)
+    if timeout > 0:
+        faulthandler.cancel_dump_traceback_later()
+    if finding is not None:
+        print("FFI_HARNESS_RESULT " + json.dumps({k: finding[k] for k in ("kind", "site", "detail")}), flush=True)
+        print(f"reproduced: {finding['kind']} in {finding['site']}: {finding['detail']}", file=sys.stderr)
+        return 1
+    print("no finding: the program ran to completion and every check passed", file=sys.stderr)
+    return 0

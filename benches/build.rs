@@ -75,6 +75,26 @@ fn main() {
         "{} not found: run the one-time set-up in benches/README.md (ci/setup, maturin develop)",
         python.display()
     );
+    // The PyO3 rows measure the `native` installed in that venv: say so now, not as an ImportError
+    // from the bench binary after everything else is built.
+    let probe = Command::new(&python)
+        .args(["-c", "import native._native"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    if !probe.status.success() {
+        panic!(
+            "\n\nthe benchmarks measure the `native` wrapper installed in {venv}, and `import native` \
+             fails there:\n{err}\nInstall it first (from the repository root):\n    \
+             VIRTUAL_ENV={venv} {venv}/bin/maturin develop --release -m wrapper/Cargo.toml\n\
+             (or run `bash ci/test`, which builds it), then run cargo bench again.\n",
+            venv = python
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new(".venv"))
+                .display(),
+            err = String::from_utf8_lossy(&probe.stderr).trim_end(),
+        );
+    }
     let py_dir = out.join("py");
     run(Command::new(&python)
         .arg(here.join("py/build_ext.py"))

@@ -45,7 +45,7 @@ pub fn init() {
     .expect("interpreter set-up");
 }
 
-use native::native as native_module;
+use native_wrapper::embedded::native as native_module;
 
 /// tmpfs when there is one: every input creates and removes store files.
 fn scratch_base() -> PathBuf {

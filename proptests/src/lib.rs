@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use ffi_harness::{AllowedExceptions, Ledger, OracleFailure, run_in_fork};
-use native::native as native_module;
+use native_wrapper::embedded::native as native_module;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -85,6 +85,7 @@ typedef int (*native_cancel_fn)(void *user_data);
 
 /*
  * Opens (or creates, per opts->create) the store at path and takes an exclusive lock on it (flock).
+ * NATIVE_EINVAL if the store holds a live key longer than opts->max_key_size (it would be unreachable).
  * If another connection holds the lock, waits until timeout_ms (< 0: forever, 0: do not wait), then
  * fails with NATIVE_ETIMEOUT. opts may be NULL (defaults). should_stop may be NULL.
  * On success *out owns a handle that must be closed exactly once with native_close.
@@ -169,7 +170,8 @@ typedef struct native_debug_counters {
     int64_t calls;              /* every public entry point bumps this (to prove "no native call happened") */
 } native_debug_counters;
 void native_debug_counters_get(native_debug_counters *out);
-/* Test knob: native_flush sleeps this long before fsync (0 = off), to make the blocking observable. */
+/* Test knob: native_flush and every write of a sync=1 handle sleep this long before fsync (0 = off), to make
+ * the blocking observable. */
 void native_debug_set_flush_delay_ms(uint32_t ms);
 
 #ifdef __cplusplus

@@ -321,6 +321,13 @@ static int load(native_db *db, native_error *err)
     int rc = replay(db, map, size, err);
     munmap(map, (size_t)size);
     db->file_bytes = size;
+    /* Every live key must be usable through this handle: get/delete take keys up to the handle's
+     * max_key_size, so a longer stored key would show up in iteration yet be unreachable. */
+    for (size_t p = 0; rc == NATIVE_OK && p < db->idx.count; p++)
+        if (db->idx.items[p].klen > db->opts.max_key_size)
+            rc = fail(NULL, err, NATIVE_EINVAL, 0, op,
+                      "the store holds a key of %u bytes, over max_key_size=%u (connect with a larger max_key_size)",
+                      (unsigned)db->idx.items[p].klen, (unsigned)db->opts.max_key_size);
     return rc;
 }
 
@@ -344,6 +351,9 @@ static int append_record(native_db *db, unsigned type, const void *key, size_t k
     int e = errno;
     free(rec);
     const char *what = "write failed";
+    unsigned delay = atomic_load(&g_flush_delay_ms);
+    if (rc == 0 && db->opts.sync && delay > 0)
+        sleep_ms((long)delay);
     if (rc == 0 && db->opts.sync && fsync(db->fd) != 0) {
         e = errno;
         rc = -1;

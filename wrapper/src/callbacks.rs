@@ -161,18 +161,31 @@ pub(crate) fn subscribe(
     let mut id = 0u64;
     // The map is locked across native_subscribe so the id is registered before anyone can look it up;
     // libnative never calls back while subscribing, so no callback can need this lock meanwhile.
+    // Locks: no Python runs while `subs` is held (building an exception may run a GC pass whose
+    // __del__ or gc callback touches this connection's subscriptions): decide under the lock, raise
+    // after releasing it. `ctx` (a Python reference) is dropped after the lock, too.
     let mut subs = inner.subs.lock().unwrap_or_else(|e| e.into_inner());
-    let rc = inner.with_db(py, "subscribe", |db| {
+    let rc = inner.try_with_db(|db| {
         // SAFETY: `db` is held under the mutex; `user_data` stays valid until removed from `subs`,
         // which happens only after native_unsubscribe/native_close return.
         unsafe { sys::native_subscribe(db, Some(trampoline), user_data, &mut id, &mut err) }
-    })?;
-    if rc != sys::NATIVE_OK {
-        drop(subs);
-        return Err(NativeError::from_raw(rc, &err, "subscribe").into_pyerr(py, None));
+    });
+    match rc {
+        Some(sys::NATIVE_OK) => {
+            subs.insert(id, ctx);
+            drop(subs);
+        }
+        Some(rc) => {
+            drop(subs);
+            drop(ctx);
+            return Err(NativeError::from_raw(rc, &err, "subscribe").into_pyerr(py, None));
+        }
+        None => {
+            drop(subs);
+            drop(ctx);
+            return Err(invalid_state(py, "subscribe", "connection is closed"));
+        }
     }
-    subs.insert(id, ctx);
-    drop(subs);
     Ok(Subscription {
         inner: inner.clone(),
         id,

@@ -81,22 +81,31 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Mirrors native_status_name() without a native call, so errors the wrapper raises by itself (use after
-/// close) never touch C; `layout_check` proves the two tables agree.
+/// Every status libnative names, in native.h's order; any other code is `UNKNOWN_STATUS`. A copy of
+/// libnative's `native_status_name()` (the one source of truth, which the ctypes/cffi/Cython bindings
+/// call), kept so errors the wrapper raises by itself (use after close) never touch C: `layout_check`
+/// proves the copy gives C's name for every code, unknown ones included.
+pub(crate) const STATUS_NAMES: [(c_int, &str); 10] = [
+    (sys::NATIVE_OK, "NATIVE_OK"),
+    (sys::NATIVE_ENOTFOUND, "NATIVE_ENOTFOUND"),
+    (sys::NATIVE_EIO, "NATIVE_EIO"),
+    (sys::NATIVE_ETIMEOUT, "NATIVE_ETIMEOUT"),
+    (sys::NATIVE_EPROTOCOL, "NATIVE_EPROTOCOL"),
+    (sys::NATIVE_ESTATE, "NATIVE_ESTATE"),
+    (sys::NATIVE_EINVAL, "NATIVE_EINVAL"),
+    (sys::NATIVE_ENOMEM, "NATIVE_ENOMEM"),
+    (sys::NATIVE_ECANCELLED, "NATIVE_ECANCELLED"),
+    (sys::NATIVE_EDONE, "NATIVE_EDONE"),
+];
+
+/// What `native_status_name()` returns for a code it does not know.
+pub(crate) const UNKNOWN_STATUS: &str = "NATIVE_UNKNOWN";
+
 pub(crate) fn status_name(code: c_int) -> &'static str {
-    match code {
-        sys::NATIVE_OK => "NATIVE_OK",
-        sys::NATIVE_ENOTFOUND => "NATIVE_ENOTFOUND",
-        sys::NATIVE_EIO => "NATIVE_EIO",
-        sys::NATIVE_ETIMEOUT => "NATIVE_ETIMEOUT",
-        sys::NATIVE_EPROTOCOL => "NATIVE_EPROTOCOL",
-        sys::NATIVE_ESTATE => "NATIVE_ESTATE",
-        sys::NATIVE_EINVAL => "NATIVE_EINVAL",
-        sys::NATIVE_ENOMEM => "NATIVE_ENOMEM",
-        sys::NATIVE_ECANCELLED => "NATIVE_ECANCELLED",
-        sys::NATIVE_EDONE => "NATIVE_EDONE",
-        _ => "NATIVE_EUNKNOWN",
-    }
+    STATUS_NAMES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(UNKNOWN_STATUS, |(_, name)| name)
 }
 
 fn c_chars(buf: &[c_char]) -> String {

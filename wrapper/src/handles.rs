@@ -46,6 +46,8 @@ struct DbState {
     busy: usize,
     /// Logically closed: new calls fail; the last pin (or close itself) finishes the native close.
     close_pending: bool,
+    /// native_close has returned: no callback of this connection runs or will run.
+    closed: bool,
 }
 
 /// State shared by a Connection, its Subscriptions and its callbacks.
@@ -76,6 +78,22 @@ pub(crate) struct DbPtr(pub *mut sys::native_db);
 // SAFETY: a DbPtr is only created from a pinned or mutex-held handle and used within that scope.
 unsafe impl Send for DbPtr {}
 
+/// A native call moved to a detached section, with the pinned handle it runs on.
+struct Detached<F>(F, DbPtr);
+// SAFETY: the closures given to `ConnInner::call` only capture pointers into memory owned by the
+// calling frame (pinned buffer exports, out-params, guards), all alive until `py.detach` returns, and
+// touch no Python object; the handle is pinned for the whole call.
+unsafe impl<F> Send for Detached<F> {}
+
+impl<F> Detached<F> {
+    fn run<R>(self) -> R
+    where
+        F: FnOnce(*mut sys::native_db) -> R,
+    {
+        (self.0)((self.1).0)
+    }
+}
+
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
         let finish = {
@@ -101,24 +119,76 @@ impl ConnInner {
         op: &str,
         f: impl FnOnce(*mut sys::native_db) -> R,
     ) -> PyResult<R> {
+        // Locks: decide under the lock, build the exception after releasing it. Building it runs
+        // Python (allocation, so a GC pass: __del__, weakref and gc callbacks that may re-enter this
+        // connection on this thread, or let another thread run and block on `state` holding the GIL).
+        self.try_with_db(f)
+            .ok_or_else(|| invalid_state(py, op, "connection is closed"))
+    }
+
+    /// `f` with the handle held under `state`, or None once closed. Never runs Python.
+    pub(crate) fn try_with_db<R>(&self, f: impl FnOnce(*mut sys::native_db) -> R) -> Option<R> {
         let g = lock(&self.state);
         if g.db.is_null() || g.close_pending {
-            return Err(invalid_state(py, op, "connection is closed"));
+            return None;
         }
-        Ok(f(g.db))
+        Some(f(g.db))
+    }
+
+    /// A call that may block in libnative: on a `sync=True` connection every keyed call can wait for
+    /// an fsync (its own, or another thread's holding libnative's handle lock), so it runs pinned with
+    /// the GIL released (checklist: "Can the call block?"); otherwise it is `with_db`.
+    /// `f` runs detached: it must touch no Python object (it gets only the raw handle).
+    pub(crate) fn call<R: Send>(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        f: impl FnOnce(*mut sys::native_db) -> R,
+    ) -> PyResult<R> {
+        if !self.options.sync() {
+            return self.with_db(py, op, f);
+        }
+        let pin = self.pin(py, op)?;
+        let job = Detached(f, pin.db);
+        // GIL: released for the fsync (Ctrl-C is handled as soon as the call returns).
+        let r = py.detach(move || job.run());
+        drop(pin);
+        Ok(r)
     }
 
     /// Pins the handle for a call that will release the GIL.
     pub(crate) fn pin(&self, py: Python<'_>, op: &str) -> PyResult<Pin<'_>> {
+        // Locks: the exception is built after try_pin has released `state` (see with_db).
+        self.try_pin(false)
+            .ok_or_else(|| invalid_state(py, op, "connection is closed"))
+    }
+
+    /// A pin, or None once closed. `teardown`: also while a close is pending but the handle is still
+    /// open (unsubscribing is part of closing, and the notifier still delivers until the native close).
+    fn try_pin(&self, teardown: bool) -> Option<Pin<'_>> {
         let mut g = lock(&self.state);
-        if g.db.is_null() || g.close_pending {
-            return Err(invalid_state(py, op, "connection is closed"));
+        if g.db.is_null() || (g.close_pending && !teardown) {
+            return None;
         }
         g.busy += 1;
-        Ok(Pin {
+        Some(Pin {
             inner: self,
             db: DbPtr(g.db),
         })
+    }
+
+    /// Blocks (GIL released) until native_close has returned, unless called from a callback (the
+    /// close may be waiting for that very callback).
+    fn wait_closed(&self, py: Python<'_>) {
+        if CALLBACK_DEPTH.with(|d| d.get()) > 0 {
+            return;
+        }
+        py.detach(|| {
+            let mut g = lock(&self.state);
+            while !g.closed {
+                g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        });
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -136,12 +206,15 @@ impl ConnInner {
             }
             g.close_pending = true;
             if g.busy > 0 && CALLBACK_DEPTH.with(|d| d.get()) > 0 {
-                // The last pin finishes the close (see CALLBACK_DEPTH).
+                drop(g);
+                // The last pin finishes the native close (see CALLBACK_DEPTH), but no callback may run
+                // after close() returns: cancel every subscription now (teardown pins keep the handle
+                // open; from its own notifier thread native_unsubscribe does not wait).
+                self.cancel_all(py);
                 return;
             }
         }
         // GIL: waiting for pins and joining the notifier both block on threads that may need the GIL.
-        let _ = py;
         self.finish_close();
     }
 
@@ -158,6 +231,8 @@ impl ConnInner {
                 // SAFETY: `db` came from native_connect, no call is in flight (busy == 0, fast calls
                 // hold the mutex), and swapping it to null above makes this the only close.
                 unsafe { sys::native_close(db) };
+                lock(&inner.state).closed = true;
+                inner.idle.notify_all();
             }
         };
         match Python::try_attach(|py| py.detach(|| closer(self))) {
@@ -178,10 +253,13 @@ impl ConnInner {
         if !lock(&self.subs).contains_key(&id) {
             return Ok(false);
         }
-        let pin = match self.pin(py, "unsubscribe") {
-            Ok(pin) => pin,
-            // Closed meanwhile: close dropped every subscription.
-            Err(_) => return Ok(false),
+        // A teardown pin: granted while a close is pending (until the native close, the notifier
+        // still delivers, so the subscription must really be removed before cancel() returns).
+        let Some(pin) = self.try_pin(true) else {
+            // Closed meanwhile: native_close dropped every subscription; once it has returned, no
+            // callback runs any more.
+            self.wait_closed(py);
+            return Ok(false);
         };
         let db = pin.db;
         // GIL: native_unsubscribe waits for an in-flight callback, which needs the GIL to finish.
@@ -356,8 +434,9 @@ impl Connection {
             )));
         }
         let mut err = sys::native_error::zeroed();
-        let rc = self.inner.with_db(py, "put", |db| {
-            // SAFETY: both exports are pinned by k and v for the call; `db` is held under the mutex.
+        let rc = self.inner.call(py, "put", |db| {
+            // SAFETY: both exports are pinned by k and v for the call; `db` is held (under the mutex, or
+            // pinned by `call`).
             unsafe { sys::native_put(db, k.as_ptr(), k.len(), v.as_ptr(), v.len(), &mut err) }
         })?;
         native_result(py, rc, &err, "put")
@@ -367,7 +446,7 @@ impl Connection {
         let k = key_arg(&self.inner, key)?;
         let mut err = sys::native_error::zeroed();
         let mut block = NativeBlock::empty();
-        let rc = self.inner.with_db(py, "get", |db| {
+        let rc = self.inner.call(py, "get", |db| {
             // SAFETY: `k` pins the key; out-params point to our guard, which will free the block.
             unsafe {
                 sys::native_get(
@@ -390,8 +469,8 @@ impl Connection {
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let k = key_arg(&self.inner, key)?;
         let mut err = sys::native_error::zeroed();
-        let rc = self.inner.with_db(py, "delete", |db| {
-            // SAFETY: `k` pins the key; `db` is held under the mutex.
+        let rc = self.inner.call(py, "delete", |db| {
+            // SAFETY: `k` pins the key; `db` is held (under the mutex, or pinned by `call`).
             unsafe { sys::native_delete(db, k.as_ptr(), k.len(), &mut err) }
         })?;
         match rc {
@@ -401,9 +480,9 @@ impl Connection {
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        // SAFETY: `db` is held under the mutex.
+        // SAFETY: `db` is held (under the mutex, or pinned by `call`).
         self.inner
-            .with_db(py, "len", |db| unsafe { sys::native_count(db) })
+            .call(py, "len", |db| unsafe { sys::native_count(db) })
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -465,8 +544,8 @@ impl Connection {
 
     fn stats(&self, py: Python<'_>) -> PyResult<Stats> {
         let mut raw = sys::native_stats::default();
-        // SAFETY: `db` is held under the mutex; `raw` is a valid out-param.
-        let rc = self.inner.with_db(py, "stats", |db| unsafe {
+        // SAFETY: `db` is held (under the mutex, or pinned by `call`); `raw` is a valid out-param.
+        let rc = self.inner.call(py, "stats", |db| unsafe {
             sys::native_stats_get(db, &mut raw)
         })?;
         native_result(py, rc, &sys::native_error::zeroed(), "stats")?;
@@ -533,11 +612,11 @@ pub struct ItemsIter {
 impl ItemsIter {
     fn new(conn: &Bound<'_, Connection>, mode: IterMode) -> PyResult<Self> {
         let py = conn.py();
-        // SAFETY: `db` is held under the mutex.
+        // SAFETY: `db` is held (under the mutex, or pinned by `call`).
         let generation = conn
             .get()
             .inner
-            .with_db(py, "items", |db| unsafe { sys::native_generation(db) })?;
+            .call(py, "items", |db| unsafe { sys::native_generation(db) })?;
         Ok(ItemsIter {
             conn: conn.clone().unbind(),
             generation,
@@ -562,8 +641,8 @@ impl ItemsIter {
         let mut err = sys::native_error::zeroed();
         let mut key = NativeBlock::empty();
         let mut value = NativeBlock::empty();
-        let rc = self.conn.get().inner.with_db(py, "items", |db| {
-            // SAFETY: `db` is held under the mutex; the out-params are owned by the two guards.
+        let rc = self.conn.get().inner.call(py, "items", |db| {
+            // SAFETY: `db` is held (under the mutex, or pinned by `call`); the out-params are owned by the two guards.
             unsafe {
                 sys::native_item_at(
                     db,
@@ -710,6 +789,7 @@ pub(crate) fn connect(
             db: db.0,
             busy: 0,
             close_pending: false,
+            closed: false,
         }),
         idle: Condvar::new(),
         subs: Mutex::new(Default::default()),

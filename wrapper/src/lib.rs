@@ -54,7 +54,8 @@ fn debug_counters(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
-/// Test knob: every flush sleeps `ms` before fsync, so GIL release during flush is observable.
+/// Test knob: every flush, and every write of a `sync=True` connection, sleeps `ms` before fsync, so
+/// GIL release during the fsync is observable.
 #[pyfunction]
 fn _set_flush_delay_ms(ms: u32) {
     // SAFETY: sets a process-wide integer.
@@ -67,8 +68,25 @@ fn _shutdown(py: Python<'_>) {
     handles::shutdown_all(py);
 }
 
+/// The extension `native._native` (maturin's `module-name`); the package `native` re-exports it.
 #[pymodule]
-pub fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init(m)
+}
+
+/// For programs that embed Python and register this build in the inittab (the fuzz targets, the
+/// property tests): the same module under its public name, so `import native` there is this code and
+/// never a copy installed in a venv.
+pub mod embedded {
+    use pyo3::prelude::*;
+
+    #[pymodule]
+    pub fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        super::init(m)
+    }
+}
+
+fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(

@@ -144,6 +144,10 @@ impl Options {
         self.max_value_size
     }
 
+    pub(crate) fn sync(&self) -> bool {
+        self.sync
+    }
+
     pub(crate) fn to_raw(&self) -> sys::native_options {
         sys::native_options {
             create: self.create as i32,

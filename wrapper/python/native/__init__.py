@@ -1,8 +1,9 @@
 """native: the reference PyO3 wrapper of libnative (see the ffi-harness README).
 
-The extension module is `native.native` (Rust, wrapper/src); this package only re-exports it, so the
-C sources can live in wrapper/native/ without maturin mistaking them for a Python package.
+The extension module is the private submodule `native._native` (Rust, wrapper/src); this package only
+re-exports it (`import native` is the public API), so the C sources can live in wrapper/native/ without
+maturin mistaking them for a Python package.
 """
 
-from .native import *  # noqa: F403
-from .native import __all__, __doc__, __version__  # noqa: F401
+from ._native import *
+from ._native import __all__, __doc__, __version__  # noqa: F401

@@ -11,7 +11,7 @@
 //! We also register a region of our own: one counter per *outcome signature* slot, bumped by the
 //! runtime's verdict on each call. It is the only guidance when the target is not instrumented.
 use std::cell::UnsafeCell;
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{c_int, c_void, CStr};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,7 +94,10 @@ fn elf_sections(path: &str, wanted: &[&str]) -> std::io::Result<Vec<Option<(u64,
         if name_off >= names.len() {
             continue;
         }
-        let end = names[name_off..].iter().position(|&b| b == 0).map_or(names.len(), |p| name_off + p);
+        let end = names[name_off..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(names.len(), |p| name_off + p);
         let name = &names[name_off..end];
         for (j, w) in wanted.iter().enumerate() {
             if name == w.as_bytes() {
@@ -109,14 +112,20 @@ struct Found {
     objects: Vec<(String, usize)>,
 }
 
-unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+unsafe extern "C" fn visit(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid info and the `data` pointer we gave it (a `Found`).
     let (info, found) = unsafe { (&*info, &mut *(data as *mut Found)) };
     let name = if info.dlpi_name.is_null() {
         String::new()
     } else {
         // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
     };
     found.objects.push((name, info.dlpi_addr as usize));
     0
@@ -135,13 +144,19 @@ fn own_path() -> Option<String> {
         return None;
     }
     // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Register every loaded instrumented object (but this engine) and the signature region.
 /// Returns a one-line report: how many native objects and counters were registered.
 pub fn register_loaded_objects() -> String {
-    let mut found = Found { objects: Vec::new() };
+    let mut found = Found {
+        objects: Vec::new(),
+    };
     // SAFETY: `visit` matches the callback type and only reads what the loader hands it.
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut Found as *mut c_void) };
     let me = own_path().and_then(|p| std::fs::canonicalize(p).ok());
@@ -149,12 +164,20 @@ pub fn register_loaded_objects() -> String {
     let mut counters = 0u64;
     let mut names = Vec::new();
     for (name, base) in found.objects {
-        let path = if name.is_empty() { "/proc/self/exe".to_owned() } else { name.clone() };
+        let path = if name.is_empty() {
+            "/proc/self/exe".to_owned()
+        } else {
+            name.clone()
+        };
         if me.is_some() && std::fs::canonicalize(&path).ok() == me {
             continue;
         }
-        let Ok(secs) = elf_sections(&path, &["__sancov_cntrs", "__sancov_pcs"]) else { continue };
-        let (Some((c_addr, c_size)), Some((p_addr, p_size))) = (secs[0], secs[1]) else { continue };
+        let Ok(secs) = elf_sections(&path, &["__sancov_cntrs", "__sancov_pcs"]) else {
+            continue;
+        };
+        let (Some((c_addr, c_size)), Some((p_addr, p_size))) = (secs[0], secs[1]) else {
+            continue;
+        };
         if c_size == 0 || p_size != c_size * 16 {
             eprintln!("ffi-harness engine: {path}: counters and PC table disagree ({c_size} vs {p_size} bytes); skipped");
             continue;
@@ -165,16 +188,25 @@ pub fn register_loaded_objects() -> String {
         // have the sizes its section headers give; libFuzzer keeps the pointers for the process's life,
         // and the object is never unloaded (Python does not dlclose extensions).
         unsafe {
-            __sanitizer_cov_8bit_counters_init(start as *mut u8, (start + c_size as usize) as *mut u8);
+            __sanitizer_cov_8bit_counters_init(
+                start as *mut u8,
+                (start + c_size as usize) as *mut u8,
+            );
             __sanitizer_cov_pcs_init(pcs as *const usize, (pcs + p_size as usize) as *const usize);
         }
         modules += 1;
         counters += c_size;
-        names.push(std::path::Path::new(&path).file_name().map_or(path.clone(), |n| n.to_string_lossy().into_owned()));
+        names.push(
+            std::path::Path::new(&path)
+                .file_name()
+                .map_or(path.clone(), |n| n.to_string_lossy().into_owned()),
+        );
     }
     MODULES.store(modules, Ordering::Relaxed);
     // Our own region, with a synthetic PC table (libFuzzer wants one PC per counter).
-    let table: Vec<usize> = (0..SIGNATURE_SLOTS).flat_map(|i| [0x7000_0000_0000 + i, 0]).collect();
+    let table: Vec<usize> = (0..SIGNATURE_SLOTS)
+        .flat_map(|i| [0x7000_0000_0000 + i, 0])
+        .collect();
     let table = Box::leak(table.into_boxed_slice());
     // SAFETY: the region and the leaked table live for the rest of the process; sizes match
     // (SIGNATURE_SLOTS counters, SIGNATURE_SLOTS (pc, flags) pairs).
@@ -186,6 +218,10 @@ pub fn register_loaded_objects() -> String {
     }
     format!(
         "{{\"native_modules\": {modules}, \"native_counters\": {counters}, \"objects\": [{}]}}",
-        names.iter().map(|n| format!("\"{}\"", n.replace('"', "'"))).collect::<Vec<_>>().join(", ")
+        names
+            .iter()
+            .map(|n| format!("\"{}\"", n.replace('"', "'")))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }

@@ -12,7 +12,7 @@
 //! - [`fuzz`] drives `LLVMFuzzerRunDriver`; each input is decoded, materialised and handed to the
 //!   Python runtime (`ffi_harness.runtime`, the same code every repro embeds), which runs the steps
 //!   and judges them. [`describe`] turns a crash artifact back into the program as Python source.
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{c_char, c_int, CString};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -54,7 +54,8 @@ fn parse_specs(callables: &Bound<'_, PyList>) -> PyResult<Vec<CallableSpec>> {
         .map(|c| {
             let d = c.cast_into::<PyDict>().map_err(PyErr::from)?;
             let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
-                d.get_item(k)?.ok_or_else(|| PyValueError::new_err(format!("plan callable lacks {k:?}")))
+                d.get_item(k)?
+                    .ok_or_else(|| PyValueError::new_err(format!("plan callable lacks {k:?}")))
             };
             Ok(CallableSpec {
                 name: get("name")?.extract()?,
@@ -68,7 +69,11 @@ fn parse_specs(callables: &Bound<'_, PyList>) -> PyResult<Vec<CallableSpec>> {
 }
 
 /// Materialise one argument. `None` when the value itself cannot be built (e.g. no mmap here).
-fn materialise_arg<'py>(py: Python<'py>, runtime: &Bound<'py, PyAny>, arg: &Arg) -> PyResult<Bound<'py, PyAny>> {
+fn materialise_arg<'py>(
+    py: Python<'py>,
+    runtime: &Bound<'py, PyAny>,
+    arg: &Arg,
+) -> PyResult<Bound<'py, PyAny>> {
     match arg {
         Arg::Int(i) => i.materialise(py),
         Arg::Value(v) => v.materialise(py),
@@ -93,15 +98,31 @@ fn materialise_program<'py>(
         }
         let kwargs = PyDict::new(py);
         for (k, a) in &step.kwargs {
-            kwargs.set_item(&specs[step.callable].keywords[*k], materialise_arg(py, runtime, a)?)?;
+            kwargs.set_item(
+                &specs[step.callable].keywords[*k],
+                materialise_arg(py, runtime, a)?,
+            )?;
         }
         let name = names[step.callable].bind(py);
-        steps.append(PyTuple::new(py, [name.as_any(), &step.receiver.into_pyobject(py)?.into_any(), args.as_any(), kwargs.as_any()])?)?;
+        steps.append(PyTuple::new(
+            py,
+            [
+                name.as_any(),
+                &step.receiver.into_pyobject(py)?.into_any(),
+                args.as_any(),
+                kwargs.as_any(),
+            ],
+        )?)?;
     }
     Ok(steps)
 }
 
-fn write_finding(session: &Session, finding: &Bound<'_, PyAny>, data: &[u8], program: &Program) -> PyResult<()> {
+fn write_finding(
+    session: &Session,
+    finding: &Bound<'_, PyAny>,
+    data: &[u8],
+    program: &Program,
+) -> PyResult<()> {
     let py = finding.py();
     let key: String = finding.get_item("key")?.extract()?;
     let name = format!("finding-{:016x}.json", program::fnv1a(key.as_bytes()));
@@ -116,7 +137,9 @@ fn write_finding(session: &Session, finding: &Bound<'_, PyAny>, data: &[u8], pro
     record.set_item("input_hex", hex(data))?;
     let text: String = json.call_method1("dumps", (record,))?.extract()?;
     let tmp = session.findings_dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     eprintln!("FFI_HARNESS_FINDING {}", path.display());
     Ok(())
 }
@@ -144,7 +167,10 @@ fn run_one(py: Python<'_>, session: &mut Session, data: &[u8]) -> PyResult<()> {
         write_finding(session, &finding, data, &program)?;
     }
     session.execs += 1;
-    if session.last_stats.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+    if session
+        .last_stats
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+    {
         session.last_stats = Some(Instant::now());
         dump_stats(py, session)?;
     }
@@ -157,7 +183,10 @@ fn dump_stats(py: Python<'_>, session: &Session) -> PyResult<()> {
     extra.set_item("execs", session.execs)?;
     extra.set_item("signatures", coverage::signatures_seen())?;
     extra.set_item("native_modules", coverage::registered_modules())?;
-    runtime.call_method1("dump_stats", (session.stats_path.to_string_lossy().into_owned(), extra))?;
+    runtime.call_method1(
+        "dump_stats",
+        (session.stats_path.to_string_lossy().into_owned(), extra),
+    )?;
     Ok(())
 }
 
@@ -169,7 +198,9 @@ extern "C" fn callback(data: *const u8, size: usize) -> c_int {
         unsafe { std::slice::from_raw_parts(data, size) }
     };
     let mut guard = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(session) = guard.as_mut() else { return 0 };
+    let Some(session) = guard.as_mut() else {
+        return 0;
+    };
     Python::attach(|py| {
         if let Err(e) = run_one(py, session, bytes) {
             // A failure of the harness itself, not of the target: say so and stop (exit 3).
@@ -209,12 +240,18 @@ fn fuzz(
         .map_err(PyErr::from)?;
     let specs = parse_specs(&callables)?;
     if specs.is_empty() {
-        return Err(PyValueError::new_err("nothing to call: the plan lists no callable"));
+        return Err(PyValueError::new_err(
+            "nothing to call: the plan lists no callable",
+        ));
     }
-    let names = specs.iter().map(|s| PyString::intern(py, &s.name).unbind()).collect();
+    let names = specs
+        .iter()
+        .map(|s| PyString::intern(py, &s.name).unbind())
+        .collect();
     let report = coverage::register_loaded_objects();
     eprintln!("FFI_HARNESS_COVERAGE {}", report);
-    std::fs::create_dir_all(&findings_dir).map_err(|e| PyValueError::new_err(format!("{}: {e}", findings_dir.display())))?;
+    std::fs::create_dir_all(&findings_dir)
+        .map_err(|e| PyValueError::new_err(format!("{}: {e}", findings_dir.display())))?;
     *SESSION.lock().unwrap_or_else(|e| e.into_inner()) = Some(Session {
         specs,
         names,
@@ -228,7 +265,10 @@ fn fuzz(
     unsafe { libc::atexit(at_exit) };
     let c_args: Vec<CString> = argv
         .iter()
-        .map(|a| CString::new(a.as_str()).map_err(|_| PyValueError::new_err("NUL byte in a libFuzzer argument")))
+        .map(|a| {
+            CString::new(a.as_str())
+                .map_err(|_| PyValueError::new_err("NUL byte in a libFuzzer argument"))
+        })
         .collect::<PyResult<_>>()?;
     let mut ptrs: Vec<*mut c_char> = c_args.iter().map(|c| c.as_ptr() as *mut c_char).collect();
     ptrs.push(std::ptr::null_mut());
@@ -244,16 +284,29 @@ fn fuzz(
     Ok(rc)
 }
 
-fn describe_program<'py>(py: Python<'py>, specs: &[CallableSpec], program: &Program) -> PyResult<Bound<'py, PyList>> {
+fn describe_program<'py>(
+    py: Python<'py>,
+    specs: &[CallableSpec],
+    program: &Program,
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for step in &program.steps {
         let spec = &specs[step.callable];
         let d = PyDict::new(py);
         d.set_item("callable", &spec.name)?;
         d.set_item("receiver", step.receiver)?;
-        d.set_item("args", step.args.iter().map(Arg::to_python_source).collect::<Vec<_>>())?;
-        let kw: Vec<(String, String)> =
-            step.kwargs.iter().map(|(k, a)| (spec.keywords[*k].clone(), a.to_python_source())).collect();
+        d.set_item(
+            "args",
+            step.args
+                .iter()
+                .map(Arg::to_python_source)
+                .collect::<Vec<_>>(),
+        )?;
+        let kw: Vec<(String, String)> = step
+            .kwargs
+            .iter()
+            .map(|(k, a)| (spec.keywords[*k].clone(), a.to_python_source()))
+            .collect();
         d.set_item("kwargs", kw)?;
         out.append(d)?;
     }
@@ -262,7 +315,11 @@ fn describe_program<'py>(py: Python<'py>, specs: &[CallableSpec], program: &Prog
 
 /// Decode `data` (a fuzz input) against the plan's callables: the program as Python source pieces.
 #[pyfunction]
-fn describe<'py>(py: Python<'py>, plan: &Bound<'py, PyDict>, data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyList>> {
+fn describe<'py>(
+    py: Python<'py>,
+    plan: &Bound<'py, PyDict>,
+    data: &Bound<'py, PyBytes>,
+) -> PyResult<Bound<'py, PyList>> {
     let callables = plan
         .get_item("callables")?
         .ok_or_else(|| PyValueError::new_err("plan has no callables"))?
@@ -294,4 +351,3 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PRELUDE_ALIAS", ffi_harness::PRELUDE_ALIAS)?;
     Ok(())
 }
-

@@ -38,7 +38,12 @@ pub enum IntArg {
     /// ±(2**exp + delta), exp 0..=126, delta -1..=1.
     Pow2 { exp: u8, delta: i8, negative: bool },
     /// ±(mantissa * 10**exp + delta), mantissa 1..=9, exp 1..=9, delta -1..=1.
-    Decimal { mantissa: u8, exp: u8, delta: i8, negative: bool },
+    Decimal {
+        mantissa: u8,
+        exp: u8,
+        delta: i8,
+        negative: bool,
+    },
     /// Any i64 bit pattern.
     Raw(i64),
 }
@@ -52,12 +57,21 @@ impl IntArg {
             3 => IntArg::NegSmall(1 + u16::arbitrary(u).unwrap_or(0) % 300),
             4 => {
                 let exp = u8::arbitrary(u).unwrap_or(0) % 127;
-                IntArg::Pow2 { exp, delta: delta(u), negative: bool::arbitrary(u).unwrap_or(false) }
+                IntArg::Pow2 {
+                    exp,
+                    delta: delta(u),
+                    negative: bool::arbitrary(u).unwrap_or(false),
+                }
             }
             5 | 6 => {
                 let mantissa = 1 + u8::arbitrary(u).unwrap_or(0) % 9;
                 let exp = 1 + u8::arbitrary(u).unwrap_or(0) % 9;
-                IntArg::Decimal { mantissa, exp, delta: delta(u), negative: bool::arbitrary(u).unwrap_or(false) }
+                IntArg::Decimal {
+                    mantissa,
+                    exp,
+                    delta: delta(u),
+                    negative: bool::arbitrary(u).unwrap_or(false),
+                }
             }
             _ => IntArg::Raw(i64::arbitrary(u).unwrap_or(0)),
         }
@@ -68,13 +82,30 @@ impl IntArg {
         match self {
             IntArg::Small(n) => i128::from(n),
             IntArg::NegSmall(n) => -i128::from(n),
-            IntArg::Pow2 { exp, delta, negative } => {
+            IntArg::Pow2 {
+                exp,
+                delta,
+                negative,
+            } => {
                 let v = (1i128 << exp) + i128::from(delta);
-                if negative { -v } else { v }
+                if negative {
+                    -v
+                } else {
+                    v
+                }
             }
-            IntArg::Decimal { mantissa, exp, delta, negative } => {
+            IntArg::Decimal {
+                mantissa,
+                exp,
+                delta,
+                negative,
+            } => {
                 let v = i128::from(mantissa) * 10i128.pow(u32::from(exp)) + i128::from(delta);
-                if negative { -v } else { v }
+                if negative {
+                    -v
+                } else {
+                    v
+                }
             }
             IntArg::Raw(n) => i128::from(n),
         }
@@ -86,7 +117,10 @@ impl IntArg {
         match i64::try_from(v) {
             Ok(small) => Ok(small.into_pyobject(py)?.into_any()),
             // Beyond i64: let Python parse the digits (no i128 conversion needed under abi3).
-            Err(_) => py.import("builtins")?.getattr("int")?.call1((v.to_string(),)),
+            Err(_) => py
+                .import("builtins")?
+                .getattr("int")?
+                .call1((v.to_string(),)),
         }
     }
 }
@@ -176,13 +210,19 @@ impl Program {
             let args = (0..nargs).map(|_| Arg::decode(&mut u)).collect();
             let mut kwargs = Vec::new();
             if !spec.keywords.is_empty() && shape % 4 == 3 {
-                let nkw = 1 + usize::from(u8::arbitrary(&mut u).unwrap_or(0)) % spec.keywords.len().min(3);
+                let nkw = 1 + usize::from(u8::arbitrary(&mut u).unwrap_or(0))
+                    % spec.keywords.len().min(3);
                 for _ in 0..nkw {
                     let k = usize::from(u8::arbitrary(&mut u).unwrap_or(0)) % spec.keywords.len();
                     kwargs.push((k, Arg::decode(&mut u)));
                 }
             }
-            steps.push(Step { callable, receiver, args, kwargs });
+            steps.push(Step {
+                callable,
+                receiver,
+                args,
+                kwargs,
+            });
         }
         Program { steps }
     }
@@ -202,7 +242,13 @@ mod tests {
     use super::*;
 
     fn specs() -> Vec<CallableSpec> {
-        vec![CallableSpec { name: "f".into(), min_args: 1, max_args: 2, keywords: vec!["k".into()], method: false }]
+        vec![CallableSpec {
+            name: "f".into(),
+            min_args: 1,
+            max_args: 2,
+            keywords: vec!["k".into()],
+            method: false,
+        }]
     }
 
     #[test]
@@ -216,8 +262,25 @@ mod tests {
 
     #[test]
     fn magnitudes() {
-        assert_eq!(IntArg::Pow2 { exp: 63, delta: 0, negative: false }.value(), 1i128 << 63);
-        assert_eq!(IntArg::Decimal { mantissa: 5, exp: 3, delta: 0, negative: false }.value(), 5000);
+        assert_eq!(
+            IntArg::Pow2 {
+                exp: 63,
+                delta: 0,
+                negative: false
+            }
+            .value(),
+            1i128 << 63
+        );
+        assert_eq!(
+            IntArg::Decimal {
+                mantissa: 5,
+                exp: 3,
+                delta: 0,
+                negative: false
+            }
+            .value(),
+            5000
+        );
         assert_eq!(IntArg::NegSmall(300).value(), -300);
     }
 }

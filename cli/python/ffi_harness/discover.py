@@ -28,10 +28,32 @@ MAX_ARGS = 6
 DEFAULT_MAX = 3
 # Dunders that matter for stateful use; called as bound methods on pool instances.
 DUNDERS = (
-    "__len__", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__iter__", "__next__",
-    "__enter__", "__exit__", "__call__", "__reduce__", "__getstate__", "__setstate__", "__bool__",
-    "__hash__", "__repr__", "__str__", "__eq__", "__lt__", "__add__", "__index__", "__int__",
-    "__float__", "__buffer__", "__copy__", "__deepcopy__",
+    "__len__",
+    "__getitem__",
+    "__setitem__",
+    "__delitem__",
+    "__contains__",
+    "__iter__",
+    "__next__",
+    "__enter__",
+    "__exit__",
+    "__call__",
+    "__reduce__",
+    "__getstate__",
+    "__setstate__",
+    "__bool__",
+    "__hash__",
+    "__repr__",
+    "__str__",
+    "__eq__",
+    "__lt__",
+    "__add__",
+    "__index__",
+    "__int__",
+    "__float__",
+    "__buffer__",
+    "__copy__",
+    "__deepcopy__",
 )
 _TOO_MANY = re.compile(
     r"(?:takes|expected|expects)\s+(?:at most |exactly |from \d+ to )?(\d+|no|one)\s+(?:positional\s+)?arguments?"
@@ -146,13 +168,19 @@ def _probe(fn: Any, label: str) -> tuple[int, int, list[str]]:
     except TypeError as e:
         if "keyword" in str(e) and "no keyword" not in str(e):
             kws = []  # accepts keywords, names unknown: none to offer
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001, S110 - keywords accepted, or the call failed otherwise
         pass
     return lo, min(hi, MAX_ARGS), kws
 
 
-def _arity(obj: Any, name: str, key: str, stubs: dict[str, tuple[int, int, list[str]]], drop_self: bool,
-           probe_target: Any | None) -> tuple[tuple[int, int, list[str]], str]:
+def _arity(
+    obj: Any,
+    name: str,
+    key: str,
+    stubs: dict[str, tuple[int, int, list[str]]],
+    drop_self: bool,
+    probe_target: Any | None,
+) -> tuple[tuple[int, int, list[str]], str]:
     sig = _from_signature(obj, drop_self)
     if sig is not None:
         return sig, "signature"
@@ -174,8 +202,9 @@ def _belongs(obj: Any, top: str) -> bool:
     return isinstance(mod, str) and mod.split(".")[0] == top
 
 
-def discover(module_name: str, setup: str | None, setup_file: str | None, only: list[str] | None,
-             probe: bool = True) -> dict[str, Any]:
+def discover(
+    module_name: str, setup: str | None, setup_file: str | None, only: list[str] | None, probe: bool = True
+) -> dict[str, Any]:
     module = importlib.import_module(module_name)
     top = module_name.split(".")[0]
     stubs = _stub_signatures(module)
@@ -187,7 +216,11 @@ def discover(module_name: str, setup: str | None, setup_file: str | None, only: 
     sources: dict[str, int] = {}
     setup_ns: dict[str, Any] = {}
     if setup:
-        setup_ns = {"__name__": "__ffi_harness_setup__", top: importlib.import_module(top), module_name.rsplit(".", 1)[-1]: module}
+        setup_ns = {
+            "__name__": "__ffi_harness_setup__",
+            top: importlib.import_module(top),
+            module_name.rsplit(".", 1)[-1]: module,
+        }
         exec(compile(setup, setup_file or "<setup>", "exec"), setup_ns)  # noqa: S102 - the user's snippet
 
     def add(entry: dict[str, Any], how: str) -> None:
@@ -223,7 +256,7 @@ def discover(module_name: str, setup: str | None, setup_file: str | None, only: 
             if probe and not instances[cname] and lo == 0:
                 try:
                     instances[cname].append(cls())
-                except BaseException:  # noqa: BLE001 - not constructible without arguments
+                except BaseException:  # noqa: BLE001, S110 - not constructible without arguments
                     pass
         attrs: dict[str, Any] = {}
         for base in reversed(cls.__mro__):
@@ -241,13 +274,28 @@ def discover(module_name: str, setup: str | None, setup_file: str | None, only: 
             inst = instances[cname][0] if instances[cname] else None
             bound = getattr(inst, attr, None) if inst is not None else None
             (lo, hi, kws), how = _arity(raw, attr, key, stubs, True, bound if probe else None)
-            add({"name": key, "kind": "method", "class": cname, "attr": attr, "min_args": lo, "max_args": hi,
-                 "keywords": kws}, how)
+            add(
+                {
+                    "name": key,
+                    "kind": "method",
+                    "class": cname,
+                    "attr": attr,
+                    "min_args": lo,
+                    "max_args": hi,
+                    "keywords": kws,
+                },
+                how,
+            )
     if only:
         wanted = set(only)
         keep_classes = {c["class"] for c in callables if c["kind"] == "method" and c["name"] in wanted}
-        callables = [c for c in callables if c["name"] in wanted or (c["kind"] == "class" and c["name"] in keep_classes)
-                     or (c["kind"] == "method" and c["class"] in wanted)]
+        callables = [
+            c
+            for c in callables
+            if c["name"] in wanted
+            or (c["kind"] == "class" and c["name"] in keep_classes)
+            or (c["kind"] == "method" and c["class"] in wanted)
+        ]
         missing = sorted(wanted - {c["name"] for c in callables} - {c["name"] for c in classes})
         if missing:
             raise LookupError(f"--only: no callable named {', '.join(missing)}")

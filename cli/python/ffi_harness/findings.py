@@ -73,6 +73,8 @@ class Finding:
     reproduced: bool | None = None
     minimised_steps: int | None = None
     notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None  # the plan the program was decoded against
+    verdict: Verdict | None = None  # the first replay's verdict
 
     @property
     def key(self) -> str:
@@ -177,7 +179,9 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
     if m and m.group(1) == "AddressSanitizer":
         err = _ASAN_ERROR.search(stderr)
         kind = err.group(1) if err else m.group(2)
-        func = m.group(4) or _first_frame(stderr) or last_step[1]
+        func = m.group(4)
+        if not func or func in _NOISE_FUNCS or func.startswith("__"):
+            func = _first_frame(stderr) or func or last_step[1]
         return Verdict(kind, func, m.group(0), last_step[0], returncode, out)
     u = _UBSAN.search(stderr)
     if u or (m and m.group(1) == "UndefinedBehaviorSanitizer"):
@@ -186,27 +190,61 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
         kind = "ubsan:" + re.sub(r"[^a-z]+", "-", detail.split(" ")[0].lower()).strip("-") if u else "ubsan"
         return Verdict(kind, func, detail, last_step[0], returncode, out)
     if timed_out or "Timeout (" in stderr or "ALARM: working on the last Unit" in stderr:
-        return Verdict("hang", last_step[1] or "?", "no progress within the timeout (every thread's stack in the output)",
-                       last_step[0], returncode, out)
+        return Verdict(
+            "hang",
+            last_step[1] or "?",
+            "no progress within the timeout (every thread's stack in the output)",
+            last_step[0],
+            returncode,
+            out,
+        )
     lf = _LIBFUZZER_DEADLY.search(stderr)
     if "Fatal Python error" in stderr or returncode < 0 or lf:
         sig = f"signal {-returncode}" if returncode < 0 else (lf.group(1) if lf else "fatal error")
         fatal = re.search(r"Fatal Python error: (.*)", stderr)
-        return Verdict(f"crash:{(lf.group(1) if lf else sig).replace(' ', '')}", last_step[1] or "?",
-                       fatal.group(1) if fatal else sig, last_step[0], returncode, out)
+        return Verdict(
+            f"crash:{(lf.group(1) if lf else sig).replace(' ', '')}",
+            last_step[1] or "?",
+            fatal.group(1) if fatal else sig,
+            last_step[0],
+            returncode,
+            out,
+        )
     if returncode == 1 and "Traceback (most recent call last)" in stderr:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         return Verdict("", "", f"error: the program itself failed: {last}", returncode=returncode, output=out)
     if returncode not in (0, 1):
-        return Verdict(f"exit:{returncode}", last_step[1] or "?", "the process exited abnormally", last_step[0],
-                       returncode, out)
+        return Verdict(
+            f"exit:{returncode}", last_step[1] or "?", "the process exited abnormally", last_step[0], returncode, out
+        )
     return Verdict("", "", returncode=returncode, output=out)
 
 
+_NOISE_FUNCS = {
+    "raise",
+    "abort",
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "memcpy",
+    "memmove",
+    "memset",
+    "strlen",
+    "pthread_kill",
+    "__pthread_kill_implementation",
+    "__pthread_kill_internal",
+    "faulthandler_fatal_error",
+}
+_NOISE_PLACES = ("libclang_rt", "libc.so", "nptl/", "signal/", "sysdeps/", "faulthandler.c", "stdlib/abort.c")
+
+
 def _first_frame(stderr: str) -> str | None:
-    """The first stack frame outside the sanitizer runtime and libc."""
+    """The first stack frame outside the sanitizer runtime, libc and the signal path."""
     for func, where in _FRAME.findall(stderr):
-        if "libclang_rt" in where or func.startswith(("__asan", "__interceptor", "__sanitizer")) or func in ("malloc", "free"):
+        if any(p in where for p in _NOISE_PLACES) or func in _NOISE_FUNCS:
+            continue
+        if func.startswith(("__asan", "__interceptor", "__sanitizer", "__ubsan", "__GI_")):
             continue
         return func
     return None
@@ -216,8 +254,15 @@ def run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> 
     env = dict(env)
     env["FFI_HARNESS_TRACE"] = "1"
     try:
-        p = subprocess.run([python, str(path)], env=env, capture_output=True, text=True, timeout=timeout + 30,
-                           errors="replace")
+        p = subprocess.run(
+            [python, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+            errors="replace",
+            check=False,
+        )
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
@@ -240,23 +285,28 @@ def _int_candidates(src: str) -> list[str]:
     return out
 
 
-def _arg_candidates(src: str) -> list[str]:
+def _arg_candidates(src: str, depth: int = 0) -> list[str]:
+    """Simpler versions of one argument's source: smaller ints, trivial values, fewer/simpler items."""
     ints = _int_candidates(src)
     if ints:
         return ints
-    simple = ["None", "0", "1", "''", "b''"]
-    out = [c for c in simple if c != src and len(c) < len(src)]
-    # Shorter literals: halve a str/bytes literal, drop list items.
+    out = [c for c in ("None", "0", "1", "''", "b''") if c != src and len(c) < len(src)]
     try:
-        value = ast.literal_eval(src)
-    except (ValueError, SyntaxError):
-        value = None
-    if isinstance(value, (str, bytes)) and len(value) > 1:
-        out.append(repr(value[: len(value) // 2]))
-    if isinstance(value, (list, tuple)) and value:
-        for i in range(len(value)):
-            shorter = [*value[:i], *value[i + 1 :]]
-            out.append(repr(shorter if isinstance(value, list) else tuple(shorter)))
+        node = ast.parse(src, mode="eval").body
+    except SyntaxError:
+        return out
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and len(node.value) > 1:
+        out.append(repr(node.value[: len(node.value) // 2]))
+    if isinstance(node, (ast.List, ast.Tuple)) and node.elts and depth < 2:
+        parts = [ast.get_source_segment(src, e) or "None" for e in node.elts]
+        open_, close = ("[", "]") if isinstance(node, ast.List) else ("(", ",)" if len(parts) == 2 else ")")
+        for i in range(len(parts)):
+            rest = parts[:i] + parts[i + 1 :]
+            out.append(open_ + ", ".join(rest) + (close if rest else close.lstrip(",")))
+        for i in range(len(parts)):
+            for alt in _arg_candidates(parts[i], depth + 1)[:4]:
+                changed = parts[:i] + [alt] + parts[i + 1 :]
+                out.append(open_ + ", ".join(changed) + (")" if open_ == "(" and len(changed) > 1 else close))
     return out
 
 
@@ -296,7 +346,18 @@ def minimise(steps: list[dict[str, Any]], still_fails: Any, deadline: float) -> 
                 if test(cand):
                     current, progress = cand, True
                     continue
-            for ai in range(len(step["args"])):
+            if step["receiver"] != 0:
+                cand = [dict(s) for s in current]
+                cand[si]["receiver"] = 0
+                if test(cand):
+                    current, progress = cand, True
+            if current[si]["args"]:
+                cand = [dict(s) for s in current]
+                cand[si]["args"] = list(cand[si]["args"][:-1])
+                if test(cand):
+                    current, progress = cand, True
+                    continue
+            for ai in range(len(current[si]["args"])):
                 for alt in _arg_candidates(current[si]["args"][ai]):
                     cand = [dict(s) for s in current]
                     cand[si]["args"] = list(cand[si]["args"])
@@ -316,8 +377,9 @@ def write_temp_repro(text: str, directory: Path) -> Path:
 
 def python_version(python: str) -> str:
     try:
-        return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            [python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
 

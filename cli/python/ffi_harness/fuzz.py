@@ -33,25 +33,47 @@ from ffi_harness import sanitizers
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-_PULSE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", re.M)
+_PULSE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", re.MULTILINE)
 _STAT_EXECS = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("module", help="importable module name (e.g. mypkg or mypkg._native)")
-    parser.add_argument("--max-time", type=float, default=60.0, metavar="S", help="fuzzing time in seconds (default 60)")
-    parser.add_argument("--artifacts", default="ffi-harness-artifacts", metavar="DIR",
-                        help="where repro-*.py, the corpus and logs go (default ./ffi-harness-artifacts)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="fuzz only these callables (a method keeps its class's constructor)")
-    parser.add_argument("--setup", metavar="FILE", help="Python snippet run with the module imported; instances it leaves join the pool")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="engine processes sharing one corpus (default 1)")
+    parser.add_argument(
+        "--max-time", type=float, default=60.0, metavar="S", help="fuzzing time in seconds (default 60)"
+    )
+    parser.add_argument(
+        "--artifacts",
+        default="ffi-harness-artifacts",
+        metavar="DIR",
+        help="where repro-*.py, the corpus and logs go (default ./ffi-harness-artifacts)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="fuzz only these callables (a method keeps its class's constructor)"
+    )
+    parser.add_argument(
+        "--setup", metavar="FILE", help="Python snippet run with the module imported; instances it leaves join the pool"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="engine processes sharing one corpus (default 1)"
+    )
     parser.add_argument("--python", metavar="PATH", help="interpreter to fuzz under (default: this one)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per-input deadlock watchdog (default 10)")
-    parser.add_argument("--minimise-time", type=float, default=60.0, metavar="S", help="time budget per finding for minimisation (default 60; 0 = off)")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="per-input deadlock watchdog (default 10)"
+    )
+    parser.add_argument(
+        "--minimise-time",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="time budget per finding for minimisation (default 60; 0 = off)",
+    )
     parser.add_argument("--no-probe", action="store_true", help="never call a callable to learn its arity")
     parser.add_argument("--seed", type=int, help="libFuzzer seed (default: random)")
     parser.add_argument("--corpus", metavar="DIR", help="corpus directory (default DIR/corpus)")
-    parser.add_argument("--libfuzzer-arg", action="append", default=[], metavar="ARG", help="extra libFuzzer flag, e.g. -max_len=256")
+    parser.add_argument(
+        "--libfuzzer-arg", action="append", default=[], metavar="ARG", help="extra libFuzzer flag, e.g. -max_len=256"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
 
 
@@ -102,7 +124,7 @@ def resolve_target(module: str, python: str) -> Target:
         "except Exception as e:\n    print('ERR', e); raise SystemExit(0)\n"
         "print('OK' if spec else 'MISSING')\n"
     )
-    out = subprocess.run([python, "-c", code, module], capture_output=True, text=True)
+    out = subprocess.run([python, "-c", code, module], capture_output=True, text=True, check=False)
     status = out.stdout.strip()
     if out.returncode != 0 or status.startswith("ERR") or status == "MISSING":
         raise UsageError(f"no module named {module!r} in {python} ({status or out.stderr.strip()[-200:]})")
@@ -117,9 +139,9 @@ def resolve_target(module: str, python: str) -> Target:
         raise UsageError(str(e)) from e
     env.pop("FFI_HARNESS_TRACE", None)
     check = [python, "-c", "import ffi_harness._engine, ffi_harness.runtime"]
-    if subprocess.run(check, env=env, capture_output=True).returncode != 0:
+    if subprocess.run(check, env=env, capture_output=True, check=False).returncode != 0:
         env = fnd.run_env(asan, [PACKAGE_PARENT])
-        probe = subprocess.run(check, env=env, capture_output=True, text=True)
+        probe = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
         if probe.returncode != 0:
             raise UsageError(
                 f"the ffi-harness engine cannot be loaded by {python}: {probe.stderr.strip().splitlines()[-1:]}. "
@@ -141,7 +163,9 @@ def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> di
     if args.no_probe:
         cmd.append("--no-probe")
     try:
-        p = subprocess.run(cmd, env=target.env, capture_output=True, text=True, timeout=300, errors="replace")
+        p = subprocess.run(
+            cmd, env=target.env, capture_output=True, text=True, timeout=300, errors="replace", check=False
+        )
     except subprocess.TimeoutExpired as e:
         raise UsageError(f"discovery of {target.module} did not finish in 300 s") from e
     if p.returncode != 0:
@@ -153,8 +177,9 @@ def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> di
         where = f" while probing {probing[-1]}" if probing else " while importing it or running the setup"
         tail = "\n".join(p.stderr.strip().splitlines()[-15:])
         if verdict.kind and verdict.kind != "exit:1" or p.returncode < 0:
-            raise DiscoveryCrash(f"{target.module} crashed{where}: {verdict.kind or p.returncode} "
-                                 f"{verdict.site}\n{tail}")
+            raise DiscoveryCrash(
+                f"{target.module} crashed{where}: {verdict.kind or p.returncode} {verdict.site}\n{tail}"
+            )
         raise UsageError(f"discovery of {target.module} failed{where}:\n{tail}")
     plan: dict[str, Any] = json.loads(plan_path.read_text())
     return plan
@@ -231,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         stale.unlink()
 
     t0 = time.monotonic()
+    wall0 = time.time()
     try:
         plan = run_discovery(target, workdir, args)
     except DiscoveryCrash as e:
@@ -243,10 +269,14 @@ def run(args: argparse.Namespace) -> int:
         if target.coverage
         else "native coverage: none (not instrumented) — guided by outcome signatures"
     )
-    print(f"ffi-harness fuzz: {args.module} under {python} ({'ASan' if target.asan else 'no sanitizer'}); {native}",
-          flush=True)
-    print(f"discovered {len(plan['callables'])} callables; fuzzing for {args.max_time:g} s with {args.jobs} job(s)",
-          flush=True)
+    print(
+        f"ffi-harness fuzz: {args.module} under {python} ({'ASan' if target.asan else 'no sanitizer'}); {native}",
+        flush=True,
+    )
+    print(
+        f"discovered {len(plan['callables'])} callables; fuzzing for {args.max_time:g} s with {args.jobs} job(s)",
+        flush=True,
+    )
 
     deadline = time.monotonic() + args.max_time
     totals = Totals()
@@ -267,10 +297,20 @@ def run(args: argparse.Namespace) -> int:
         log = logs / f"job{job}-run{run_index}.log"
         stats = workdir / f"stats-job{job}-run{run_index}.json"
         plan_path = _plan_without(plan, excluded, workdir)
-        cmd = [python, "-m", "ffi_harness.engine_main", str(plan_path), str(findings_dir), str(stats), "--",
-               *_libfuzzer_args(args, corpus, crashes, job, remaining)]
+        cmd = [
+            python,
+            "-m",
+            "ffi_harness.engine_main",
+            str(plan_path),
+            str(findings_dir),
+            str(stats),
+            "--",
+            *_libfuzzer_args(args, corpus, crashes, job, remaining),
+        ]
         with open(log, "wb") as logf:
-            proc = subprocess.Popen(cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded))
 
     for job in range(args.jobs):
@@ -296,17 +336,27 @@ def run(args: argparse.Namespace) -> int:
                 new = sorted(p for p in crashes.glob(f"job{job}-*") if p.name not in seen_artifacts)
                 seen_artifacts.update(p.name for p in new)
                 for art in new:
-                    f = _crash_finding(art, text, rc, plan if not er.excluded else json.loads(
-                        _plan_without(plan, er.excluded, workdir).read_text()), t0)
-                    if f is None:
-                        continue
+                    run_plan = json.loads(_plan_without(plan, er.excluded, workdir).read_text())
+                    f = _crash_finding(art, text, rc, run_plan, t0)
+                    _replay(f, target, artifacts, args)
                     crash_counts[f.key] = crash_counts.get(f.key, 0) + 1
                     if f.key not in found:
                         found[f.key] = f
-                        print(f"  finding after {f.found_after:.1f} s: {f.kind} in {f.site} (via {f.callable})", flush=True)
-                    elif crash_counts[f.key] >= 2 and f.callable not in excluded and f.callable != "?":
+                        print(
+                            f"  finding after {f.found_after:.1f} s: {f.kind} in {f.site} (via {f.callable})"
+                            f"{'' if f.reproduced else ' (did not replay outside the fuzzer)'}",
+                            flush=True,
+                        )
+                    if (
+                        (crash_counts[f.key] >= 2 or f.kind == "hang")
+                        and f.callable not in excluded
+                        and f.callable != "?"
+                    ):
                         excluded.append(f.callable)
-                        notes.append(f"{f.callable} left out after its crash ({f.kind}) repeated")
+                        notes.append(
+                            f"{f.callable} left out of later runs after its {f.kind} "
+                            f"{'(a hang costs the whole timeout)' if f.kind == 'hang' else 'repeated'}"
+                        )
                 if rc != 0 and not new and time.monotonic() < deadline - 1:
                     notes.append(f"engine run {er.index} exited with status {rc} without an artifact (log: {er.log})")
                 start(job)
@@ -324,8 +374,16 @@ def run(args: argparse.Namespace) -> int:
         key = f"{f0['kind']}:{f0['site']}"
         if key in found:
             continue
-        found[key] = fnd.Finding(f0["kind"], f0["site"], f0["site"], f0.get("detail", ""), rec["program"], "oracle",
-                                 found_after=max(0.0, path.stat().st_mtime - (time.time() - (time.monotonic() - t0))))
+        found[key] = fnd.Finding(
+            f0["kind"],
+            f0["site"],
+            f0["site"],
+            f0.get("detail", ""),
+            rec["program"],
+            "oracle",
+            found_after=max(0.0, path.stat().st_mtime - wall0),
+            plan=plan,
+        )
         print(f"  finding after {found[key].found_after:.1f} s: {f0['kind']} in {f0['site']}", flush=True)
 
     _collect_stats(totals)
@@ -335,7 +393,45 @@ def run(args: argparse.Namespace) -> int:
     return _summary(args, plan, target, totals, found, notes, excluded, fuzz_time, native)
 
 
-def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float) -> fnd.Finding | None:
+def _meta(f: fnd.Finding, target: Target, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    return {
+        "kind": f.kind,
+        "site": f.site,
+        "module": target.module,
+        "python": target.python,
+        "python_version": fnd.python_version(target.python),
+        "asan": target.asan,
+        "timeout": args.timeout,
+        "title": f"ffi-harness repro: {f.kind} in {f.site} ({target.module}) — {f.detail}"[:300],
+        "run": fnd.run_line(target.python, target.env, target.asan, path.name),
+        "pythonpath": [p for p in target.env.get("PYTHONPATH", "").split(os.pathsep) if p],
+    }
+
+
+def _verdict_for(
+    f: fnd.Finding, steps: list[dict[str, Any]], target: Target, artifacts: Path, args: argparse.Namespace
+) -> fnd.Verdict:
+    cand = fnd.write_temp_repro(
+        fnd.render(f.plan or {}, steps, _meta(f, target, args, Path("repro.py"))), artifacts / ".work"
+    )
+    try:
+        return fnd.run_script(cand, target.python, target.env, args.timeout)
+    finally:
+        cand.unlink(missing_ok=True)
+
+
+def _replay(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace) -> None:
+    """Replay a finding's whole program once; when it reproduces, its verdict names kind, site, step."""
+    v = _verdict_for(f, f.steps, target, artifacts, args)
+    f.verdict = v
+    f.reproduced = v.reproduced and (v.kind == f.kind or f.source == "crash")
+    if f.reproduced and f.source == "crash":
+        f.kind, f.site, f.detail = v.kind, v.site or f.site, v.detail or f.detail
+        if v.step is not None and v.step < len(f.steps):
+            f.callable = f.steps[v.step]["callable"]
+
+
+def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float) -> fnd.Finding:
     from ffi_harness import _engine
 
     data = art.read_bytes()
@@ -354,8 +450,17 @@ def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float
             if s["callable"].split(".")[-1] == verdict.site or verdict.site.endswith(s["callable"].split(".")[-1]):
                 callable_ = s["callable"]
     site = verdict.site if verdict.site and verdict.site != "?" else callable_
-    return fnd.Finding(verdict.kind, site, callable_, verdict.detail, steps, "crash", str(art),
-                       found_after=time.monotonic() - t0)
+    return fnd.Finding(
+        verdict.kind,
+        site,
+        callable_,
+        verdict.detail,
+        steps,
+        "crash",
+        str(art),
+        found_after=time.monotonic() - t0,
+        plan=plan,
+    )
 
 
 def _collect_stats(totals: Totals) -> None:
@@ -372,69 +477,53 @@ def _collect_stats(totals: Totals) -> None:
         totals.native_modules = max(totals.native_modules, int(stats.get("native_modules", 0)))
 
 
-def _write_repro(f: fnd.Finding, plan: dict[str, Any], target: Target, artifacts: Path, args: argparse.Namespace) -> None:
+def _write_repro(
+    f: fnd.Finding, plan: dict[str, Any], target: Target, artifacts: Path, args: argparse.Namespace
+) -> None:
+    f.plan = f.plan or plan
     digest = hashlib.sha1(f.key.encode()).hexdigest()[:10]
     safe = re.sub(r"[^\w.-]+", "_", f"{f.kind}-{f.site}")[:60]
     path = artifacts / f"repro-{safe}-{digest}.py"
-    meta = {
-        "kind": f.kind,
-        "site": f.site,
-        "module": target.module,
-        "python": target.python,
-        "python_version": fnd.python_version(target.python),
-        "asan": target.asan,
-        "timeout": args.timeout,
-        "title": f"ffi-harness repro: {f.kind} in {f.site} ({target.module}) — {f.detail}"[:300],
-        "run": fnd.run_line(target.python, target.env, target.asan, path.name),
-        "pythonpath": [p for p in target.env.get("PYTHONPATH", "").split(os.pathsep) if p],
-    }
-
-    def text_for(steps: list[dict[str, Any]]) -> str:
-        return fnd.render(plan, steps, meta)
-
-    scratch = artifacts / ".work"
-
-    def verdict_for(steps: list[dict[str, Any]]) -> fnd.Verdict:
-        cand = fnd.write_temp_repro(text_for(steps), scratch)
-        try:
-            return fnd.run_script(cand, target.python, target.env, args.timeout)
-        finally:
-            cand.unlink(missing_ok=True)
-
-    first = verdict_for(f.steps)
-    f.reproduced = first.reproduced and _same(first, f)
+    if f.verdict is None:
+        _replay(f, target, artifacts, args)
+    first = f.verdict
+    assert first is not None
     steps = f.steps
     if f.reproduced and args.minimise_time > 0:
-        want = first
 
         def still_fails(candidate: list[dict[str, Any]]) -> bool:
-            v = verdict_for(candidate)
-            return v.kind == want.kind and v.site == want.site
+            v = _verdict_for(f, candidate, target, artifacts, args)
+            return v.kind == first.kind and v.site == first.site
 
         steps, runs = fnd.minimise(f.steps, still_fails, time.monotonic() + args.minimise_time)
         f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
     elif not f.reproduced:
         f.notes.append(
-            f"did not reproduce outside the fuzzer ({first.kind or 'clean run'}"
-            f"{' in ' + first.site if first.site else ''}); the crash artifact is {f.artifact}"
-            if f.artifact else f"did not reproduce outside the fuzzer ({first.kind or 'clean run'})"
+            f"did not reproduce outside the fuzzer ({first.kind or first.detail or 'clean run'}"
+            f"{' in ' + first.site if first.site else ''})"
+            + (f"; the crash artifact is {f.artifact}" if f.artifact else "")
         )
     f.minimised_steps = len(steps)
-    path.write_text(text_for(steps))
+    path.write_text(fnd.render(f.plan, steps, _meta(f, target, args, path)))
     path.chmod(0o755)
     f.repro = path
 
 
-def _same(v: fnd.Verdict, f: fnd.Finding) -> bool:
-    if v.kind == f.kind and (v.site == f.site or f.site in ("?", "")):
-        return True
-    # A crash found by libFuzzer: same kind, the report's site may differ only in the callable naming.
-    return v.kind == f.kind
+def _plural(kind: str) -> str:
+    return "classes" if kind == "class" else f"{kind}s"
 
 
-def _summary(args: argparse.Namespace, plan: dict[str, Any], target: Target, totals: Totals,
-             found: dict[str, fnd.Finding], notes: list[str], excluded: list[str], fuzz_time: float,
-             native: str) -> int:
+def _summary(
+    args: argparse.Namespace,
+    plan: dict[str, Any],
+    target: Target,
+    totals: Totals,
+    found: dict[str, fnd.Finding],
+    notes: list[str],
+    excluded: list[str],
+    fuzz_time: float,
+    native: str,
+) -> int:
     execs = sum(r.execs for r in totals.runs)
     cov = max((r.cov for r in totals.runs), default=0)
     ft = max((r.ft for r in totals.runs), default=0)
@@ -446,44 +535,76 @@ def _summary(args: argparse.Namespace, plan: dict[str, Any], target: Target, tot
     eps = execs / fuzz_time if fuzz_time > 0 else 0.0
     print()
     print(f"== ffi-harness fuzz {args.module} ==")
-    print(f"callables: {len(plan['callables'])} found ({', '.join(f'{v} {k}s' for k, v in sorted(kinds.items()))}; "
-          f"arity from {', '.join(f'{k} {v}' for k, v in sorted(plan.get('arity_sources', {}).items()))}), "
-          f"{len(exercised)} exercised")
+    print(
+        f"callables: {len(plan['callables'])} found ({', '.join(f'{v} {_plural(k)}' for k, v in sorted(kinds.items()))}; "
+        f"arity from {', '.join(f'{k} {v}' for k, v in sorted(plan.get('arity_sources', {}).items()))}), "
+        f"{len(exercised)} exercised"
+    )
     per = sorted(totals.calls.items(), key=lambda kv: -kv[1][0])
-    line = "  " + ", ".join(f"{n} {c[0]}" + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "") for n, c in per)
+    line = "  " + ", ".join(
+        f"{n} {c[0]}" + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "") for n, c in per
+    )
     print(line if per else "  (no calls recorded)")
     never = [c["name"] for c in plan["callables"] if totals.calls.get(c["name"], [0])[0] == 0]
     if never:
         print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
     print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}")
     native_edges = max(0, cov - totals.signatures)
-    print(f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}")
+    print(
+        f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}"
+    )
     for n in notes:
         print(f"note: {n}")
     if found:
         print(f"findings: {len(found)}")
         for f in sorted(found.values(), key=lambda x: x.found_after):
             status = "reproduces" if f.reproduced else "NOT reproduced"
-            print(f"  [{f.kind}] {f.site} (callable {f.callable}) after {f.found_after:.1f} s — {status}, "
-                  f"{f.minimised_steps} step(s): {f.repro}")
+            print(
+                f"  [{f.kind}] {f.site} (callable {f.callable}) after {f.found_after:.1f} s — {status}, "
+                f"{f.minimised_steps} step(s): {f.repro}"
+            )
             for n in f.notes:
                 print(f"      {n}")
     else:
         print("findings: none")
     summary = {
-        "module": args.module, "python": target.python, "asan": target.asan, "instrumented": target.coverage,
-        "callables": len(plan["callables"]), "exercised": len(exercised), "calls": totals.calls, "execs": execs,
-        "seconds": fuzz_time, "exec_per_s": eps, "cov": cov, "ft": ft, "signatures": totals.signatures,
-        "native_edges": native_edges, "excluded": excluded, "notes": notes,
-        "findings": [{"kind": f.kind, "site": f.site, "callable": f.callable, "detail": f.detail,
-                      "found_after": f.found_after, "repro": str(f.repro), "reproduced": f.reproduced,
-                      "steps": f.minimised_steps} for f in found.values()],
+        "module": args.module,
+        "python": target.python,
+        "asan": target.asan,
+        "instrumented": target.coverage,
+        "callables": len(plan["callables"]),
+        "exercised": len(exercised),
+        "calls": totals.calls,
+        "execs": execs,
+        "seconds": fuzz_time,
+        "exec_per_s": eps,
+        "cov": cov,
+        "ft": ft,
+        "signatures": totals.signatures,
+        "native_edges": native_edges,
+        "excluded": excluded,
+        "notes": notes,
+        "findings": [
+            {
+                "kind": f.kind,
+                "site": f.site,
+                "callable": f.callable,
+                "detail": f.detail,
+                "found_after": f.found_after,
+                "repro": str(f.repro),
+                "reproduced": f.reproduced,
+                "steps": f.minimised_steps,
+            }
+            for f in found.values()
+        ],
     }
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     if execs == 0 or total_calls == 0:
-        print("NOTHING WAS EXERCISED: no call reached the module (see the logs under "
-              f"{Path(args.artifacts) / '.work' / 'logs'})")
+        print(
+            "NOTHING WAS EXERCISED: no call reached the module (see the logs under "
+            f"{Path(args.artifacts) / '.work' / 'logs'})"
+        )
         return EXIT_USAGE
     return EXIT_FINDINGS if found else EXIT_CLEAN
 

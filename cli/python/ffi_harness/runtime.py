@@ -41,7 +41,7 @@ class R:
         return f"_rt.R({self.k})"
 
 
-class I:  # noqa: E742 - a one-letter marker keeps repro programs readable
+class I:
     """Argument marker: an instance from the pool (k modulo the pool's size)."""
 
     __slots__ = ("k",)
@@ -78,7 +78,7 @@ def _fresh_copy(value: Any) -> Any:
     if t is int and not -5 <= value <= 256:
         return int(str(value))
     if t is float:
-        return float(repr(value)) if value == value else float("nan")
+        return float(repr(value))
     if t is list:
         return [_fresh_copy(v) for v in value]
     if t is tuple:
@@ -90,9 +90,11 @@ def _fresh_copy(value: Any) -> Any:
 
 def build(source: str, prelude: Any) -> list[Any]:
     """Evaluate a repro's program source into steps built like the engine builds them."""
-    steps = eval(source, {"_fh": prelude, "_rt": sys.modules[__name__]})  # noqa: S307 - our own repro text
-    return [(name, recv, [_fresh_copy(a) for a in args], {k: _fresh_copy(v) for k, v in kwargs.items()})
-            for name, recv, args, kwargs in steps]
+    steps = eval(source, {"_fh": prelude, "_rt": sys.modules[__name__]})
+    return [
+        (name, recv, [_fresh_copy(a) for a in args], {k: _fresh_copy(v) for k, v in kwargs.items()})
+        for name, recv, args, kwargs in steps
+    ]
 
 
 class Context:
@@ -102,7 +104,9 @@ class Context:
         self.plan = plan
         self.module = importlib.import_module(plan["module"])
         self.specs: dict[str, dict[str, Any]] = {c["name"]: c for c in plan["callables"]}
-        self.setup_code = compile(plan["setup"], plan.get("setup_file") or "<setup>", "exec") if plan.get("setup") else None
+        self.setup_code = (
+            compile(plan["setup"], plan.get("setup_file") or "<setup>", "exec") if plan.get("setup") else None
+        )
         self.classes: dict[str, type] = {}
         for cls in plan.get("classes", []):
             obj = self._resolve_path(cls.get("path"))
@@ -140,8 +144,11 @@ class Context:
 
     def _setup_namespace(self) -> dict[str, Any]:
         top = self.plan["module"].split(".")[0]
-        ns: dict[str, Any] = {"__name__": "__ffi_harness_setup__", top: importlib.import_module(top),
-                              "_fh": sys.modules.get("ffi_harness_prelude")}
+        ns: dict[str, Any] = {
+            "__name__": "__ffi_harness_setup__",
+            top: importlib.import_module(top),
+            "_fh": sys.modules.get("ffi_harness_prelude"),
+        }
         ns[self.plan["module"].rsplit(".", 1)[-1]] = self.module
         if self.setup_code is not None:
             exec(self.setup_code, ns)  # noqa: S102 - the user's own setup snippet
@@ -160,7 +167,8 @@ class Context:
         return pool
 
     def _is_instance(self, v: Any) -> bool:
-        if isinstance(v, (type, type(sys), int, float, str, bytes, bool)) or v is None or callable(v) and not hasattr(type(v), "__call__"):
+        plain = (type, type(sys), int, float, str, bytes, bool, type(len), type(_crc), type(None))
+        if isinstance(v, plain):
             return False
         if self.classes and isinstance(v, tuple(self.classes.values())):
             return True
@@ -329,8 +337,9 @@ def _holders(obj: Any) -> int:
     return total
 
 
-def _judge_refcounts(wobjs: list[Any], wsteps: list[int], wbase: list[int], steps: list[Any],
-                     guard: list[Any]) -> dict[str, Any] | None:
+def _judge_refcounts(
+    wobjs: list[Any], wsteps: list[int], wbase: list[int], steps: list[Any], guard: list[Any]
+) -> dict[str, Any] | None:
     moved = [i for i in range(len(wobjs)) if _rc_at(wobjs, i) != wbase[i]]
     if not moved:
         return None

@@ -1,0 +1,56 @@
+"""Shared fixtures of the CLI's fuzz/repro tests: the buggy_ext fixture built instrumented (clang ASan +
+UBSan + libFuzzer coverage) and plain, each into a private directory put on PYTHONPATH by the tests
+(never into the shared venv)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "buggy_ext"
+VENV_BIN = Path(sys.executable).parent
+CLI = shutil.which("ffi-harness", path=str(VENV_BIN)) or "ffi-harness"
+
+
+def _build(dest: Path, instrumented: bool) -> Path:
+    src = dest / "src"
+    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
+    env = dict(os.environ)
+    if instrumented:
+        env.update(
+            CC="clang-19",
+            LDSHARED="clang-19 -shared",
+            CFLAGS="-fsanitize=address,undefined,fuzzer-no-link -g -O1",
+            LDFLAGS="-fsanitize=address,undefined",
+        )
+    target = dest / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--target", str(target), str(src)],
+        env=env,
+        check=True,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def buggy_asan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("clang-19") is None:
+        pytest.skip("clang-19 is needed for the instrumented build")
+    return _build(tmp_path_factory.mktemp("buggy-asan"), instrumented=True)
+
+
+@pytest.fixture(scope="session")
+def buggy_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("buggy-plain"), instrumented=False)
+
+
+def cli_env(site: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    return env

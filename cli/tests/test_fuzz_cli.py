@@ -1,0 +1,108 @@
+"""`ffi-harness fuzz` and `ffi-harness repro` end to end, on the deliberately buggy fixture extension.
+
+One fuzz run of the instrumented build must find every bug class the fixture plants (heap overflow,
+over-decref, SystemError, leaked reference, use-after-free), each with a minimised repro that
+`ffi-harness repro` reproduces; an uninstrumented build says so and still runs; a pure-Python or
+missing module is a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI, cli_env
+
+EXPECTED = {
+    ("heap-buffer-overflow", "table_get"),
+    ("over-decref", "pop_last"),
+    ("SystemError", "describe"),
+    ("refcount-leak", "remember"),
+    ("heap-use-after-free", "Counter_incr"),
+}
+
+
+def _fuzz(
+    site: Path | None, tmp: Path, *extra: str, timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    summary = tmp / "summary.json"
+    cmd = [CLI, "fuzz", *extra, "--artifacts", str(tmp / "art"), "--json", str(summary)]
+    p = subprocess.run(cmd, env=cli_env(site), capture_output=True, text=True, timeout=timeout, check=False)
+    data = json.loads(summary.read_text()) if summary.exists() else {}
+    return p, data
+
+
+@pytest.fixture(scope="module")
+def asan_run(
+    buggy_asan: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("fuzz-asan")
+    return _fuzz(buggy_asan, tmp, "buggy", "--max-time", "45", "--timeout", "2", "--minimise-time", "8", "--seed", "7")
+
+
+def test_finds_every_planted_bug(asan_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    p, data = asan_run
+    assert p.returncode == 1, p.stdout + p.stderr
+    found = {(f["kind"], f["site"]) for f in data["findings"]}
+    assert EXPECTED <= found, p.stdout
+    assert data["exercised"] >= 8 and data["execs"] > 1000, p.stdout
+    assert "libFuzzer-guided" in p.stdout and data["native_edges"] > 20
+
+
+def test_each_repro_reproduces_and_is_minimal(
+    asan_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]], buggy_asan: Path
+) -> None:
+    _p, data = asan_run
+    for f in data["findings"]:
+        if (f["kind"], f["site"]) not in EXPECTED:
+            continue
+        assert f["reproduced"], f
+        assert f["steps"] <= (3 if f["kind"] == "heap-use-after-free" else 1), f
+        r = subprocess.run([CLI, "repro", f["repro"]], env=cli_env(None), capture_output=True, text=True, check=False)
+        assert r.returncode == 1, (f, r.stdout, r.stderr)
+        assert f["kind"] in r.stdout
+
+
+def test_uninstrumented_build_says_so_and_runs(buggy_plain: Path, tmp_path: Path) -> None:
+    p, data = _fuzz(
+        buggy_plain,
+        tmp_path,
+        "buggy",
+        "--max-time",
+        "8",
+        "--only",
+        "describe",
+        "remember",
+        "add",
+        "--minimise-time",
+        "3",
+    )
+    assert "native coverage: none (not instrumented)" in p.stdout, p.stdout + p.stderr
+    assert data["execs"] > 100
+    assert p.returncode == 1  # SystemError and the leaked reference need no sanitizer
+    assert {("SystemError", "describe"), ("refcount-leak", "remember")} <= {
+        (f["kind"], f["site"]) for f in data["findings"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [("json", "pure Python"), ("no_such_module_xyz", "no module named"), ("buggy", "no callable named")],
+)
+def test_usage_errors(module: str, message: str, buggy_plain: Path, tmp_path: Path) -> None:
+    extra = ["--only", "nope"] if module == "buggy" else []
+    p, _ = _fuzz(buggy_plain, tmp_path, module, "--max-time", "5", *extra, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr
+
+
+def test_repro_usage_errors(tmp_path: Path) -> None:
+    missing = subprocess.run([CLI, "repro", str(tmp_path / "nope.py")], capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    other = tmp_path / "other.py"
+    other.write_text("print('hello')\n")
+    p = subprocess.run([CLI, "repro", str(other)], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and "not an ffi-harness repro" in p.stderr

@@ -642,7 +642,8 @@ impl ItemsIter {
         let mut key = NativeBlock::empty();
         let mut value = NativeBlock::empty();
         let rc = self.conn.get().inner.call(py, "items", |db| {
-            // SAFETY: `db` is held (under the mutex, or pinned by `call`); the out-params are owned by the two guards.
+            // SAFETY: `db` is held (under the mutex, or pinned by `call`); the out-params are owned
+            // by the two guards.
             unsafe {
                 sys::native_item_at(
                     db,

@@ -2,7 +2,7 @@
 
 The extension module is the private submodule `native._native` (Rust, wrapper/src); this package only
 re-exports it (`import native` is the public API), so the C sources can live in wrapper/native/ without
-maturin mistaking them for a Python package.
+maturin mistaking them for a Python package. Type checkers read __init__.pyi and _native.pyi.
 """
 
 from ._native import *

@@ -1,5 +1,6 @@
-"""Type stubs for `native`, the reference PyO3 wrapper of libnative."""
+"""Type stubs for `native._native`, the extension of `native` (the reference PyO3 wrapper of libnative)."""
 
+import builtins
 import enum
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -9,7 +10,32 @@ from typing import Any, final
 from typing_extensions import Buffer, Self
 
 __version__: str
-__all__: list[str]
+# The runtime builds __all__ from the module's names; listed here so `from ._native import *` in
+# native/__init__.py re-exports the same names for type checkers (stubtest compares the two).
+__all__ = [
+    "_C_API",
+    "Connection",
+    "ConnectionError",
+    "Error",
+    "Event",
+    "EventKind",
+    "InvalidStateError",
+    "ItemsIter",
+    "Options",
+    "ProtocolError",
+    "Stats",
+    "Subscription",
+    "TimeoutError",
+    "_capi_live_tables",
+    "_set_flush_delay_ms",
+    "_shutdown",
+    "add",
+    "add_fast",
+    "checksum",
+    "connect",
+    "debug_counters",
+    "process",
+]
 
 # ---- exceptions: every native error keeps op, code (NATIVE_* name), errno (or None) and message ----
 class Error(Exception):
@@ -18,7 +44,7 @@ class Error(Exception):
     message: str | None
 
 class ConnectionError(Error, OSError): ...  # errno, strerror, filename set
-class TimeoutError(Error, TimeoutError): ...
+class TimeoutError(Error, builtins.TimeoutError): ...
 class ProtocolError(Error): ...
 class InvalidStateError(Error): ...
 
@@ -41,15 +67,20 @@ def connect(
     options: Options | Mapping[str, Any] | None = None,
     timeout: float | None = None,
 ) -> Connection: ...
-
 def debug_counters() -> dict[str, int]:
     """libnative's live_handles, live_subscriptions, live_blocks and calls (process-wide)."""
 
 def _set_flush_delay_ms(ms: int) -> None:
-    """Test knob: make every flush sleep `ms` before fsync."""
+    """Test knob: make every flush, and every write of a sync=True connection, sleep `ms` before fsync."""
 
 def _shutdown() -> None:
     """atexit hook: cancel every subscription before the interpreter finalizes."""
+
+# The versioned C API for other extension modules (a PyCapsule named "native._C_API").
+_C_API: object
+
+def _capi_live_tables() -> int:
+    """Number of live C API tables (capsules not yet destroyed): normally 1."""
 
 # ---- structs ----
 @final
@@ -59,19 +90,19 @@ class Options:
     max_key_size: int
     max_value_size: int
     file_mode: int
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         create: bool = True,
         sync: bool = False,
         max_key_size: int = 1024,
         max_value_size: int = 1048576,
         file_mode: int = 0o644,
-    ) -> None: ...
+    ) -> Self: ...
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], /) -> Options: ...
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Options: ...
     def to_dict(self) -> dict[str, Any]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
 
 @final
 class Stats:
@@ -85,7 +116,7 @@ class Stats:
     subscriptions: int
     generation: int
     def to_dict(self) -> dict[str, int]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
@@ -128,16 +159,16 @@ class Connection:
     def get(self, key: Buffer) -> bytes: ...
     def delete(self, key: Buffer) -> None: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: Buffer) -> bool: ...
-    def __getitem__(self, key: Buffer) -> bytes: ...
-    def __setitem__(self, key: Buffer, value: Buffer) -> None: ...
-    def __delitem__(self, key: Buffer) -> None: ...
+    def __contains__(self, key: Buffer, /) -> bool: ...
+    def __getitem__(self, key: Buffer, /) -> bytes: ...
+    def __setitem__(self, key: Buffer, value: Buffer, /) -> None: ...
+    def __delitem__(self, key: Buffer, /) -> None: ...
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
     def keys(self) -> Iterator[bytes]: ...
     def __iter__(self) -> Iterator[bytes]: ...
     def flush(self) -> None: ...
     def stats(self) -> Stats: ...
-    def subscribe(self, callback: Callable[[Event], object], /) -> Subscription: ...
+    def subscribe(self, callback: Callable[[Event], object]) -> Subscription: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

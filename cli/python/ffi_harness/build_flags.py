@@ -71,9 +71,9 @@ def c_flags(ubsan: bool, cxx: bool) -> str:
     return flags
 
 
-_LINK_WRAPPER = """#!/bin/sh
-# ffi-harness build-ext: link with {compiler}, minus the project's strip flags (sanitizer reports and
-# crash de-duplication need the symbols and line tables).
+_WRAPPER = """#!/bin/sh
+# ffi-harness build-ext: {compiler} minus the project's strip flags (sanitizer reports and crash
+# de-duplication need the symbols and line tables).
 for a do
   shift
   case "$a" in
@@ -85,13 +85,17 @@ exec {compiler} "$@"
 """
 
 
-def link_wrappers(bindir: Path, clang: str, cxx: str) -> tuple[str, str]:
-    """Shell wrappers around clang/clang++ for LDSHARED/LDCXXSHARED that drop strip flags."""
+def compiler_wrappers(bindir: Path, clang: str, cxx: str) -> tuple[str, str]:
+    """Wrappers named like clang and clang++ (build scripts look at the name) that drop strip flags.
+
+    setuptools links C++ with CXX, not LDCXXSHARED, so CC and CXX are wrapped, not only the linkers.
+    """
     bindir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, compiler in (("ld-c", clang), ("ld-cxx", cxx)):
-        path = bindir / f"ffi-harness-{name}"
-        path.write_text(_LINK_WRAPPER.format(compiler=shlex.quote(compiler)))
+    for compiler in (clang, cxx):
+        real = shutil.which(compiler) or compiler
+        path = bindir / os.path.basename(compiler)
+        path.write_text(_WRAPPER.format(compiler=shlex.quote(real)))
         path.chmod(0o755)
         paths.append(str(path))
     return paths[0], paths[1]
@@ -109,15 +113,15 @@ def build_env(
     env = dict(os.environ if base is None else base)
     for key in CLEARED:
         env.pop(key, None)
-    cxx = clangxx(clang)
-    ld_c, ld_cxx = link_wrappers(bindir, clang, cxx) if bindir else (clang, cxx)
+    real_cc, real_cxx = clang, clangxx(clang)
+    cc, cxx = compiler_wrappers(bindir, real_cc, real_cxx) if bindir else (real_cc, real_cxx)
     cflags = c_flags(ubsan, cxx=False)
     cxxflags = c_flags(ubsan, cxx=True)
     env.update(
-        CC=clang,
+        CC=cc,
         CXX=cxx,
-        LDSHARED=f"{ld_c} -shared",
-        LDCXXSHARED=f"{ld_cxx} -shared",
+        LDSHARED=f"{cc} -shared",
+        LDCXXSHARED=f"{cxx} -shared",
         CFLAGS=cflags,
         CXXFLAGS=cxxflags,
         LDFLAGS=cxxflags,  # clang ignores -fno-sanitize=vptr at link time; the same sanitizer set either way
@@ -134,8 +138,8 @@ def build_env(
         triple = target.replace("-", "_")
         env[f"CFLAGS_{triple}"] = cflags
         env[f"CXXFLAGS_{triple}"] = cxxflags
-        env[f"CC_{triple}"] = clang
-        env[f"CXX_{triple}"] = cxx
+        env[f"CC_{triple}"] = real_cc
+        env[f"CXX_{triple}"] = real_cxx
     return env
 
 

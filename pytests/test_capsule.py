@@ -39,6 +39,9 @@ def _build_consumer() -> Path:
 @pytest.fixture(scope="module")
 def consumer() -> ModuleType:
     built = _build_consumer()
+    # The directory may already be cached by the import system (the bindings suite imports from it) from
+    # before the module existed: rescan it.
+    importlib.invalidate_caches()
     sys.path.insert(0, str(built.parent))
     try:
         import _capsule_consumer

@@ -10,6 +10,10 @@ interpreter's warm-up), zeroes callgrind's counters (_capi_bench.cg_zero), runs 
 counters under the mechanism's name (_capi_bench.cg_dump), so each dump holds exactly one loop. `report`
 subtracts the empty loop's dump and divides by N. Gate: native.add_fast <= 1.15x and native.add <= 4x the
 hand-written METH_FASTCALL add; exit status 1 otherwise.
+
+Besides the gated 2-argument rows: Cython (the real binding's add, _cython_shapes for 0/1/5 arguments),
+pybind11 and nanobind (cpp_bench.cpp, when built) at 0/1/2/5 arguments, each compared with the
+hand-written METH_FASTCALL call of the same arity.
 """
 
 from __future__ import annotations
@@ -26,16 +30,51 @@ FASTCALL = "C-API METH_FASTCALL add"
 GATES = {"PyO3 native.add_fast": 1.15, "PyO3 native.add (#[pyfunction])": 4.0}
 
 
-def mechanisms() -> dict[str, object]:
-    import native
-    import _capi_bench as capi
+ARGS = {0: (), 1: (2,), 2: (2, 3), 5: (1, 2, 3, 4, 5)}
+SHAPES = {0: "zero", 1: "one", 2: "add", 5: "five"}
 
-    return {
-        "PyO3 native.add (#[pyfunction])": native.add,
-        "PyO3 native.add_fast": native.add_fast,
-        FASTCALL: capi.fast_add,
-        "C-API METH_VARARGS add": capi.var_add,
+
+def fastcall_ref(nargs: int) -> str:
+    return FASTCALL if nargs == 2 else f"C-API METH_FASTCALL {nargs} args"
+
+
+def optional(name: str) -> object | None:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def cases() -> dict[str, tuple[object, int]]:
+    """name -> (callable, number of arguments), gated rows first; optional mechanisms when built."""
+    import _capi_bench as capi
+    import native
+
+    out: dict[str, tuple[object, int]] = {
+        "PyO3 native.add (#[pyfunction])": (native.add, 2),
+        "PyO3 native.add_fast": (native.add_fast, 2),
+        FASTCALL: (capi.fast_add, 2),
+        "C-API METH_VARARGS add": (capi.var_add, 2),
     }
+    for n in (0, 1, 5):
+        out[fastcall_ref(n)] = (getattr(capi, f"fast_{SHAPES[n]}"), n)
+    sys.path.append(str(HERE.parents[1] / "pytests" / "bindings"))  # facade, for the Cython binding
+    cy, cy_shapes = optional("_native_cython"), optional("_cython_shapes")
+    if cy is not None and cy_shapes is not None:
+        for n in (0, 1, 2, 5):
+            out[f"Cython def, {n} args"] = (getattr(cy if n == 2 else cy_shapes, SHAPES[n]), n)
+    for label, mod in (("pybind11", "_pybind11_bench"), ("nanobind", "_nanobind_bench")):
+        m = optional(mod)
+        if m is not None:
+            for n in (0, 1, 2, 5):
+                out[f"{label}, {n} args"] = (getattr(m, SHAPES[n]), n)
+    return out
+
+
+def mechanisms() -> dict[str, object]:
+    return {name: f for name, (f, _) in cases().items()}
 
 
 def run(pydir: str, n: int) -> None:
@@ -46,13 +85,14 @@ def run(pydir: str, n: int) -> None:
     if not capi.has_callgrind():
         raise SystemExit("_capi_bench was built without valgrind/callgrind.h: counts would be meaningless")
     loops = {EMPTY: driver("empty", "pass")}
-    for name, f in mechanisms().items():
-        # A fast wrong answer is not a result: every mechanism must compute the same sum before it is
+    want = {0: 0, 1: 2, 2: 5, 5: 15}  # shapes_zero() = 0, shapes_one(a) = a, shapes_five = the sum
+    for name, (f, nargs) in cases().items():
+        # A fast wrong answer is not a result: every mechanism must compute the same value before it is
         # counted (the C-API reference once returned 0, reading its out-param before the call wrote it).
-        got = f(2, 3)
-        if got != 5:
-            raise SystemExit(f"{name}: f(2, 3) returned {got!r}, not 5; refusing to count its instructions")
-        loops[name] = driver(name, "f(2, 3)", f=f)
+        got = f(*ARGS[nargs])  # type: ignore[operator]
+        if got != want[nargs]:
+            raise SystemExit(f"{name}: f{ARGS[nargs]} returned {got!r}, not {want[nargs]}; refusing to count it")
+        loops[name] = driver(name, "f(2)" if nargs == 1 else f"f{ARGS[nargs]}", f=f)
     for name, loop in loops.items():
         loop(2000)  # specialise CALL and friends before counting
         capi.cg_zero()
@@ -74,17 +114,21 @@ def totals(outdir: Path) -> dict[str, int]:
 
 def report(outdir: Path, n: int, json_out: str | None) -> int:
     t = totals(outdir)
+    # Which mechanisms exist (and their arity) is decided by what `run` could import: ci/bench-instructions
+    # builds the modules into OUTDIR/py.
+    sys.path[:0] = [str(outdir / "py"), str(HERE)]
     missing = [k for k in [EMPTY, *mechanisms_names()] if k not in t]
     if missing:
         raise SystemExit(f"no callgrind dump for {missing} in {outdir}")
     per = {k: (v - t[EMPTY]) / n for k, v in t.items() if k != EMPTY}
-    ref = per[FASTCALL]
-    print(f"instructions per call (callgrind, N={n}, empty loop {t[EMPTY] / n:.1f} Ir/iteration subtracted)")
+    arity = {name: nargs for name, (_, nargs) in cases().items()}
+    print(f"instructions per call (callgrind, N={n}, empty loop {t[EMPTY] / n:.1f} Ir/iteration subtracted;")
+    print("x FASTCALL: against the hand-written METH_FASTCALL call with the same number of arguments)")
     print(f"{'mechanism':36} {'Ir/call':>9} {'x FASTCALL':>11}  gate")
     failed = False
     for k in mechanisms_names():
         limit = GATES.get(k)
-        ratio = per[k] / ref
+        ratio = per[k] / per[fastcall_ref(arity[k])]
         verdict = ""
         if limit is not None:
             ok = ratio <= limit
@@ -177,7 +221,7 @@ def breakdown(outdir: Path, n: int) -> str:
 
 
 def mechanisms_names() -> list[str]:
-    return ["PyO3 native.add (#[pyfunction])", "PyO3 native.add_fast", FASTCALL, "C-API METH_VARARGS add"]
+    return list(cases())
 
 
 if __name__ == "__main__":

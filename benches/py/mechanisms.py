@@ -9,24 +9,41 @@ call itself (argument loading is a LOAD_CONST or LOAD_FAST, ~1 ns, and stays in)
 Mechanisms: PyO3 (the real `native` wrapper, plus a tiny PyO3 module from the bench binary for the 0/1/5-
 argument shapes), hand-written C-API (_capi_bench, METH_VARARGS and METH_FASTCALL), cffi API mode
 (_bench_cffi, compiled) and ABI mode (ffi.dlopen), ctypes CDLL (releases the GIL around each call) and
-PyDLL (keeps it). Bare C is timed from Rust.
+PyDLL (keeps it), Cython (the real binding `_native_cython` of pytests/bindings/cython/, plus
+`_cython_shapes` for 0/1/5 arguments), and pybind11 / nanobind (cpp_bench.cpp) when they are installed.
+Bare C is timed from Rust.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import os
+import sys
 import tempfile
 import threading
-from ctypes import CFUNCTYPE, POINTER, byref, c_char, c_int, c_int32, c_int64, c_long, c_size_t, c_uint32, \
-    c_uint64, c_void_p
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    byref,
+    c_char,
+    c_int,
+    c_int32,
+    c_int64,
+    c_long,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import bench_cdef
 from cffi import FFI
 
-import bench_cdef
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Column labels shared with the Rust report (benches/src/report.rs).
 ARGS = {0: "0 args", 1: "1 arg", 2: "2 args", 5: "5 args"}
@@ -50,7 +67,7 @@ def driver(tag: str, call: str, **bound: Any) -> Callable[[int], Any]:
     params = "".join(f", {k}" for k in bound)
     src = f"def run(n{params}):\n    for _ in range(n):\n        {call}\n"
     ns: dict[str, Any] = {}
-    exec(compile(src, f"<driver {tag}>", "exec"), ns)
+    exec(compile(src, f"<driver {tag}>", "exec"), ns)  # noqa: S102 - the driver loop is our own source
     return functools.partial(ns["run"], **bound)
 
 
@@ -183,9 +200,9 @@ class Sides:
     """Every loaded mechanism, plus the resources (store files, subscriptions) to tear down at the end."""
 
     def __init__(self, native_so: str, build_dir: str, pyo3_shapes: Any) -> None:
-        import native
-        import _capi_bench
         import _bench_cffi
+        import _capi_bench
+        import native
 
         self.native, self.capi, self.shapes = native, _capi_bench, pyo3_shapes
         self.api_ffi, self.api = _bench_cffi.ffi, _bench_cffi.lib
@@ -196,6 +213,9 @@ class Sides:
         self.abi_shapes = self.abi_ffi.dlopen(shapes_so)
         self.ct, self.ct_shapes = ctypes_lib(ctypes.CDLL, native_so, shapes_so)
         self.pyd, self.pyd_shapes = ctypes_lib(ctypes.PyDLL, native_so, shapes_so)
+        self.cython, self.cython_shapes = cython_modules()
+        self.cpp = {label: m for label, name in (("pybind11", "_pybind11_bench"), ("nanobind", "_nanobind_bench"))
+                    if (m := optional_module(name)) is not None}
         self.tmp = tempfile.TemporaryDirectory(prefix="ffi-bench-")
         self.closers: list[Callable[[], Any]] = []
         self.cases: list[Case] = []
@@ -209,6 +229,23 @@ class Sides:
         self.closers.clear()
         self.cases.clear()
         self.tmp.cleanup()
+
+
+def optional_module(name: str) -> Any:
+    """A module build_ext.py may have skipped (its library not installed): None then, and no rows."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def cython_modules() -> tuple[Any, Any]:
+    """The real Cython binding (it raises the shared exception classes of pytests/bindings/facade.py)
+    and the shapes module; both built by build_ext.py."""
+    bindings = os.path.join(REPO, "pytests", "bindings")
+    if bindings not in sys.path:
+        sys.path.append(bindings)
+    return optional_module("_native_cython"), optional_module("_cython_shapes")
 
 
 def call_cases(s: Sides) -> list[Case]:
@@ -243,6 +280,13 @@ def call_cases(s: Sides) -> list[Case]:
             add(mech, n, getattr(shapes, f"shapes_{name}"))
         add(mech, 2, lib.native_add, extra="out", out=byref(c_long()), note="raw call, out-param preallocated")
     add("ctypes CDLL, add() wrapper", 2, ctypes_add(s.ct), note="contract of native.add minus range checks")
+    if s.cython is not None and s.cython_shapes is not None:
+        for n, f in ((0, s.cython_shapes.zero), (1, s.cython_shapes.one), (5, s.cython_shapes.five)):
+            add("Cython def", n, f)
+        add("Cython def", 2, s.cython.add, note="2 args: the real Cython binding's add; 0/1/5: _cython_shapes")
+    for label, m in s.cpp.items():
+        for n, name in ((0, "zero"), (1, "one"), (2, "add"), (5, "five")):
+            add(label, n, getattr(m, name), note="m.def of a C++ function; same contract as native.add")
     return out
 
 
@@ -257,6 +301,10 @@ def checksum_cases(s: Sides) -> list[Case]:
                             driver(f"{mech} {label}", call, **bound), nbytes=size, copies=copies, note=note))
 
         add("PyO3 native.checksum", "f(data)", 0, "buffer protocol", f=s.native.checksum, data=data)
+        if s.cython is not None:
+            add("Cython checksum", "f(data)", 0, "typed memoryview", f=s.cython.checksum, data=data)
+        for mech, m in s.cpp.items():
+            add(f"{mech} checksum", "f(data)", 0, "PyObject_GetBuffer", f=m.checksum, data=data)
         add("C-API METH_FASTCALL", "f(data)", 0, "buffer protocol", f=s.capi.fast_checksum, data=data)
         add("cffi API, ffi.from_buffer", "f(from_buffer(data), len(data))", 0,
             f=s.api.native_checksum, from_buffer=s.api_ffi.from_buffer, data=data)
@@ -284,6 +332,12 @@ def handle_cases(s: Sides) -> list[Case]:
     conn.put(key, val)
     s.closers.append(conn.close)
     out.append(Case("handle_get", "PyO3 Connection.get", "get", driver("pyo3 get", "f(key)", f=conn.get, key=key)))
+    if s.cython is not None:
+        cy_conn = s.cython.connect(s.path("cython-get.db"))
+        cy_conn.put(key, val)
+        s.closers.append(cy_conn.close)
+        out.append(Case("handle_get", "Cython Connection.get", "get",
+                        driver("cython get", "f(key)", f=cy_conn.get, key=key)))
     for mech, ffi, lib in (("cffi API", s.api_ffi, s.api), ("cffi ABI", s.abi_ffi, s.abi)):
         db = cffi_connect(s, ffi, lib, f"{mech}-get.db")
         lib.native_put(db, key, len(key), val, len(val), ffi.NULL)
@@ -324,6 +378,16 @@ def handle_cases(s: Sides) -> list[Case]:
     sub = conn.subscribe(lambda ev, release=release: release())
     s.closers.append(conn.close)
     roundtrip("PyO3", conn.put, (key, val), sub, lock)
+
+    if s.cython is not None:
+        cy_conn = s.cython.connect(s.path("cython-put.db"))
+        s.closers.append(cy_conn.close)
+        put_only("Cython", cy_conn.put, (key, val))
+        cy_conn = s.cython.connect(s.path("cython-cb.db"))
+        lock, release = lock_pair()
+        cy_sub = cy_conn.subscribe(lambda ev, release=release: release())
+        s.closers.append(cy_conn.close)
+        roundtrip("Cython", cy_conn.put, (key, val), cy_sub, lock)
 
     for mech, ffi, lib in (("cffi API", s.api_ffi, s.api), ("cffi ABI", s.abi_ffi, s.abi)):
         db = cffi_connect(s, ffi, lib, f"{mech}-put.db")

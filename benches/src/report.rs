@@ -173,7 +173,10 @@ impl Report {
         s.push_str(&format!("## Call overhead (× {FASTCALL})\n\n"));
         s.push_str(
             "0/1/5 args call capi/shapes.c (`shapes_zero/one/five`); 2 args call libnative's `native_add(a, b, &out)`. \
-             The PyO3 0/1/5-arg row is the bench's own `#[pyfunction]`s; its 2-arg row is the real `native.add`.\n\n",
+             The PyO3 0/1/5-arg row is the bench's own `#[pyfunction]`s; its 2-arg row is the real `native.add`. \
+             Likewise the Cython 2-arg row is the real Cython binding's `add` (pytests/bindings/cython/), its 0/1/5-arg \
+             row `_cython_shapes`; pybind11 and nanobind (rows present when installed) bind the same C functions \
+             with `m.def` (benches/py/cpp_bench.cpp).\n\n",
         );
         let call_groups = [
             "call_0_args",
@@ -201,6 +204,16 @@ impl Report {
             let _ = writeln!(
                 s,
                 "native.checksum at 1 MiB reaches **{:.3}×** bare-C throughput (target ≥ 0.95).\n",
+                c.ns / p.ns
+            );
+        }
+        if let (Some(p), Some(c)) = (
+            self.find(&ck, "Cython checksum", "1 MiB"),
+            self.find(&ck, BARE_C, "1 MiB"),
+        ) {
+            let _ = writeln!(
+                s,
+                "The Cython binding's checksum (typed memoryview) at 1 MiB: **{:.3}×** bare-C throughput.\n",
                 c.ns / p.ns
             );
         }

@@ -25,6 +25,14 @@ def _ours(request) -> bool:
     return not str(request.node.path).startswith(_BINDINGS)
 
 
+def ffi_harness_counters() -> dict[str, int]:
+    """Native counters for `ffi-harness test --leaks` (its documented hook): each must not grow when a
+    test is repeated. libnative's ledger, minus `calls` (monotonic by design)."""
+    import native
+
+    return {k: v for k, v in native.debug_counters().items() if k != "calls"}
+
+
 @pytest.fixture(autouse=True)
 def ledger(request):
     """Native handle ledger: after the test, closing everything and gc.collect(), libnative's live

@@ -1,15 +1,586 @@
-"""`ffi-harness test` (not written yet)."""
+"""`ffi-harness test`: a project's own pytest suite, with a verdict per test (crash, hang, leak, ASan, GIL).
+
+Crash isolation: one worker process (the suite's interpreter running pytest with the plugin
+``ffi_harness.pytest_plugin``) collects once and runs the tests in order, announcing each test's start
+on a pipe. When the worker dies (signal, abort, sanitizer report) or a test outlives ``--timeout``
+(faulthandler dumps every thread's Python stack and ends the worker; the parent kills it if even that
+fails), the death is attributed to the test that started last, its report is cut from the worker's log,
+and a new worker starts after it (the tests already judged are deselected). A clean suite costs one
+process; each crash costs one re-collection.
+
+Exit status: 0 when every test passed, was skipped or xfailed ("not repeatable" is reported, not a
+failure); 1 on any failed test, collection error, LEAK, CRASH or HANG; 2 on a usage error or when no
+test was collected.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
-from ffi_harness.cli import UsageError
+from ffi_harness import sanitizers
+from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
+
+DEFAULT_LEAKS = (2, 4)
+DEFAULT_TIMEOUT = 60.0
+KILL_GRACE = 10.0  # after --timeout, faulthandler ends the worker itself; this is the parent's backstop
+PLUGIN_NAME = "ffi_harness_pytest_plugin"
+REPORT_LINES = 30
+
+OK_VERDICTS = ("passed", "skipped", "xfailed", "xpassed", "not repeatable")
+BAD_VERDICTS = ("failed", "error", "LEAK", "CRASH", "HANG")
+
+
+def _leaks_arg(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+):(\d+)", text)
+    if not m or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"expected WARMUP:RUNS with RUNS >= 1 (e.g. 2:4), not {text!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.usage = "%(prog)s [options] -- PYTEST_ARGS..."
+    parser.add_argument(
+        "--leaks",
+        nargs="?",
+        const=DEFAULT_LEAKS,
+        type=_leaks_arg,
+        metavar="WARMUP:RUNS",
+        help=f"repeat each test (warm-up runs, then measured runs, default {DEFAULT_LEAKS[0]}:{DEFAULT_LEAKS[1]}) "
+        "and name the tests whose allocated blocks, gc objects, fds, threads, total refs (debug build) or "
+        "native counters grow in every measured run",
+    )
+    parser.add_argument(
+        "--asan",
+        action="store_true",
+        help="preload clang's ASan runtime and set PYTHONMALLOC=malloc (extensions built with build-ext)",
+    )
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="PYTHONMALLOC=debug and -X dev, on the debug interpreter (pythonX.Yd) when it can run the suite",
+    )
+    parser.add_argument("--python", metavar="PY", help="the suite's interpreter (default: the one running ffi-harness)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="per-test timeout in seconds, per run under --leaks (default %(default)g): past it, HANG",
+    )
+    parser.add_argument("--junit", metavar="FILE", help="write the verdicts as JUnit XML")
+    parser.add_argument("--logs", metavar="DIR", help="keep the workers' logs (and crash reports) in DIR")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print verdict lines only for tests that did not pass"
+    )
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments for pytest, after --")
+
+
+# --- verdicts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    nodeid: str
+    verdict: str  # passed | failed | skipped | xfailed | xpassed | error | not repeatable | LEAK | CRASH | HANG
+    detail: str = ""
+    report: str = ""  # crash report / failure text (printed under the line, capped)
+    duration: float = 0.0
+    rounds: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> bool:
+        return self.verdict in BAD_VERDICTS
+
+    def line(self) -> str:
+        return f"{self.nodeid}  {self.verdict}" + (f"  {self.detail}" if self.detail else "")
+
+
+def _from_result(ev: dict[str, Any]) -> Verdict:
+    outcome = str(ev.get("outcome", "failed"))
+    v = Verdict(ev["id"], outcome, duration=float(ev.get("wall", 0.0)), rounds=ev.get("rounds") or {})
+    text = str(ev.get("longrepr") or "")
+    if outcome == "failed":
+        last = [ln for ln in text.strip().splitlines() if ln.strip()]
+        v.detail = f"(in {ev.get('when')})" + (f"  {last[-1].strip()[:160]}" if last else "")
+        v.report = text
+    elif outcome in ("skipped", "xfailed") and text:
+        v.detail = text.strip().splitlines()[-1][:160] if text.strip() else ""
+    leaks: dict[str, list[int]] = ev.get("leaks") or {}
+    if leaks:
+        v.verdict = "LEAK"
+        v.detail = "  ".join(f"{k} {'/'.join(f'+{d}' for d in ds)}" for k, ds in leaks.items())
+    elif ev.get("not_repeatable"):
+        v.verdict = "not repeatable"
+        v.detail = str(ev["not_repeatable"])
+    return v
+
+
+SIGNALS = {-s.value: s.name for s in signal.Signals}
+_SAN = re.compile(
+    r"(ERROR: (?:Address|Leak|Memory|Thread)Sanitizer: .*|runtime error: .*|UndefinedBehaviorSanitizer: .*)"
+)
+_FATAL = re.compile(r"Fatal Python error: (.*)")
+_FRAME = re.compile(r'^\s+File "([^"]+)", line (\d+) in (\S+)')
+
+
+def _innermost_test_frame(report: str, nodeid: str) -> str:
+    """The first frame (most recent call first) of the current thread that lies in the test's file."""
+    test_file = nodeid.split("::")[0]
+    lines = report.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Current thread")), None)
+    if start is None:
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("Thread")), 0)
+    first = ""
+    for ln in lines[start + 1 :]:
+        m = _FRAME.match(ln)
+        if not m:
+            if first:
+                break
+            continue
+        where = f"{m.group(1)}:{m.group(2)} in {m.group(3)}"
+        first = first or where
+        if m.group(1).endswith(test_file):
+            return f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3)}"
+    return first
+
+
+_SAN_KIND = re.compile(r"ERROR: (\w+Sanitizer): ([\w-]+)")
+_ACCESS = re.compile(r"^(READ|WRITE) of size \d+", re.MULTILINE)
+_NATIVE_FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ in (\S+) (\S+?)(?::\d+)?$", re.MULTILINE)
+_RUNTIME_FUNCS = ("Py_", "_Py", "__asan", "__interceptor", "__sanitizer", "__ubsan", "malloc", "free", "realloc")
+
+
+def _sanitizer_headline(report: str, m: re.Match[str]) -> str:
+    """`AddressSanitizer: heap-use-after-free  READ of size 8  in pop_last buggy.c:67` (the first frame
+    outside CPython's inline helpers and the sanitizer runtime)."""
+    k = _SAN_KIND.search(report)
+    if not k:
+        return m.group(1).strip()[:160]
+    out = f"{k.group(1)}: {k.group(2)}"
+    acc = _ACCESS.search(report, k.end())
+    if acc:
+        out += f"  {acc.group(0)}"
+    for f in _NATIVE_FRAME.finditer(report, k.end()):
+        func, where = f.group(1), f.group(2)
+        if not func.startswith(_RUNTIME_FUNCS):
+            out += f"  in {func} {Path(where).name}"
+            break
+    return out
+
+
+def _death_verdict(nodeid: str, rc: int | None, report: str, hung: bool, timeout: float) -> Verdict:
+    san = _SAN.search(report)
+    fatal = _FATAL.search(report)
+    where = _innermost_test_frame(report, nodeid)
+    if hung or re.search(r"^Timeout \(\d+:\d+:\d+(\.\d+)?\)!", report, re.MULTILINE):
+        detail = f"no progress for {timeout:g}s" + (f"  at {where}" if where else "")
+        return Verdict(nodeid, "HANG", detail, report)
+    parts = [SIGNALS.get(rc or 0, f"exit status {rc}")]
+    if san:
+        parts.append(_sanitizer_headline(report, san))
+    elif fatal:
+        parts.append(f"Fatal Python error: {fatal.group(1).strip()[:120]}")
+    if where:
+        parts.append(f"at {where}")
+    return Verdict(nodeid, "CRASH", "  ".join(parts), report)
+
+
+# --- environment ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    python: str
+    xopts: list[str]
+    env: dict[str, str]
+    notes: list[str]
+
+
+def _probe(python: str, code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+
+
+def _debug_interpreter(python: str) -> str | None:
+    """$FFI_HARNESS_DEBUG_PYTHON, else pythonX.Yd for the suite interpreter's version (Debian's -dbg)."""
+    explicit = os.environ.get("FFI_HARNESS_DEBUG_PYTHON")
+    if explicit:
+        return explicit
+    out = _probe(python, "import sys; print('%d.%d' % sys.version_info[:2])")
+    return shutil.which(f"python{out.stdout.strip()}d") if out.returncode == 0 else None
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    python = args.python or sys.executable
+    if shutil.which(python) is None and not Path(python).is_file():
+        raise UsageError(f"--python {python}: no such interpreter")
+    env = dict(os.environ)
+    notes: list[str] = []
+    xopts: list[str] = []
+    if args.asan:
+        try:
+            env = sanitizers.sanitizer_env(env)
+        except FileNotFoundError as e:
+            raise UsageError(str(e)) from None
+        notes.append(f"--asan: LD_PRELOAD={env['LD_PRELOAD']} PYTHONMALLOC=malloc")
+    if args.gil:
+        env["PYTHONMALLOC"] = "malloc_debug" if args.asan else "debug"
+        xopts += ["-X", "dev"]
+        dbg = None
+        probe = _probe(python, "import sys; print(hasattr(sys, 'gettotalrefcount'))")
+        if probe.stdout.strip() == "True":
+            notes.append(f"--gil: {python} is a debug build")
+        elif args.python and os.environ.get("FFI_HARNESS_DEBUG_PYTHON") is None:
+            notes.append(f"--gil: {python} is a release build (--python given): PYTHONMALLOC=debug -X dev only")
+        else:
+            dbg = _debug_interpreter(python)
+            if dbg is None:
+                notes.append(
+                    "--gil: no debug interpreter (pythonX.Yd) found: PYTHONMALLOC=debug -X dev on the release build"
+                )
+        if dbg is not None:
+            can = _probe(dbg, "import pytest", env)
+            if can.returncode == 0:
+                python = dbg
+                notes.append(f"--gil: debug interpreter {dbg}")
+            else:
+                notes.append(
+                    f"--gil: debug interpreter {dbg} cannot import pytest (install pytest for it and build the "
+                    "extension for its ABI); PYTHONMALLOC=debug -X dev on the release build instead"
+                )
+    return Setup(python, xopts, env, notes)
+
+
+# --- the worker loop --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    collected: list[str] = field(default_factory=list)
+    collect_errors: list[dict[str, str]] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    workers: int = 0
+    session_problem: str = ""
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, setup: Setup, workdir: Path) -> None:
+        self.args = args
+        self.setup = setup
+        self.workdir = workdir
+        self.run = Run()
+        plugin_dir = workdir / "plugin"
+        plugin_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name("pytest_plugin.py"), plugin_dir / f"{PLUGIN_NAME}.py")
+        self.plugin_dir = plugin_dir
+        self.skip_file = workdir / "done.txt"
+        self.skip_file.write_text("")
+        self.judged_before = 0
+
+    def _emit(self, v: Verdict) -> None:
+        self.run.verdicts[v.nodeid] = v
+        with self.skip_file.open("a", encoding="utf-8") as f:
+            f.write(v.nodeid + "\n")
+        if self.args.quiet and not v.bad and v.verdict != "not repeatable":
+            return
+        print(v.line(), flush=True)
+        if v.verdict in ("CRASH", "HANG") and v.report:
+            lines = v.report.strip().splitlines()
+            shown = _report_excerpt(lines)
+            for ln in shown:
+                print(f"    | {ln}")
+            if len(shown) < len(lines):
+                print(f"    | ... ({len(lines)} lines in {self.log_path})")
+            sys.stdout.flush()
+
+    def command(self) -> list[str]:
+        return [
+            self.setup.python,
+            *self.setup.xopts,
+            "-m",
+            "pytest",
+            "-p",
+            PLUGIN_NAME,
+            "-p",
+            "no:faulthandler",
+            "--capture=sys",  # C-level output (sanitizer reports, fatal errors) reaches the log, not a tmpfile
+            *self.pytest_args(),
+        ]
+
+    def pytest_args(self) -> list[str]:
+        a = list(self.args.pytest_args)
+        if a and a[0] == "--":
+            a = a[1:]
+        return a
+
+    def env(self, events_fd: int) -> dict[str, str]:
+        env = dict(self.setup.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.plugin_dir), env.get("PYTHONPATH", "")]))
+        env["FFI_HARNESS_EVENTS_FD"] = str(events_fd)
+        env["FFI_HARNESS_TIMEOUT"] = str(self.args.timeout)
+        env["FFI_HARNESS_SKIP_FILE"] = str(self.skip_file)
+        env["FFI_HARNESS_LEAKS"] = "{}:{}".format(*self.args.leaks) if self.args.leaks else ""
+        env.setdefault("PYTHONFAULTHANDLER", "1")
+        return env
+
+    def one_worker(self) -> bool:
+        """Runs a worker until it ends; True when it ended normally (the suite is done)."""
+        self.run.workers += 1
+        self.log_path = self.workdir / f"worker-{self.run.workers}.log"
+        r, w = os.pipe()
+        with self.log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(w),
+                pass_fds=(w,),
+                start_new_session=True,
+            )
+        os.close(w)
+        current: str | None = None
+        marker_offset = 0
+        deadline = None
+        hung = False
+        done = False
+        buf = b""
+        sel = selectors.DefaultSelector()
+        sel.register(r, selectors.EVENT_READ)
+        try:
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = sel.select(timeout)
+                if not ready:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        hung = True
+                        _kill(proc)
+                        break
+                    continue
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    ev = json.loads(raw)
+                    kind = ev["ev"]
+                    if kind == "collected":
+                        for nid in ev["ids"]:
+                            if nid not in self.run.verdicts and nid not in self.run.collected:
+                                self.run.collected.append(nid)
+                        if self.run.workers == 1:
+                            self.run.collect_errors = ev["errors"]
+                    elif kind in ("start", "run"):
+                        if kind == "start":
+                            current = ev["id"]
+                            marker_offset = _find_marker(self.log_path, f"start {current}")
+                        deadline = time.monotonic() + self.args.timeout + KILL_GRACE
+                    elif kind == "result":
+                        self._emit(_from_result(ev))
+                        current, deadline = None, None
+                    elif kind == "done":
+                        done = True
+        finally:
+            sel.close()
+            os.close(r)
+        rc = proc.wait()
+        if current is not None:
+            report = _read_from(self.log_path, marker_offset)
+            self._emit(_death_verdict(current, rc, report, hung, self.args.timeout))
+            return False
+        if not done:
+            tail = _read_from(self.log_path, 0)[-4000:]
+            self.run.session_problem = (
+                f"the pytest worker ended outside any test ({SIGNALS.get(rc, f'exit status {rc}')}):\n{tail}"
+            )
+            # Carry on after the last judged test, as long as workers make progress.
+            judged = len(self.run.verdicts)
+            progressed = judged > self.judged_before
+            self.judged_before = judged
+            return not (progressed and any(n not in self.run.verdicts for n in self.run.collected))
+        elif rc < 0:
+            self.run.session_problem = f"the pytest worker died at exit ({SIGNALS.get(rc, rc)}): see {self.log_path}"
+        return True
+
+    def go(self) -> Run:
+        while not self.one_worker():
+            pass
+        return self.run
+
+
+def _find_marker(log: Path, text: str) -> int:
+    """Offset of the worker's marker line for this test (written before the start event)."""
+    data = log.read_bytes()
+    i = data.rfind(f"=== ffi-harness: {text}".encode(errors="backslashreplace"))
+    return max(i, 0)
+
+
+def _read_from(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _report_excerpt(lines: list[str]) -> list[str]:
+    """The lines worth a screen: the sanitizer's headline and first frames, the fatal error, the Python
+    stacks (pytest's and pluggy's own frames left out)."""
+    noise = re.compile(r'File "(<frozen runpy>|[^"]*/(_pytest|pluggy|pytest|plugin)/)')
+    lines = [ln for ln in lines if not noise.search(ln)]
+    keep: list[int] = []
+    for i, ln in enumerate(lines):
+        if _SAN.search(ln) or _FATAL.search(ln) or ln.startswith(("Timeout (", "Current thread", "Thread 0x")):
+            keep.extend(k for k in range(i, min(i + 8, len(lines))) if k not in keep)
+    if not keep:
+        keep = list(range(max(0, len(lines) - REPORT_LINES), len(lines)))
+    return [lines[k] for k in sorted(keep)][:REPORT_LINES]
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+
+def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, int]:
+    counts: dict[str, int] = {}
+    for v in run.verdicts.values():
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    bad = [v for v in run.verdicts.values() if v.bad]
+    out = ["", "=" * 30 + " ffi-harness test summary " + "=" * 30]
+    for e in run.collect_errors:
+        out.append(
+            f"{e['id']}  error  (collection)  {e['longrepr'].strip().splitlines()[-1][:160] if e['longrepr'].strip() else ''}"
+        )
+    for v in bad:
+        out.append(v.line())
+    nr = [v for v in run.verdicts.values() if v.verdict == "not repeatable"]
+    for v in nr:
+        out.append(v.line())
+    if run.session_problem:
+        out.append("session: " + run.session_problem.splitlines()[0])
+    order = ["passed", "failed", "error", "skipped", "xfailed", "xpassed", "not repeatable", "LEAK", "CRASH", "HANG"]
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    if run.collect_errors:
+        parts.append(f"{len(run.collect_errors)} collection error(s)")
+    mode = ["leaks {}:{}".format(*args.leaks)] if args.leaks else []
+    mode += [m for m, on in (("asan", args.asan), ("gil", args.gil)) if on]
+    total = len(run.verdicts)
+    out.append(
+        f"{total} tests: {', '.join(parts) or 'nothing ran'} in {elapsed:.1f}s"
+        f" ({run.workers} worker{'s' if run.workers != 1 else ''}{'; ' + ', '.join(mode) if mode else ''})"
+    )
+    if total == 0:
+        why = "collection failed" if run.collect_errors else "no test was collected"
+        out.append(f"ffi-harness test: {why}: nothing was judged")
+        return "\n".join(out), EXIT_USAGE
+    missing = [n for n in run.collected if n not in run.verdicts]
+    if missing:
+        out.append(f"ffi-harness test: {len(missing)} collected test(s) got no verdict (first: {missing[0]})")
+    status = EXIT_FINDINGS if bad or run.collect_errors or run.session_problem or missing else EXIT_CLEAN
+    return "\n".join(out), status
+
+
+def write_junit(path: str, run: Run, elapsed: float) -> None:
+    cases = []
+    fails = errors = skips = 0
+    for e in run.collect_errors:
+        errors += 1
+        cases.append(
+            f'  <testcase classname="collection" name={quoteattr(e["id"])} time="0">'
+            f'<error message="collection error">{escape(e["longrepr"])}</error></testcase>'
+        )
+    for v in run.verdicts.values():
+        parts = v.nodeid.split("::")
+        classname = ".".join([parts[0].removesuffix(".py").replace("/", "."), *parts[1:-1]])
+        body = ""
+        if v.verdict in ("failed", "LEAK", "CRASH", "HANG", "error"):
+            kind = "error" if v.verdict in ("CRASH", "HANG", "error") else "failure"
+            if kind == "error":
+                errors += 1
+            else:
+                fails += 1
+            msg = f"{v.verdict} {v.detail}".strip()
+            text = v.report or json.dumps(v.rounds)
+            body = f"<{kind} type={quoteattr(v.verdict)} message={quoteattr(msg)}>{escape(text)}</{kind}>"
+        elif v.verdict in ("skipped", "xfailed"):
+            skips += 1
+            body = f"<skipped message={quoteattr(v.detail or v.verdict)}/>"
+        elif v.verdict == "not repeatable":
+            body = f"<system-out>{escape('not repeatable: ' + v.detail)}</system-out>"
+        cases.append(
+            f"  <testcase classname={quoteattr(classname)} name={quoteattr(parts[-1])} "
+            f'time="{v.duration:.3f}">{body}</testcase>'
+        )
+    total = len(cases)
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<testsuites><testsuite name="ffi-harness test" tests="{total}" failures="{fails}" errors="{errors}" '
+        f'skipped="{skips}" time="{elapsed:.3f}">\n' + "\n".join(cases) + "\n</testsuite></testsuites>\n"
+    )
+    Path(path).write_text(xml, encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("test is not implemented yet")
+    pa = list(args.pytest_args)
+    if pa and pa[0] == "--":
+        pa = pa[1:]
+    args.pytest_args = pa
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0")
+    setup = prepare(args)
+    for note in setup.notes:
+        print(f"ffi-harness test: {note}", file=sys.stderr)
+    if args.leaks and setup.env.get("PYTHONMALLOC") in ("malloc", "malloc_debug"):
+        print(
+            "ffi-harness test: --leaks under PYTHONMALLOC=malloc: allocated blocks cannot be counted "
+            "(gc objects, fds, threads, total refs and native counters still are)",
+            file=sys.stderr,
+        )
+    t0 = time.monotonic()
+    tmp = None
+    if args.logs:
+        workdir = Path(args.logs)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.mkdtemp(prefix="ffi-harness-test-")
+        workdir = Path(tmp)
+    keep = bool(args.logs)
+    try:
+        result = Runner(args, setup, workdir).go()
+        elapsed = time.monotonic() - t0
+        text, status = summary(result, elapsed, args)
+        if result.collect_errors:
+            for e in result.collect_errors:
+                print(f"\n--- collection error in {e['id']}:\n{e['longrepr'].rstrip()}")
+        if result.session_problem:
+            print("\n" + result.session_problem)
+            keep = True
+        print(text)
+        if args.junit:
+            write_junit(args.junit, result, elapsed)
+        if any(v.verdict in ("CRASH", "HANG") for v in result.verdicts.values()) and not args.logs:
+            keep = True
+        if keep:
+            print(f"ffi-harness test: worker logs in {workdir}")
+        return status
+    finally:
+        if tmp is not None and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,411 @@
+"""The worker side of `ffi-harness test`: a pytest plugin loaded into the suite's own interpreter.
+
+Self-contained on purpose (standard library and pytest only): `ffi-harness test` copies this file into a
+private directory as ``ffi_harness_pytest_plugin`` and loads it with ``-p``, so the interpreter under
+test (another venv, a debug build) never needs ffi-harness installed. It talks to the parent over a pipe
+(``FFI_HARNESS_EVENTS_FD``), one JSON object per line:
+
+    {"ev": "collected", "ids": [...], "errors": [...]}     after collection (and deselection)
+    {"ev": "start", "id": NODEID}                          before a test's first phase
+    {"ev": "run", "id": NODEID, "i": K}                    before repetition K (``--leaks``): a heartbeat
+    {"ev": "result", "id": NODEID, ...}                    the test's outcome, leak rounds, repeatability
+    {"ev": "done"}                                         the session finished normally
+
+When the process dies instead (signal, abort, sanitizer report, faulthandler's timeout exit), the parent
+attributes the death to the test it last saw start. Python stacks go to the *real* stderr (a dup of fd 2
+taken at import, before pytest's capture), each test preceded by a marker line the parent slices on.
+
+Leak rounds (``FFI_HARNESS_LEAKS=WARMUP:RUNS``), regrtest ``-R`` style: run 0 is the ordinary run (its
+outcome is the test's); then WARMUP unmeasured repetitions; then RUNS measured repetitions, each
+followed by the same cleanup (interpreter and stdlib caches cleared, ``gc.collect()``) and a snapshot:
+allocated blocks, gc-tracked objects, open fds, threads (OS tasks: native threads count),
+``sys.gettotalrefcount()`` on a debug build, plus every ``ffi_harness_counters()`` function defined by a
+loaded conftest (documented hook: it returns ``dict[str, int]`` of native counters that must not grow,
+e.g. live handles). A metric leaks when its delta is >= 1 in every measured round.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import functools
+import gc
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+_EVENTS_FD = int(os.environ.get("FFI_HARNESS_EVENTS_FD", "-1"))
+_TIMEOUT = float(os.environ.get("FFI_HARNESS_TIMEOUT") or 0)
+_LEAKS = os.environ.get("FFI_HARNESS_LEAKS", "")
+_SKIP_FILE = os.environ.get("FFI_HARNESS_SKIP_FILE", "")
+NO_REPEAT_MARKER = "ffi_harness_no_repeat"
+COUNTERS_HOOK = "ffi_harness_counters"
+
+# The real stderr, before pytest's capture replaces fd 2 (this module is imported by `-p`, which
+# happens before capture starts): faulthandler's stacks and the per-test markers must reach the log.
+_STDERR_FD = os.dup(2)
+_STDERR = os.fdopen(_STDERR_FD, "w", buffering=1, errors="backslashreplace")
+faulthandler.enable(file=_STDERR, all_threads=True)
+
+_collect_errors: list[dict[str, str]] = []
+
+
+def _sanitizer_death_callback() -> object:
+    """Under a preloaded sanitizer runtime, dump the Python stacks when it reports (it aborts through its
+    own handler, so faulthandler never sees the signal): the report is then attributed to a line."""
+    try:
+        import ctypes
+
+        setter = ctypes.CDLL(None).__sanitizer_set_death_callback
+    except (OSError, AttributeError):
+        return None
+
+    def dump() -> None:
+        faulthandler.dump_traceback(file=_STDERR, all_threads=True)
+
+    callback = ctypes.CFUNCTYPE(None)(dump)
+    setter(callback)
+    return callback  # kept alive by the module global below
+
+
+_DEATH_CALLBACK = _sanitizer_death_callback()
+
+
+def _send(event: dict[str, Any]) -> None:
+    if _EVENTS_FD < 0:
+        return
+    data = (json.dumps(event) + "\n").encode()
+    while data:
+        n = os.write(_EVENTS_FD, data)
+        data = data[n:]
+
+
+def _marker(text: str) -> None:
+    os.write(_STDERR_FD, f"\n=== ffi-harness: {text}\n".encode(errors="backslashreplace"))
+
+
+def _arm(nodeid: str) -> None:
+    if _TIMEOUT > 0:
+        # exit=True: a C-level deadlock holding the GIL still ends, with every thread's stack.
+        faulthandler.dump_traceback_later(_TIMEOUT, exit=True, file=_STDERR)
+
+
+def _disarm() -> None:
+    if _TIMEOUT > 0:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{NO_REPEAT_MARKER}: ffi-harness test --leaks runs this test once and reports it 'not repeatable'",
+    )
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _collect_errors.append({"id": report.nodeid or ".", "longrepr": _text(report.longrepr)[-3000:]})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _SKIP_FILE:
+        return
+    with open(_SKIP_FILE, encoding="utf-8") as f:
+        done = {line.rstrip("\n") for line in f if line.strip()}
+    keep = [it for it in items if it.nodeid not in done]
+    gone = [it for it in items if it.nodeid in done]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _send({"ev": "collected", "ids": [it.nodeid for it in session.items], "errors": _collect_errors})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _send({"ev": "done", "status": int(exitstatus)})
+
+
+def _text(longrepr: object) -> str:
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # skip: (path, lineno, reason)
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _summarise(reports: list[pytest.TestReport]) -> dict[str, Any]:
+    """The outcome of one run of a test, from its setup/call/teardown reports."""
+    outcome, when, longrepr, duration = "passed", "call", "", 0.0
+    for r in reports:
+        duration += r.duration
+        if r.failed:
+            if outcome != "failed":
+                outcome, when, longrepr = "failed", r.when, _text(r.longrepr)
+        elif r.skipped and outcome == "passed":
+            outcome, when, longrepr = "skipped", r.when, _text(r.longrepr)
+            if hasattr(r, "wasxfail"):
+                outcome = "xfailed"
+        elif r.when == "call" and hasattr(r, "wasxfail") and outcome == "passed":
+            outcome = "xpassed"
+    return {"outcome": outcome, "when": when, "longrepr": longrepr[-4000:], "duration": round(duration, 6)}
+
+
+# --- leak rounds ------------------------------------------------------------------------------------
+
+
+def _stdlib_caches() -> list[Callable[[], None]]:
+    """cache_clear of every functools cache in the standard library and pytest's own modules (regrtest's
+    dash_R_cleanup clears the same kind of caches): they fill as a side effect of running anything and
+    would otherwise look like growth. The project's own caches are left alone: growing them is its
+    behaviour, and the warm-up runs absorb bounded ones."""
+    import sysconfig
+
+    roots = tuple(
+        os.path.realpath(p) + os.sep for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+    )
+    out: list[Callable[[], None]] = []
+    seen: set[int] = set()
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None) or ""
+        ours = name.split(".")[0] in ("_pytest", "pytest", "pluggy")
+        if not ours and not (path and os.path.realpath(path).startswith(roots) and "site-packages" not in path):
+            continue
+        for obj in list(vars(mod).values()):
+            if isinstance(obj, functools._lru_cache_wrapper) and id(obj) not in seen:
+                seen.add(id(obj))
+                out.append(obj.cache_clear)
+    return out
+
+
+_cache_clears: list[Callable[[], None]] = []
+_cache_modules = 0
+
+
+def _cleanup() -> None:
+    global _cache_clears, _cache_modules
+    if len(sys.modules) != _cache_modules:
+        _cache_modules = len(sys.modules)
+        _cache_clears = _stdlib_caches()
+    for clear in _cache_clears:
+        clear()
+    sys._clear_type_cache()
+    re = sys.modules.get("re")
+    if re is not None:
+        re.purge()
+    typing = sys.modules.get("typing")
+    for f in getattr(typing, "_cleanups", ()):
+        f()
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        linecache.clearcache()
+    struct = sys.modules.get("struct")
+    if struct is not None:
+        struct._clearcache()
+    gc.collect()
+    gc.collect()
+
+
+def _counter_hooks(config: pytest.Config) -> list[Callable[[], dict[str, int]]]:
+    hooks = []
+    for plugin in config.pluginmanager.get_plugins():
+        fn = getattr(plugin, COUNTERS_HOOK, None)
+        if callable(fn):
+            hooks.append(fn)
+    return hooks
+
+
+class _Meter:
+    """Snapshots into preallocated lists, ints pooled (regrtest's get_pooled_int): the bookkeeping
+    allocates the same objects each round, so it cancels out of the deltas."""
+
+    def __init__(self, config: pytest.Config, rounds: int) -> None:
+        self.hooks = _counter_hooks(config)
+        self.names: list[str] = []
+        if os.environ.get("PYTHONMALLOC", "") not in ("malloc", "malloc_debug"):
+            self.names.append("blocks")  # under PYTHONMALLOC=malloc the count is always 0
+        if hasattr(sys, "gettotalrefcount"):
+            self.names.append("refs")
+        self.names += ["gc_objects", "fds", "threads"]
+        for hook in self.hooks:
+            self.names += [f"native:{k}" for k in sorted(hook())]
+        n = len(self.names)
+        self.rounds = rounds
+        self.before = [0] * n
+        self.after = [0] * n
+        self.deltas = [[0] * rounds for _ in range(n)]
+        self.pool: dict[int, int] = {}
+
+    def _read(self, out: list[int]) -> None:
+        i = 0
+        native: dict[str, int] = {}
+        for hook in self.hooks:
+            native.update(hook())
+        if self.names[i] == "blocks":
+            out[i] = sys.getallocatedblocks()
+            i += 1
+        if self.names[i] == "refs":
+            out[i] = sys.gettotalrefcount()
+            i += 1
+        out[i] = len(gc.get_objects())
+        out[i + 1] = len(os.listdir("/proc/self/fd"))
+        out[i + 2] = len(os.listdir("/proc/self/task"))
+        i += 3
+        for name in self.names[i:]:
+            out[i] = int(native.get(name[len("native:") :], 0))
+            i += 1
+
+    def start(self) -> None:
+        _cleanup()
+        self._read(self.before)
+
+    def measure(self, k: int) -> None:
+        _cleanup()
+        self._read(self.after)
+        for j in range(len(self.names)):
+            d = self.after[j] - self.before[j]
+            self.deltas[j][k] = self.pool.setdefault(d, d)
+            self.before[j] = self.after[j]
+
+    def leaks(self) -> dict[str, list[int]]:
+        return {name: list(self.deltas[j]) for j, name in enumerate(self.names) if all(d >= 1 for d in self.deltas[j])}
+
+    def table(self) -> dict[str, list[int]]:
+        return {name: list(self.deltas[j]) for j, name in enumerate(self.names)}
+
+
+class _Bookkeeping:
+    """pytest's own per-run records, trimmed back after each repetition: they grow with every run of a
+    test, by pytest's design, and are not the code under test's. The item's report sections and user
+    properties, the terminal reporter's stats (warnings), and the finalizer lists of the wider-scoped
+    fixtures the test's function fixtures depend on: each run appends ``partial(finish, request)`` of
+    every function fixture (tmp_path -> tmp_path_factory...), kept until the wider fixture ends. The
+    function fixtures are already torn down when the trim runs, so the dropped entries are inert."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.item = item
+        self.sections = len(item._report_sections)
+        self.props = len(item.user_properties)
+        tr = item.config.pluginmanager.get_plugin("terminalreporter")
+        self.stats: dict[str, list[object]] = getattr(tr, "stats", {}) if tr is not None else {}
+        self.lens = {k: len(v) for k, v in self.stats.items()}
+        info = getattr(item, "_fixtureinfo", None)
+        self.fixturedefs: list[tuple[list[object], int]] = []
+        for defs in getattr(info, "name2fixturedefs", {}).values():
+            for fd in defs:
+                fins = getattr(fd, "_finalizers", None)
+                if isinstance(fins, list) and getattr(fd, "scope", "function") != "function":
+                    self.fixturedefs.append((fins, len(fins)))
+
+    def trim(self) -> None:
+        del self.item._report_sections[self.sections :]
+        del self.item.user_properties[self.props :]
+        for k, v in list(self.stats.items()):
+            if k not in self.lens:
+                del self.stats[k]
+            else:
+                del v[self.lens[k] :]
+        for fins, n in self.fixturedefs:
+            if len(fins) > n:
+                del fins[n:]
+
+
+def _run_once(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None, log: bool) -> list[pytest.TestReport]:
+    # nextitem may be the parent collector: SetupState.teardown_exact only needs its listchain().
+    return runtestprotocol(item, log=log, nextitem=nextitem)  # type: ignore[arg-type]
+
+
+def _teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a run that kept the module/class/session fixtures for a repetition, tear down to `nextitem`."""
+    try:
+        item.session._setupstate.teardown_exact(nextitem)
+    except Exception as e:  # noqa: BLE001 - reported as the test's teardown failure
+        _STDERR.write(f"ffi-harness: teardown after {item.nodeid} failed: {e!r}\n")
+
+
+def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int, runs: int) -> dict[str, Any]:
+    keep = item.parent  # tear down only the function level between repetitions
+    # Everything alive before this test moves to the permanent generation: each snapshot's full
+    # collection then walks only what this test created (a full walk of pytest's heap costs ~40 ms, and
+    # a test takes 1 + WARMUP + RUNS snapshots). Cycles among objects already alive here are never
+    # collected afterwards; the price is memory, not correctness, of this worker.
+    gc.collect()
+    gc.freeze()
+    if item.get_closest_marker(NO_REPEAT_MARKER) is not None:
+        res = _summarise(_run_once(item, nextitem, True))
+        if res["outcome"] == "passed":
+            res["not_repeatable"] = f"marked {NO_REPEAT_MARKER}"
+        return res
+    res = _summarise(_run_once(item, keep, True))
+    if res["outcome"] != "passed":
+        _teardown_to(item, nextitem)
+        return res
+    book = _Bookkeeping(item)
+    meter = _Meter(item.config, runs)
+    total = warmup + runs
+    for k in range(1, total + 1):
+        _send({"ev": "run", "id": item.nodeid, "i": k})
+        _disarm()
+        _arm(item.nodeid)
+        if k == warmup + 1:
+            meter.start()
+        rep = _summarise(_run_once(item, nextitem if k == total else keep, False))
+        book.trim()
+        if rep["outcome"] not in ("passed", "xfailed"):
+            if k != total:
+                _teardown_to(item, nextitem)
+            why = rep["longrepr"].strip().splitlines()
+            res["not_repeatable"] = f"run {k + 1} of {total + 1} {rep['outcome']} in {rep['when']}" + (
+                f": {why[-1][:200]}" if why else ""
+            )
+            return res
+        if k > warmup:
+            meter.measure(k - warmup - 1)
+    res["rounds"] = meter.table()
+    res["leaks"] = meter.leaks()
+    return res
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    _marker(f"start {item.nodeid}")
+    _send({"ev": "start", "id": item.nodeid})
+    t0 = time.perf_counter()
+    _arm(item.nodeid)
+    try:
+        if _LEAKS:
+            w, r = (int(x) for x in _LEAKS.split(":"))
+            res = _leak_protocol(item, nextitem, w, r)
+        else:
+            res = _summarise(_run_once(item, nextitem, True))
+    except Exception:
+        # A failure of the harness itself (not of the test): reported on the test, then pytest's
+        # INTERNALERROR ends this worker and the parent starts a new one after this test.
+        import traceback
+
+        _send(
+            {
+                "ev": "result",
+                "id": item.nodeid,
+                "outcome": "error",
+                "when": "ffi-harness",
+                "longrepr": traceback.format_exc()[-4000:],
+                "wall": 0.0,
+            }
+        )
+        raise
+    finally:
+        _disarm()
+    res["ev"] = "result"
+    res["id"] = item.nodeid
+    res["wall"] = round(time.perf_counter() - t0, 6)
+    _send(res)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True

@@ -1,0 +1,122 @@
+"""`ffi-harness test` on the buggy_ext fixture's own suite: every bug named by its test, the rest passes.
+
+The fixture is built twice into private directories (never into the venv, see conftest.py): plainly,
+and with clang's ASan+UBSan. Each run goes through the real command line, on the fixture's own suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FIXTURE = HERE / "fixtures" / "buggy_ext"
+SUITE = FIXTURE / "tests"
+T = "tests/test_buggy.py::"  # node ids are relative to the fixture's rootdir (its pyproject.toml)
+
+
+@pytest.fixture(scope="module")
+def builds(buggy_plain: Path, buggy_asan: Path) -> dict[str, Path]:
+    """The fixture built plainly and with clang's ASan+UBSan (conftest.py), each in a private site dir."""
+    return {"plain": buggy_plain, "asan": buggy_asan}
+
+
+def harness(build: Path | None, *args: str, tmp: Path | None = None) -> tuple[int, str, dict[str, str]]:
+    env = dict(os.environ)
+    env.pop("PYTHONMALLOC", None)
+    env.pop("LD_PRELOAD", None)
+    if build is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build), env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "ffi_harness", "test", *args]
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300, cwd=FIXTURE)
+    verdicts: dict[str, str] = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r"^(\S+::\S+)  (passed|failed|skipped|xfailed|xpassed|error|not repeatable|LEAK|CRASH|HANG)", line)
+        if m and m.group(1) not in verdicts:
+            verdicts[m.group(1)] = line
+    return p.returncode, p.stdout + p.stderr, verdicts
+
+
+def verdict(verdicts: dict[str, str], test: str) -> str:
+    line = verdicts[T + test]
+    return line[len(T + test) + 2 :]
+
+
+CLEAN = ("test_add", "test_add_overflow", "test_checksum_empty", "test_table_in_range", "test_counter")
+
+
+def test_plain_run_names_the_hang_and_continues(builds: dict[str, Path], tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    rc, out, v = harness(
+        builds["plain"], "--timeout", "3", "--junit", str(junit), "--", "tests", "-p", "no:cacheprovider"
+    )
+    assert rc == 1, out
+    for t in CLEAN:
+        assert verdict(v, t) == "passed", out
+    hang = verdict(v, "test_wait_for_hangs")
+    assert hang.startswith("HANG") and "test_buggy.py:" in hang and "test_wait_for_hangs" in hang, out
+    assert verdict(v, "test_after_the_crashes") == "passed", out  # the suite went on after the hang
+    assert verdict(v, "test_marked_once") == "passed", out
+    # The summary is computed from the verdicts.
+    n_pass = sum(1 for line in v.values() if line.endswith("  passed"))
+    assert re.search(rf"^{len(v)} tests: {n_pass} passed, 1 HANG in ", out, re.MULTILINE), out
+    cases = ElementTree.parse(junit).getroot().iter("testcase")
+    errors = {c.get("name"): c.find("error") for c in cases}
+    assert len(errors) == len(v)
+    hang_error = errors["test_wait_for_hangs"]
+    assert hang_error is not None and hang_error.get("type") == "HANG"
+
+
+def test_asan_names_both_memory_bugs_and_continues(builds: dict[str, Path]) -> None:
+    rc, out, v = harness(builds["asan"], "--asan", "--timeout", "3", "--", "tests", "-p", "no:cacheprovider")
+    assert rc == 1, out
+    uaf = verdict(v, "test_pop_last_crashes")
+    assert uaf.startswith("CRASH") and "heap-use-after-free" in uaf and "pop_last" in uaf, out
+    assert "test_buggy.py:" in uaf, out  # the Python line, from the stacks dumped at the report
+    oob = verdict(v, "test_table_out_of_range_crashes")
+    assert oob.startswith("CRASH") and "heap-buffer-overflow" in oob and "table_get" in oob, out
+    assert verdict(v, "test_wait_for_hangs").startswith("HANG"), out
+    for t in (*CLEAN, "test_remember_leaks", "test_only_once", "test_after_the_crashes"):
+        assert verdict(v, t) == "passed", out
+    assert re.search(r"passed, 2 CRASH, 1 HANG in .*\(4 workers; asan\)", out), out
+
+
+def test_leaks_names_the_leak_and_the_unrepeatable_tests(builds: dict[str, Path]) -> None:
+    rc, out, v = harness(
+        builds["plain"],
+        "--leaks=2:4",
+        "--timeout",
+        "3",
+        "--",
+        "tests",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not pop_last and not out_of_range and not hangs",
+    )
+    assert rc == 1, out
+    leak = verdict(v, "test_remember_leaks")
+    m = re.match(r"LEAK  .*blocks \+(\d+)/\+(\d+)/\+(\d+)/\+(\d+)", leak)
+    assert m, out  # named with its four per-round deltas
+    assert verdict(v, "test_only_once").startswith("not repeatable  run 2 of 7 failed"), out
+    assert verdict(v, "test_marked_once") == "not repeatable  marked ffi_harness_no_repeat", out
+    for t in (*CLEAN, "test_after_the_crashes"):
+        assert verdict(v, t) == "passed", out  # no false LEAK on the clean tests
+    assert sum("LEAK" in line for line in v.values()) == 1, out
+
+
+def test_no_test_collected_is_exit_2(builds: dict[str, Path]) -> None:
+    rc, out, _ = harness(builds["plain"], "--", "tests", "-p", "no:cacheprovider", "-k", "no_such_test_anywhere")
+    assert rc == 2, out
+    assert "no test was collected" in out, out
+
+
+def test_bad_leaks_argument_is_a_usage_error() -> None:
+    rc, out, _ = harness(None, "--leaks=3", "--", "tests")
+    assert rc == 2 and "WARMUP:RUNS" in out, out

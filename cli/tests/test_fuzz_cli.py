@@ -9,12 +9,13 @@ missing module is a usage error.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, cli_env
+from conftest import CLI, FIXTURE, cli_env
 
 EXPECTED = {
     ("heap-buffer-overflow", "table_get"),
@@ -106,3 +107,54 @@ def test_repro_usage_errors(tmp_path: Path) -> None:
     other.write_text("print('hello')\n")
     p = subprocess.run([CLI, "repro", str(other)], capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "not an ffi-harness repro" in p.stderr
+
+
+def _other_pythons() -> list[str]:
+    """The newest pyenv CPython 3.12 and 3.13, when installed."""
+    root = Path.home() / ".pyenv" / "versions"
+    found = []
+    for minor in ("3.12", "3.13"):
+        candidates = sorted(root.glob(f"{minor}.*/bin/python3")) if root.is_dir() else []
+        if candidates:
+            found.append(str(candidates[-1]))
+    return found
+
+
+@pytest.mark.parametrize(
+    "python", _other_pythons() or [pytest.param("", marks=pytest.mark.skip(reason="no pyenv 3.12/3.13"))]
+)
+def test_other_interpreters_with_python_option(python: str, tmp_path: Path) -> None:
+    """--python: the abi3 engine runs under another CPython (the fixture built for it with clang directly)."""
+    if shutil.which("clang-19") is None:
+        pytest.skip("clang-19 is needed for the instrumented build")
+    info = subprocess.run(
+        [python, "-c", "import sysconfig as s; print(s.get_paths()['include']); print(s.get_config_var('EXT_SUFFIX'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    site = tmp_path / "site"
+    site.mkdir()
+    flags = ["-fsanitize=address,undefined,fuzzer-no-link", "-g", "-O1", "-fPIC", "-shared"]
+    subprocess.run(
+        ["clang-19", *flags, f"-I{info[0]}", str(FIXTURE / "buggy.c"), "-o", str(site / f"buggy{info[1]}")], check=True
+    )
+    p, data = _fuzz(
+        site,
+        tmp_path,
+        "buggy",
+        "--python",
+        python,
+        "--max-time",
+        "10",
+        "--only",
+        "describe",
+        "remember",
+        "--minimise-time",
+        "3",
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "libFuzzer-guided" in p.stdout
+    assert {("SystemError", "describe"), ("refcount-leak", "remember")} <= {
+        (f["kind"], f["site"]) for f in data["findings"]
+    }

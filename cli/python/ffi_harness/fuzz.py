@@ -138,6 +138,8 @@ def resolve_target(module: str, python: str) -> Target:
     except FileNotFoundError as e:
         raise UsageError(str(e)) from e
     env.pop("FFI_HARNESS_TRACE", None)
+    if env.get("PYTHONPATH"):  # the engine runs in a scratch directory: relative entries would break
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     check = [python, "-c", "import ffi_harness._engine, ffi_harness.runtime"]
     if subprocess.run(check, env=env, capture_output=True, check=False).returncode != 0:
         env = fnd.run_env(asan, [PACKAGE_PARENT])
@@ -252,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         d.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus).resolve() if args.corpus else artifacts / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
+    cwd = workdir / "cwd"  # whatever the target writes to relative paths lands here
+    cwd.mkdir(exist_ok=True)
     for stale in [*findings_dir.glob("finding-*.json"), *crashes.iterdir()]:
         stale.unlink()
 
@@ -309,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
-                cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
             )
         active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded))
 

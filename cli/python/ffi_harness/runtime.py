@@ -120,6 +120,7 @@ class Context:
         # stats[name] = [calls, returned, raised, skipped (no receiver)]
         self.stats: dict[str, list[int]] = {c["name"]: [0, 0, 0, 0] for c in plan["callables"]}
         self.unraisable = 0
+        self.setup_failures = 0
         self._pool: list[Any] = []
         self.trace = bool(os.environ.get("FFI_HARNESS_TRACE"))
         sys.unraisablehook = self._unraisable
@@ -195,7 +196,12 @@ class Context:
 
     def run(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
         """Run one program; returns (outcome signatures, finding or None)."""
-        self._pool = pool = self._initial_pool()
+        try:
+            self._pool = pool = self._initial_pool()
+        except BaseException as e:  # noqa: BLE001 - the user's setup failed this time: no instances
+            self.setup_failures += 1
+            self._pool = pool = []
+            del e
         results: list[Any] = []
         sigs: list[int] = []
         finding: dict[str, Any] | None = None
@@ -300,7 +306,7 @@ class Context:
         return sigs, finding
 
     def dump_stats(self, path: str, extra: dict[str, Any]) -> None:
-        data = {"callables": self.stats, "unraisable": self.unraisable, **extra}
+        data = {"callables": self.stats, "unraisable": self.unraisable, "setup_failures": self.setup_failures, **extra}
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)

@@ -229,7 +229,10 @@ def discover(
         callables.append(entry)
 
     class_objs: list[tuple[str, type, str | None]] = []
+    wanted_private = set(only or [])
     for n in sorted(set(names)):
+        if n.startswith("_") and n not in wanted_private:
+            continue  # private even when exported (e.g. a library-wide _shutdown): only when named by --only
         try:
             obj = getattr(module, n)
         except AttributeError:

@@ -75,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--libfuzzer-arg", action="append", default=[], metavar="ARG", help="extra libFuzzer flag, e.g. -max_len=256"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    parser.add_argument(
+        "--max-findings",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop fuzzing once N distinct findings are in (0: never)",
+    )
 
 
 @dataclass
@@ -323,6 +330,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         while active:
             time.sleep(0.2)
+            if args.max_findings and len(found) + len(list(findings_dir.glob("finding-*.json"))) >= args.max_findings:
+                for er in active.values():
+                    er.proc.kill()
+                    er.proc.wait()
+                    er.ended = time.monotonic()
+                    totals.runs.append(er)
+                    _parse_log(er)
+                active.clear()
+                notes.append(f"stopped after {args.max_findings} finding(s) (--max-findings)")
+                break
             for job, er in list(active.items()):
                 rc = er.proc.poll()
                 if rc is None:

@@ -58,12 +58,17 @@ def _crc(text: str) -> int:
 
 
 def _message_words(exc: BaseException) -> str:
-    """The first words of an exception's message, digits removed (a coarse, stable shape)."""
+    """A coarse, stable shape of an exception's message: its first words, before any quoted or
+    parenthesised value, letters only (values would make every input a new signature)."""
     try:
         text = str(exc)
     except BaseException:  # noqa: BLE001 - a hostile __str__
         return "?"
-    words = "".join(ch for ch in text[:80] if not ch.isdigit()).split()[:4]
+    for stop in ("'", '"', "(", "[", "{", ":"):
+        cut = text.find(stop)
+        if cut >= 0:
+            text = text[:cut]
+    words = [w for w in text[:80].split() if w.isalpha()][:4]
     return " ".join(words)
 
 

@@ -21,17 +21,29 @@ struct Settings {
     measurement: Duration,
     samples: usize,
     full: bool,
+    /// `BENCH_SMOKE=1`: proves the benches run (CI), numbers not meaningful; results/ never rewritten.
+    smoke: bool,
 }
 
 impl Settings {
     fn from_env() -> Self {
         let full = std::env::var("BENCH_FULL").is_ok_and(|v| v == "1");
-        if full {
+        let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1");
+        if smoke {
+            Settings {
+                warm_up: Duration::from_millis(50),
+                measurement: Duration::from_millis(200),
+                samples: 10,
+                full: false,
+                smoke,
+            }
+        } else if full {
             Settings {
                 warm_up: Duration::from_secs(2),
                 measurement: Duration::from_secs(8),
                 samples: 60,
                 full,
+                smoke,
             }
         } else {
             Settings {
@@ -39,6 +51,7 @@ impl Settings {
                 measurement: Duration::from_secs(2),
                 samples: 20,
                 full,
+                smoke,
             }
         }
     }
@@ -424,7 +437,13 @@ fn main() {
 
     rep.header.push(format!(
         "Settings: {} (warm-up {:?}, measurement {:?}, {} samples); empty-loop baseline {base_ns:.1} ns/iteration",
-        if s.full { "BENCH_FULL=1" } else { "default quick run" },
+        if s.full {
+            "BENCH_FULL=1"
+        } else if s.smoke {
+            "BENCH_SMOKE=1 (smoke test, not a measurement)"
+        } else {
+            "default quick run"
+        },
         s.warm_up,
         s.measurement,
         s.samples
@@ -432,6 +451,13 @@ fn main() {
     let md = rep.markdown();
     println!("\n{md}");
     let expected = cases.len() + 7 + 4;
+    if s.smoke {
+        println!(
+            "(BENCH_SMOKE=1: {} cases ran; results/ not rewritten)",
+            rep.rows.len()
+        );
+        return;
+    }
     if rep.rows.len() < expected {
         println!(
             "(partial run: {} of {expected} cases; results/ not rewritten)",

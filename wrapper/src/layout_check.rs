@@ -117,6 +117,9 @@ fn rust_declarations_match_native_h() {
         c["const NATIVE_MAX_VALUE_LIMIT"],
         u64::from(NATIVE_MAX_VALUE_LIMIT)
     );
+    // The event kinds are mirrored too (native.EventKind's values).
+    assert_eq!(c["const NATIVE_EVENT_PUT"], NATIVE_EVENT_PUT as u64);
+    assert_eq!(c["const NATIVE_EVENT_DELETE"], NATIVE_EVENT_DELETE as u64);
 }
 
 /// libnative's `native_status_name` is the one source of truth for status names (the ctypes, cffi and

@@ -26,5 +26,6 @@ int main(void) {
            "default file_mode %u\n", o.create, o.sync, o.max_key_size, o.max_value_size, o.file_mode);
     printf("const NATIVE_MAX_KEY_LIMIT %u\nconst NATIVE_MAX_VALUE_LIMIT %u\n", NATIVE_MAX_KEY_LIMIT,
            NATIVE_MAX_VALUE_LIMIT);
+    printf("const NATIVE_EVENT_PUT %d\nconst NATIVE_EVENT_DELETE %d\n", NATIVE_EVENT_PUT, NATIVE_EVENT_DELETE);
     return 0;
 }

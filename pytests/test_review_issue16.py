@@ -289,3 +289,20 @@ def test_every_key_items_yields_is_reachable(store_path):
     for limit in (1, 8, 63):
         with pytest.raises(ValueError, match="max_key_size"):
             native.connect(store_path, options={"max_key_size": limit})
+
+
+# ---- 6. one name per thing: the extension is the private submodule native._native ----------------
+
+
+def test_the_extension_is_the_private_submodule_native_native():
+    import importlib
+
+    ext = importlib.import_module("native._native")
+    assert ext.__file__ is not None and ext.__file__.endswith(".so")
+    assert native.connect is ext.connect and native.Connection is ext.Connection
+    assert native.__all__ == ext.__all__ and native.__version__ == ext.__version__
+    assert all(hasattr(native, name) for name in native.__all__)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("native.native")  # the old double name is gone
+    # Public classes and exceptions keep the public module name.
+    assert native.Connection.__module__ == "native" and native.Error.__module__ == "native"

@@ -44,6 +44,12 @@ class Package:
     module: str
     tests: str
     why: str
+    versioned_dir: bool = False  # a second version of a package already listed: <name>-<version>/
+    test_deps: list[str] = field(default_factory=list)  # what its tests import besides pytest
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.version}" if self.versioned_dir else self.name
 
     @property
     def name(self) -> str:
@@ -55,7 +61,7 @@ class Package:
 
     @property
     def dir(self) -> Path:
-        return TP / self.name
+        return TP / self.key
 
     @property
     def venv(self) -> Path:
@@ -95,9 +101,12 @@ def read_list(path: Path) -> list[Package]:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 3 or "==" not in parts[0]:
+        extra = [p for p in parts[3:] if p.startswith("deps=")]
+        if len(parts) - len(extra) != 3 or "==" not in parts[0]:
             raise SystemExit(f"{path}: bad line: {raw!r}")
-        pkgs.append(Package(parts[0], parts[1], parts[2], why.strip()))
+        seen = {p.name for p in pkgs}
+        deps = [d for e in extra for d in e[len("deps=") :].split(",") if d]
+        pkgs.append(Package(parts[0], parts[1], parts[2], why.strip(), parts[0].split("==")[0] in seen, deps))
     return pkgs
 
 
@@ -140,7 +149,7 @@ def make_venv(pkg: Package, python: str) -> None:
     if not (pkg.venv / "bin" / "python").exists():
         subprocess.run([python, "-m", "venv", str(pkg.venv)], check=True)
     pip = [str(pkg.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "pytest"], check=True)
+    subprocess.run([*pip, "pytest", *pkg.test_deps], check=True)
 
 
 def build(pkg: Package, sdist: Path, res: Result) -> None:
@@ -202,10 +211,22 @@ def run_tests(pkg: Package, sdist: Path, res: Result) -> None:
     # The project's own pytest configuration stays in the sdist (coverage plugins, strict options): an
     # empty ini instead, the package directory as rootdir (node ids: tests/...). cwd holds no copy of the
     # package's sources, so the instrumented install is what the tests import; the tests directory is on
-    # sys.path for its helper modules.
+    # sys.path for its helper modules. -s: a sanitizer report written while pytest captures fd 2 would be
+    # lost with the process.
     ini = pkg.dir / "pytest-thirdparty.ini"
     ini.write_text("[pytest]\n")
-    base = [str(pkg.venv / "bin" / "python"), "-m", "pytest", "-v", "-p", "no:cacheprovider", "-c", str(ini)]
+    base = [
+        str(pkg.venv / "bin" / "python"),
+        "-m",
+        "pytest",
+        "-v",
+        "-s",
+        "--continue-on-collection-errors",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ini),
+    ]
     base += ["--rootdir", str(pkg.dir), str(tests.relative_to(pkg.dir))]
     env = sanitizer_env()
     env["PYTHONPATH"] = str(tests)
@@ -252,7 +273,7 @@ def run_fuzz(pkg: Package, seconds: int, res: Result) -> None:
     artifacts = pkg.dir / "fuzz"
     artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [str(CLI), "fuzz", pkg.module, "--python", str(pkg.venv / "bin" / "python"), "--max-time", str(seconds)]
-    cmd += ["--artifacts", str(artifacts)]
+    cmd += ["--artifacts", str(artifacts), "--json", str(pkg.dir / "fuzz.json")]
     with (pkg.dir / "fuzz.out").open("w") as out:
         proc = subprocess.run(["nice", *cmd], check=False, cwd=pkg.dir, stdout=out, stderr=subprocess.STDOUT)
     res.fuzz_seconds = seconds
@@ -288,14 +309,14 @@ def main() -> int:
 
     pkgs = read_list(LIST)
     if args.only:
-        unknown = set(args.only) - {p.name for p in pkgs}
+        unknown = set(args.only) - ({p.key for p in pkgs} | {p.name for p in pkgs})
         if unknown:
             raise SystemExit(f"not in {LIST.name}: {', '.join(sorted(unknown))}")
-        pkgs = [p for p in pkgs if p.name in args.only]
-    sdists = {p.name: download(p) for p in pkgs}
+        pkgs = [p for p in pkgs if p.key in args.only or p.name in args.only]
+    sdists = {p.key: download(p) for p in pkgs}
     if args.download_only:
         for p in pkgs:
-            print(sdists[p.name])
+            print(sdists[p.key])
         return 0
     if not CLI.exists():
         raise SystemExit(f"{CLI} not found: run ci/setup first")
@@ -309,19 +330,20 @@ def main() -> int:
     for p in pkgs:
         p.dir.mkdir(parents=True, exist_ok=True)
         res = Result(
-            p.name, p.version, p.module, p.why, str(sdists[p.name].relative_to(ROOT)), str(p.venv.relative_to(ROOT))
+            p.key, p.version, p.module, p.why, str(sdists[p.key].relative_to(ROOT)), str(p.venv.relative_to(ROOT))
         )
-        if args.skip_build and p.name in previous:
-            res = Result(**previous[p.name])
+        if args.skip_build and p.key in previous:
+            res = Result(**previous[p.key])
+            make_venv(p, python)  # the test dependencies, in case the list changed
         else:
-            log(f"{p.name}: venv + build-ext")
+            log(f"{p.key}: venv + build-ext")
             make_venv(p, python)
-            build(p, sdists[p.name], res)
-            log(f"{p.name}: build {'ok' if res.build_ok else 'FAILED'} in {res.build_seconds} s")
+            build(p, sdists[p.key], res)
+            log(f"{p.key}: build {'ok' if res.build_ok else 'FAILED'} in {res.build_seconds} s")
         if res.build_ok and not args.no_tests:
-            log(f"{p.name}: own tests under ASan")
-            run_tests(p, sdists[p.name], res)
-            log(f"{p.name}: {res.tests_summary} ({res.tests_seconds} s)")
+            log(f"{p.key}: own tests under ASan")
+            run_tests(p, sdists[p.key], res)
+            log(f"{p.key}: {res.tests_summary} ({res.tests_seconds} s)")
         results.append(res)
 
     if args.fuzz:

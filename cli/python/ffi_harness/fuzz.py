@@ -461,6 +461,10 @@ def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float
     verdict = fnd.classify_output(rc if rc != 0 else 1, "", log, timed_out=kind_prefix == "timeout")
     if kind_prefix == "timeout":
         verdict.kind = "hang"
+    if "ffi-harness engine: internal error" in log:
+        # The runtime itself raised (e.g. an exception the target left pending surfaced in our own code).
+        last = [ln for ln in log.splitlines() if re.match(r"^\w*(Error|Exception)\b", ln)]
+        verdict.kind, verdict.detail = "harness-error", (last[-1] if last else "see the engine log")
     if not verdict.kind:
         verdict.kind = f"crash:{kind_prefix}"
     callable_ = steps[verdict.step]["callable"] if verdict.step is not None and verdict.step < len(steps) else "?"
@@ -527,6 +531,8 @@ def _write_repro(
     f.minimised_steps = len(steps)
     path.write_text(fnd.render(f.plan, steps, _meta(f, target, args, path)))
     path.chmod(0o755)
+    # The first replay's full output (sanitizer report, or every thread's stack for a hang) beside it.
+    path.with_suffix(".log").write_text(first.output)
     f.repro = path
 
 

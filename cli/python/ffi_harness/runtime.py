@@ -25,6 +25,13 @@ import sys
 import zlib
 from typing import Any, Callable
 
+try:  # a PyDLL call checks the error indicator afterwards: it raises an exception left pending
+    import ctypes
+
+    _CHECK_PENDING: Any = ctypes.pythonapi.Py_IsInitialized
+except (ImportError, AttributeError, OSError):  # pragma: no cover - no ctypes (then no such check)
+    _CHECK_PENDING = None
+
 FINDING_KINDS = ("SystemError", "PanicException", "refcount-leak", "over-decref")
 _KEEP: list[Any] = []  # objects over-decref'd during a run: kept alive forever rather than freed twice
 
@@ -72,9 +79,10 @@ def _message_words(exc: BaseException) -> str:
     return " ".join(words)
 
 
-def _fresh_copy(value: Any) -> Any:
-    """A copy of literal-built values that only its container owns (compiled constants are shared and
-    identifier-like strings interned): what the engine's materialiser builds."""
+def _fresh_copy(value: Any, seen: set[int] | None = None) -> Any:
+    """Scalars that only their container owns, like the engine's materialiser builds them (compiled
+    constants are shared with the code object and identifier-like strings are interned). Lists and
+    dicts are updated in place (identity and cycles kept: a self-referential list stays one)."""
     t = type(value)
     if t is str and len(value) >= 2:
         return value[:1] + value[1:]
@@ -84,13 +92,21 @@ def _fresh_copy(value: Any) -> Any:
         return int(str(value))
     if t is float:
         return float(repr(value))
+    if t not in (list, tuple, dict):
+        return value
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return value
+    seen.add(id(value))
     if t is list:
-        return [_fresh_copy(v) for v in value]
-    if t is tuple:
-        return tuple(_fresh_copy(v) for v in value)
+        for i in range(len(value)):
+            value[i] = _fresh_copy(value[i], seen)
+        return value
     if t is dict:
-        return {k: _fresh_copy(v) for k, v in value.items()}
-    return value
+        for k in list(value):
+            value[k] = _fresh_copy(value[k], seen)
+        return value
+    return tuple(_fresh_copy(v, seen) for v in value)
 
 
 def build(source: str, prelude: Any) -> list[Any]:
@@ -265,10 +281,11 @@ class Context:
                     sigs.append(_crc(f"{name}|getattr|{type(e).__name__}"))
                     continue
             else:
-                target = self.functions.get(name)
-                if target is None:
+                function: Any = self.functions.get(name)
+                if function is None:
                     results.append(None)
                     continue
+                target = function
             call_args = [resolve(a) for a in args]
             call_kwargs = {k: resolve(v) for k, v in kwargs.items()}
             stat[0] += 1
@@ -293,6 +310,20 @@ class Context:
                     break
                 del e
             else:
+                pending = _pending_exception()
+                if pending is not None:  # a result returned with an exception set (CPython does not always check)
+                    stat[2] += 1
+                    results.append(None)
+                    finding = {
+                        "kind": "SystemError",
+                        "site": name,
+                        "step": i,
+                        "detail": f"returned a result with an exception set ({type(pending).__name__}: "
+                        f"{_message_words(pending)})",
+                        "key": f"SystemError:{name}",
+                    }
+                    del pending, result
+                    break
                 stat[1] += 1
                 sigs.append(_crc(f"{name}|ok|{type(result).__name__}"))
                 results.append(result)
@@ -316,6 +347,17 @@ class Context:
         with open(tmp, "w") as f:
             json.dump(data, f)
         os.replace(tmp, path)
+
+
+def _pending_exception() -> BaseException | None:
+    """The exception a call left set although it returned a result (cleared here), or None."""
+    if _CHECK_PENDING is None:
+        return None
+    try:
+        _CHECK_PENDING()
+    except BaseException as e:  # noqa: BLE001 - whatever was pending
+        return e
+    return None
 
 
 def _rc_at(objs: list[Any], idx: int) -> int:

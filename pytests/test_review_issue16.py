@@ -226,6 +226,36 @@ def test_sync_write_releases_the_gil_during_fsync(op, store_path, flush_delay):
         assert dict(again.items()) == ({b"k": b"v", b"k2": b"v2"} if op == "put" else {})
 
 
+@pytest.mark.parametrize("op", ["len", "get", "stats", "items"])
+def test_reads_on_a_sync_connection_wait_for_another_threads_fsync_with_the_gil_released(op, store_path, flush_delay):
+    # libnative holds the handle's lock across a sync write's fsync, so on a sync=True connection any
+    # call may wait for another thread's fsync: that wait must not hold the GIL either.
+    conn = native.connect(store_path, options={"sync": True})
+    try:
+        conn.put(b"k", b"v")
+        flush_delay(400)
+        writer = threading.Thread(target=conn.put, args=(b"k2", b"v2"))
+        writer.start()
+        time.sleep(0.1)  # the writer is inside its fsync delay, holding libnative's handle lock
+        calls = {
+            "len": lambda: len(conn),
+            "get": lambda: conn.get(b"k"),
+            "stats": conn.stats,
+            "items": lambda: list(conn.items()),
+        }
+        with Ticker() as ticker:
+            t0 = time.monotonic()
+            calls[op]()
+            t1 = time.monotonic()
+        writer.join(10)
+        assert t1 - t0 >= 0.15, f"{op} did not wait for the fsync ({(t1 - t0) * 1000:.0f} ms)"
+        inside = ticker.inside(t0, t1)
+        assert len(inside) >= MIN_TICKS, f"{op}: other thread made {len(inside)} steps while {op} waited: GIL held"
+    finally:
+        flush_delay(0)
+        conn.close()
+
+
 def test_sync_write_on_a_closing_connection_is_invalid_state(store_path):
     conn = native.connect(store_path, options={"sync": True})
     conn.close()

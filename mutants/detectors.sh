@@ -13,14 +13,16 @@
 #               only with FFI_HARNESS_SANITIZE_PROPTESTS=1)                            600
 #   fuzz-smoke  ci/fuzz-smoke with FUZZ_SECONDS=${MUTANTS_FUZZ_SECONDS:-20} per target 1200
 #   valgrind    ci/valgrind: memcheck over the pytest subset                          900
+#   ffi-test    ffi-harness test --leaks on the pytest suite (release wrapper and CPython):
+#               per-test LEAK (blocks, gc objects, fds, threads, native ledger) / CRASH / HANG 1200
 # To add one: append its name to DETECTORS, give it a timeout and a det_<name> function (dashes
 # become underscores), and make det_available answer for it.
 
-DETECTORS=(pytest cargo-test leak-hunt gil-check proptests sanitize fuzz-smoke valgrind)
+DETECTORS=(pytest cargo-test leak-hunt gil-check proptests sanitize fuzz-smoke valgrind ffi-test)
 
 declare -A DETECTOR_TIMEOUT=(
   [pytest]=300 [cargo-test]=300 [gil-check]=420 [proptests]=600 [sanitize]=600
-  [leak-hunt]=900 [fuzz-smoke]=1200 [valgrind]=900
+  [leak-hunt]=900 [fuzz-smoke]=1200 [valgrind]=900 [ffi-test]=1200
 )
 
 # det_available <name>: is this detector present in the tree (cwd)?
@@ -29,6 +31,7 @@ det_available() {
     proptests) [ -d proptests ] ;;
     leak-hunt) [ -x ci/leak-hunt ] ;;
     fuzz-smoke) [ -x ci/fuzz-smoke ] && [ -d fuzz/fuzz_targets ] ;;
+    ffi-test) [ -f cli/python/ffi_harness/testrun.py ] ;;
     pytest | cargo-test | gil-check | sanitize | valgrind) return 0 ;;
     *) return 1 ;;
   esac
@@ -64,6 +67,17 @@ det_leak_hunt() { ci/leak-hunt; }
 det_fuzz_smoke() { env -u CARGO_TARGET_DIR FUZZ_SECONDS="${MUTANTS_FUZZ_SECONDS:-20}" ci/fuzz-smoke; }
 
 det_valgrind() { ci/valgrind; }
+
+# The tree's own copy of the command (pure Python: the compiled fuzz engine is not needed), run on the
+# release wrapper; --timeout 90 matches the pytest watchdog of the other detectors.
+det_ffi_test() {
+  source ci/lib.sh
+  source ci/variants.sh
+  make -s -C wrapper/native >/dev/null
+  local site
+  site=$(stage_wrapper release)
+  PYTHONPATH="$site:$root/cli/python" "$PY" -m ffi_harness.testrun --leaks -q --timeout 90 -- pytests -p no:cacheprovider
+}
 
 # det_run <name>: runs the detector in the current directory (a subshell: detectors may source files).
 det_run() {

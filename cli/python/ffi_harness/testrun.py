@@ -1,9 +1,9 @@
 """`ffi-harness test`: a project's own pytest suite, with a verdict per test (crash, hang, leak, ASan, GIL).
 
 Crash isolation: one worker process (the suite's interpreter running pytest with the plugin
-``ffi_harness.pytest_plugin``) collects once and runs the tests in order, announcing each test's start
+``_pytest_worker/ffi_harness_pytest_plugin.py``) collects once and runs the tests in order, announcing each test's start
 on a pipe. When the worker dies (signal, abort, sanitizer report) or a test outlives ``--timeout``
-(faulthandler dumps every thread's Python stack and ends the worker; the parent kills it if even that
+(the parent sends SIGABRT: faulthandler dumps every thread's Python stack; SIGKILL if even that
 fails), the death is attributed to the test that started last, its report is cut from the worker's log,
 and a new worker starts after it (the tests already judged are deselected). A clean suite costs one
 process; each crash costs one re-collection.
@@ -29,16 +29,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from ffi_harness import sanitizers
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
 DEFAULT_LEAKS = (2, 4)
 DEFAULT_TIMEOUT = 60.0
-KILL_GRACE = 10.0  # after --timeout, faulthandler ends the worker itself; this is the parent's backstop
+KILL_GRACE = 10.0  # after --timeout the worker gets SIGABRT (faulthandler dumps its stacks), then SIGKILL
 PLUGIN_NAME = "ffi_harness_pytest_plugin"
+PLUGIN_DIR = Path(__file__).resolve().parent / "_pytest_worker"
 REPORT_LINES = 30
+SUMMARY_LINES = 15  # the summary stays one screen: the verdict lines above list everything
 
 OK_VERDICTS = ("passed", "skipped", "xfailed", "xpassed", "not repeatable")
 BAD_VERDICTS = ("failed", "error", "LEAK", "CRASH", "HANG")
@@ -158,6 +159,7 @@ def _innermost_test_frame(report: str, nodeid: str) -> str:
     return first
 
 
+_UBSAN = re.compile(r"(\S+:\d+:\d+): runtime error: (.*)")
 _SAN_KIND = re.compile(r"ERROR: (\w+Sanitizer): ([\w-]+)")
 _ACCESS = re.compile(r"^(READ|WRITE) of size \d+", re.MULTILINE)
 _NATIVE_FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ in (\S+) (\S+?)(?::\d+)?$", re.MULTILINE)
@@ -169,6 +171,9 @@ def _sanitizer_headline(report: str, m: re.Match[str]) -> str:
     outside CPython's inline helpers and the sanitizer runtime)."""
     k = _SAN_KIND.search(report)
     if not k:
+        ub = _UBSAN.search(report)
+        if ub:
+            return f"UndefinedBehaviorSanitizer: {ub.group(2).strip()[:120]}  in {Path(ub.group(1)).name}"
         return m.group(1).strip()[:160]
     out = f"{k.group(1)}: {k.group(2)}"
     acc = _ACCESS.search(report, k.end())
@@ -186,7 +191,7 @@ def _death_verdict(nodeid: str, rc: int | None, report: str, hung: bool, timeout
     san = _SAN.search(report)
     fatal = _FATAL.search(report)
     where = _innermost_test_frame(report, nodeid)
-    if hung or re.search(r"^Timeout \(\d+:\d+:\d+(\.\d+)?\)!", report, re.MULTILINE):
+    if hung:
         detail = f"no progress for {timeout:g}s" + (f"  at {where}" if where else "")
         return Verdict(nodeid, "HANG", detail, report)
     parts = [SIGNALS.get(rc or 0, f"exit status {rc}")]
@@ -282,18 +287,17 @@ class Runner:
         self.setup = setup
         self.workdir = workdir
         self.run = Run()
-        plugin_dir = workdir / "plugin"
-        plugin_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(__file__).with_name("pytest_plugin.py"), plugin_dir / f"{PLUGIN_NAME}.py")
-        self.plugin_dir = plugin_dir
+        # A directory holding only the plugin module goes on the worker's PYTHONPATH: the suite's
+        # interpreter needs neither ffi-harness installed nor any other of its modules importable.
+        self.plugin_dir = PLUGIN_DIR
         self.skip_file = workdir / "done.txt"
-        self.skip_file.write_text("")
+        self.skip = self.skip_file.open("w", encoding="utf-8")  # judged tests: a new worker deselects them
         self.judged_before = 0
 
     def _emit(self, v: Verdict) -> None:
         self.run.verdicts[v.nodeid] = v
-        with self.skip_file.open("a", encoding="utf-8") as f:
-            f.write(v.nodeid + "\n")
+        self.skip.write(v.nodeid + "\n")
+        self.skip.flush()
         if self.args.quiet and not v.bad and v.verdict != "not repeatable":
             return
         print(v.line(), flush=True)
@@ -330,7 +334,6 @@ class Runner:
         env = dict(self.setup.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.plugin_dir), env.get("PYTHONPATH", "")]))
         env["FFI_HARNESS_EVENTS_FD"] = str(events_fd)
-        env["FFI_HARNESS_TIMEOUT"] = str(self.args.timeout)
         env["FFI_HARNESS_SKIP_FILE"] = str(self.skip_file)
         env["FFI_HARNESS_LEAKS"] = "{}:{}".format(*self.args.leaks) if self.args.leaks else ""
         env.setdefault("PYTHONFAULTHANDLER", "1")
@@ -366,9 +369,15 @@ class Runner:
                 ready = sel.select(timeout)
                 if not ready:
                     if deadline is not None and time.monotonic() >= deadline:
-                        hung = True
-                        _kill(proc)
-                        break
+                        if not hung:
+                            # faulthandler dumps every thread's Python stack on SIGABRT, even with the
+                            # GIL held by a deadlocked C call; the process then dies of it.
+                            hung = True
+                            _signal(proc, signal.SIGABRT)
+                            deadline = time.monotonic() + KILL_GRACE
+                        else:
+                            _kill(proc)
+                            break
                     continue
                 chunk = os.read(r, 65536)
                 if not chunk:
@@ -384,11 +393,13 @@ class Runner:
                                 self.run.collected.append(nid)
                         if self.run.workers == 1:
                             self.run.collect_errors = ev["errors"]
-                    elif kind in ("start", "run"):
+                    elif kind in ("start", "run") and not hung:
                         if kind == "start":
                             current = ev["id"]
-                            marker_offset = _find_marker(self.log_path, f"start {current}")
-                        deadline = time.monotonic() + self.args.timeout + KILL_GRACE
+                            marker_offset = int(ev.get("log_offset", -1))
+                            if marker_offset < 0:
+                                marker_offset = _find_marker(self.log_path, f"start {current}")
+                        deadline = time.monotonic() + self.args.timeout
                     elif kind == "result":
                         self._emit(_from_result(ev))
                         current, deadline = None, None
@@ -417,8 +428,11 @@ class Runner:
         return True
 
     def go(self) -> Run:
-        while not self.one_worker():
-            pass
+        try:
+            while not self.one_worker():
+                pass
+        finally:
+            self.skip.close()
         return self.run
 
 
@@ -435,6 +449,13 @@ def _read_from(log: Path, offset: int) -> str:
         return f.read().decode(errors="replace")
 
 
+def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -445,7 +466,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def _report_excerpt(lines: list[str]) -> list[str]:
     """The lines worth a screen: the sanitizer's headline and first frames, the fatal error, the Python
     stacks (pytest's and pluggy's own frames left out)."""
-    noise = re.compile(r'File "(<frozen runpy>|[^"]*/(_pytest|pluggy|pytest|plugin)/)')
+    noise = re.compile(r'File "(<frozen runpy>|[^"]*/(_pytest|pluggy|pytest|_pytest_worker)/)')
     lines = [ln for ln in lines if not noise.search(ln)]
     keep: list[int] = []
     for i, ln in enumerate(lines):
@@ -469,11 +490,13 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
         out.append(
             f"{e['id']}  error  (collection)  {e['longrepr'].strip().splitlines()[-1][:160] if e['longrepr'].strip() else ''}"
         )
-    for v in bad:
-        out.append(v.line())
     nr = [v for v in run.verdicts.values() if v.verdict == "not repeatable"]
-    for v in nr:
+    rank = {"CRASH": 0, "HANG": 1, "error": 2, "failed": 3, "LEAK": 4}
+    listed = sorted(bad, key=lambda v: rank.get(v.verdict, 5)) + nr
+    for v in listed[:SUMMARY_LINES]:
         out.append(v.line())
+    if len(listed) > SUMMARY_LINES:
+        out.append(f"... and {len(listed) - SUMMARY_LINES} more (every verdict line is above)")
     if run.session_problem:
         out.append("session: " + run.session_problem.splitlines()[0])
     order = ["passed", "failed", "error", "skipped", "xfailed", "xpassed", "not repeatable", "LEAK", "CRASH", "HANG"]
@@ -496,6 +519,16 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
         out.append(f"ffi-harness test: {len(missing)} collected test(s) got no verdict (first: {missing[0]})")
     status = EXIT_FINDINGS if bad or run.collect_errors or run.session_problem or missing else EXIT_CLEAN
     return "\n".join(out), status
+
+
+def escape(text: str) -> str:
+    """XML character data (xml.sax.saxutils would pull in urllib and http.client at start-up)."""
+    text = "".join(c if c in "\t\n\r" or ord(c) >= 0x20 else f"\\x{ord(c):02x}" for c in text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    return '"' + escape(text).replace('"', "&quot;").replace("\n", "&#10;") + '"'
 
 
 def write_junit(path: str, run: Run, elapsed: float) -> None:
@@ -584,3 +617,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if tmp is not None and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ffi_harness.testrun ...`: the same command without importing the other subcommands
+    (the seeded-bug detector runs it from a scratch tree where the compiled fuzz engine is not built)."""
+    parser = argparse.ArgumentParser(prog="ffi-harness test")
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"ffi-harness test: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """The worker side of `ffi-harness test`: a pytest plugin loaded into the suite's own interpreter.
 
-Self-contained on purpose (standard library and pytest only): `ffi-harness test` copies this file into a
-private directory as ``ffi_harness_pytest_plugin`` and loads it with ``-p``, so the interpreter under
-test (another venv, a debug build) never needs ffi-harness installed. It talks to the parent over a pipe
+Self-contained on purpose (standard library and pytest only): `ffi-harness test` puts this directory
+(which holds nothing else) on the worker's PYTHONPATH and loads the module with ``-p``, so the
+interpreter under test (another venv, a debug build) never needs ffi-harness installed. It talks to the parent over a pipe
 (``FFI_HARNESS_EVENTS_FD``), one JSON object per line:
 
     {"ev": "collected", "ids": [...], "errors": [...]}     after collection (and deselection)
@@ -11,8 +11,8 @@ test (another venv, a debug build) never needs ffi-harness installed. It talks t
     {"ev": "result", "id": NODEID, ...}                    the test's outcome, leak rounds, repeatability
     {"ev": "done"}                                         the session finished normally
 
-When the process dies instead (signal, abort, sanitizer report, faulthandler's timeout exit), the parent
-attributes the death to the test it last saw start. Python stacks go to the *real* stderr (a dup of fd 2
+When the process dies instead (signal, abort, sanitizer report, or the SIGABRT the parent sends when a
+test outlives the timeout), the parent attributes the death to the test it last saw start. Python stacks go to the *real* stderr (a dup of fd 2
 taken at import, before pytest's capture), each test preceded by a marker line the parent slices on.
 
 Leak rounds (``FFI_HARNESS_LEAKS=WARMUP:RUNS``), regrtest ``-R`` style: run 0 is the ordinary run (its
@@ -39,7 +39,6 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 _EVENTS_FD = int(os.environ.get("FFI_HARNESS_EVENTS_FD", "-1"))
-_TIMEOUT = float(os.environ.get("FFI_HARNESS_TIMEOUT") or 0)
 _LEAKS = os.environ.get("FFI_HARNESS_LEAKS", "")
 _SKIP_FILE = os.environ.get("FFI_HARNESS_SKIP_FILE", "")
 NO_REPEAT_MARKER = "ffi_harness_no_repeat"
@@ -86,17 +85,6 @@ def _send(event: dict[str, Any]) -> None:
 
 def _marker(text: str) -> None:
     os.write(_STDERR_FD, f"\n=== ffi-harness: {text}\n".encode(errors="backslashreplace"))
-
-
-def _arm(nodeid: str) -> None:
-    if _TIMEOUT > 0:
-        # exit=True: a C-level deadlock holding the GIL still ends, with every thread's stack.
-        faulthandler.dump_traceback_later(_TIMEOUT, exit=True, file=_STDERR)
-
-
-def _disarm() -> None:
-    if _TIMEOUT > 0:
-        faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -351,8 +339,6 @@ def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int,
     total = warmup + runs
     for k in range(1, total + 1):
         _send({"ev": "run", "id": item.nodeid, "i": k})
-        _disarm()
-        _arm(item.nodeid)
         if k == warmup + 1:
             meter.start()
         rep = _summarise(_run_once(item, nextitem if k == total else keep, False))
@@ -375,10 +361,13 @@ def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int,
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    try:
+        offset = os.lseek(_STDERR_FD, 0, os.SEEK_CUR)  # where this test's part of the log starts
+    except OSError:
+        offset = -1  # a pipe or terminal: the parent searches for the marker instead
     _marker(f"start {item.nodeid}")
-    _send({"ev": "start", "id": item.nodeid})
+    _send({"ev": "start", "id": item.nodeid, "log_offset": offset})
     t0 = time.perf_counter()
-    _arm(item.nodeid)
     try:
         if _LEAKS:
             w, r = (int(x) for x in _LEAKS.split(":"))
@@ -401,8 +390,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             }
         )
         raise
-    finally:
-        _disarm()
     res["ev"] = "result"
     res["id"] = item.nodeid
     res["wall"] = round(time.perf_counter() - t0, 6)

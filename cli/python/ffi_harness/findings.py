@@ -30,10 +30,10 @@ HEADER_NAME = "FFI_HARNESS"
 RUNTIME_PATH = Path(__file__).with_name("runtime.py")
 
 _ASAN_ERROR = re.compile(r"ERROR: AddressSanitizer: ([\w-]+)")
-_SUMMARY = re.compile(r"SUMMARY: (\w+Sanitizer): ([\w-]+) (\S+)(?: in (\S+))?")
+_SUMMARY = re.compile(r"SUMMARY: (\w+Sanitizer): ([\w-]+) (\S+)(?: in (.+))?$", re.MULTILINE)
 _UBSAN = re.compile(r"(\S+?):(\d+):\d+: runtime error: (.*)")
 _STEP = re.compile(r"FFI_HARNESS_STEP (\d+) (\S+)")
-_FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S+)")
+_FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (.+?) (/\S+|\(\S+\))", re.MULTILINE)
 _LIBFUZZER_DEADLY = re.compile(r"ERROR: libFuzzer: ([\w-]+)")
 
 
@@ -177,8 +177,9 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
             return Verdict(d["kind"], d["site"], d.get("detail", ""), returncode=returncode, output=out)
     m = _SUMMARY.search(stderr)
     if m and m.group(1) == "AddressSanitizer":
-        err = _ASAN_ERROR.search(stderr)
-        kind = err.group(1) if err else m.group(2)
+        kind = m.group(2)  # the SUMMARY's bug type: heap-use-after-free, bad-free, double-free, ...
+        if kind in ("unknown-crash", "") and (err := _ASAN_ERROR.search(stderr)):
+            kind = err.group(1)
         func = m.group(4)
         if not func or func in _NOISE_FUNCS or func.startswith("__"):
             func = _first_frame(stderr) or func or last_step[1]

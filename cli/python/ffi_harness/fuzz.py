@@ -16,6 +16,7 @@ Exit status: 0 no finding; 1 finding(s); 2 usage or set-up error, or a run that 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -198,7 +199,9 @@ class DiscoveryCrash(Exception):
     """The target crashed while being imported or probed: a finding in itself."""
 
 
-def _libfuzzer_args(args: argparse.Namespace, corpus: Path, crashes: Path, job: int, remaining: float) -> list[str]:
+def _libfuzzer_args(
+    args: argparse.Namespace, corpus: Path, crashes: Path, job: int, remaining: float, dictionary: Path | None = None
+) -> list[str]:
     a = [
         str(corpus),
         f"-max_total_time={max(1, int(remaining))}",
@@ -212,7 +215,34 @@ def _libfuzzer_args(args: argparse.Namespace, corpus: Path, crashes: Path, job: 
     ]
     if args.seed is not None:
         a.append(f"-seed={args.seed + job}")
+    if dictionary is not None:
+        a.append(f"-dict={dictionary}")
     return a + list(args.libfuzzer_arg)
+
+
+def _dictionary(plan: dict[str, Any], path: Path) -> Path | None:
+    """A libFuzzer dictionary: the setup's literals and the callables' keyword names (values an input
+    must spell out exactly, e.g. a key that exists; libFuzzer splices them into inputs)."""
+    tokens: set[bytes] = set()
+    for c in plan["callables"]:
+        for kw in c.get("keywords", []):
+            tokens.add(kw.encode())
+    if plan.get("setup"):
+        try:
+            tree = ast.parse(plan["setup"])
+        except SyntaxError:
+            tree = None
+        for node in ast.walk(tree) if tree is not None else []:
+            if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and 1 <= len(node.value) <= 64:
+                tokens.add(node.value if isinstance(node.value, bytes) else node.value.encode("utf-8", "replace"))
+    if not tokens:
+        return None
+    lines = [
+        '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\x{b:02x}" for b in t) + '"'
+        for t in sorted(tokens)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _plan_without(plan: dict[str, Any], excluded: list[str], workdir: Path) -> Path:
@@ -289,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
 
+    dictionary = _dictionary(plan, workdir / "tokens.dict")
     deadline = time.monotonic() + args.max_time
     totals = Totals()
     found: dict[str, fnd.Finding] = {}
@@ -316,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             str(findings_dir),
             str(stats),
             "--",
-            *_libfuzzer_args(args, corpus, crashes, job, remaining),
+            *_libfuzzer_args(args, corpus, crashes, job, remaining, dictionary),
         ]
         with open(log, "wb") as logf:
             proc = subprocess.Popen(

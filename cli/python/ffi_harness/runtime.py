@@ -32,6 +32,7 @@ try:  # a PyDLL call checks the error indicator afterwards: it raises an excepti
 except (ImportError, AttributeError, OSError):  # pragma: no cover - no ctypes (then no such check)
     _CHECK_PENDING = None
 
+_KNOWN_TYPES = (bytes, str, int, float, bytearray, tuple)
 FINDING_KINDS = ("SystemError", "PanicException", "refcount-leak", "over-decref")
 _KEEP: list[Any] = []  # objects over-decref'd during a run: kept alive forever rather than freed twice
 
@@ -49,7 +50,7 @@ class R:
 
 
 class I:
-    """Argument marker: an instance from the pool (k modulo the pool's size)."""
+    """Argument marker: an instance from the pool, or a plain value the setup named (k modulo their number)."""
 
     __slots__ = ("k",)
 
@@ -143,6 +144,7 @@ class Context:
         self.unraisable = 0
         self.setup_failures = 0
         self._pool: list[Any] = []
+        self._known: list[Any] = []
         self.trace = bool(os.environ.get("FFI_HARNESS_TRACE"))
         sys.unraisablehook = self._unraisable
         prelude = sys.modules.get("ffi_harness_prelude")
@@ -181,6 +183,8 @@ class Context:
             return []
         ns = self._setup_namespace()
         pool = [v for k, v in sorted(ns.items()) if not k.startswith("_") and self._is_instance(v)]
+        # Plain values the setup names (a key that exists, a valid path...): arguments too, through I(k).
+        self._known = [v for k, v in sorted(ns.items()) if not k.startswith("_") and type(v) in _KNOWN_TYPES]
         for c in self.plan.get("classes", []):
             if c["name"] not in self.classes:
                 for v in pool:
@@ -246,7 +250,11 @@ class Context:
             if type(a) is R:
                 return results[a.k % len(results)] if results else None
             if type(a) is I:
-                return pool[a.k % len(pool)] if pool else None
+                n = len(pool) + len(self._known)
+                if not n:
+                    return None
+                j = a.k % n
+                return pool[j] if j < len(pool) else self._known[j - len(pool)]
             return a
 
         for i, (name, recv, args, kwargs) in enumerate(steps):

@@ -25,6 +25,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TP = ROOT / "target" / "thirdparty"
@@ -92,6 +93,7 @@ class Result:
     fuzz_seconds: int = 0
     fuzz_exit: int | None = None
     fuzz_summary: str = ""
+    fuzz: dict[str, Any] = field(default_factory=dict)  # `ffi-harness fuzz --json` of the last run
 
 
 def read_list(path: Path) -> list[Package]:
@@ -199,7 +201,7 @@ def extract_tests(pkg: Package, sdist: Path) -> Path:
 
 
 SANITIZER_LINE = re.compile(
-    r"(ERROR: AddressSanitizer: .*|SUMMARY: \w+Sanitizer: .*|runtime error: .*|Fatal Python error: .*)"
+    r"(ERROR: AddressSanitizer: .*|SUMMARY: \w+Sanitizer: .*|\S+:\d+:\d+: runtime error: .*|runtime error: .*|Fatal Python error: .*)"
 )
 
 
@@ -282,6 +284,33 @@ def run_fuzz(pkg: Package, seconds: int, res: Result) -> None:
     res.fuzz_summary = "\n".join(lines[-25:])
 
 
+def load_fuzz(pkg: Package, res: Result) -> None:
+    """The last fuzz run's --json summary (from this run, or an earlier one)."""
+    path = pkg.dir / "fuzz.json"
+    if path.is_file():
+        res.fuzz = json.loads(path.read_text())
+
+
+def fuzz_table(results: list[Result]) -> str:
+    rows = [
+        "| package | module | time (s) | callables found / exercised | execs | exec/s | native edges | findings |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        f = r.fuzz
+        if not f:
+            continue
+        found = [
+            f"{x['kind']} in {x['site']} after {x['found_after']:.0f} s ({Path(x['repro']).name if x.get('repro') else 'no repro'})"
+            for x in f.get("findings", [])
+        ]
+        rows.append(
+            f"| {r.name} | {f['module']} | {f['seconds']:.0f} | {f['callables']} / {f['exercised']} | {f['execs']} "
+            f"| {f['exec_per_s']:.0f} | {f.get('native_edges', '?')} | {'; '.join(found) or 'none found'} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def table(results: list[Result]) -> str:
     head = "| package | version | kind | build (s) | instrumented .so (ASan/UBSan/coverage) | own tests under ASan | time (s) |"
     rows = [head, "|---|---|---|---:|---|---|---:|"]
@@ -358,9 +387,15 @@ def main() -> int:
                 if r.fuzz_exit is not None:
                     log(f"{r.name}: fuzz exit {r.fuzz_exit}\n{r.fuzz_summary}")
 
+    for p, r in zip(pkgs, results):
+        load_fuzz(p, r)
     merged = {**previous, **{r.name: asdict(r) for r in results}}
     results_path.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
     print(table(results))
+    fuzzed = fuzz_table(results)
+    if fuzzed:
+        print()
+        print(fuzzed)
     failed = [r.name for r in results if not r.build_ok]
     if failed:
         log(f"build failed: {', '.join(failed)}")

@@ -230,7 +230,8 @@ def build_wheel(
     cmd.append(str(project))
     print(f"build-ext: building (log: {log_path})")
     if _run_logged(cmd, env, project, log_path, "pip wheel") != 0:
-        raise _fail("the build failed", log_path)
+        hint = " (--no-build-isolation: the environment must already have the build requirements)"
+        raise _fail("the build failed" + (hint if args.no_build_isolation else ""), log_path)
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
         raise _fail(f"expected one wheel, pip produced {len(wheels)}", log_path)

@@ -11,9 +11,9 @@ counters under the mechanism's name (_capi_bench.cg_dump), so each dump holds ex
 subtracts the empty loop's dump and divides by N. Gate: native.add_fast <= 1.15x and native.add <= 4x the
 hand-written METH_FASTCALL add; exit status 1 otherwise.
 
-Besides the gated 2-argument rows: Cython (the real binding's add, _cython_shapes for 0/1/5 arguments),
-pybind11 and nanobind (cpp_bench.cpp, when built) at 0/1/2/5 arguments, each compared with the
-hand-written METH_FASTCALL call of the same arity.
+Besides the gated 2-argument rows: Cython (the real binding's add and checksum, _cython_shapes for 0/1/5
+arguments), pybind11 and nanobind (cpp_bench.cpp, when built) at 0/1/2/5 arguments and checksum of 64
+bytes, each compared with the hand-written METH_FASTCALL call of the same shape.
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ FASTCALL = "C-API METH_FASTCALL add"
 GATES = {"PyO3 native.add_fast": 1.15, "PyO3 native.add (#[pyfunction])": 4.0}
 
 
-ARGS = {0: (), 1: (2,), 2: (2, 3), 5: (1, 2, 3, 4, 5)}
-SHAPES = {0: "zero", 1: "one", 2: "add", 5: "five"}
+# Call shapes: (call in the driver loop, expected result). checksum reads 64 bytes of `data` in place.
+DATA = bytes(range(64))
+SHAPES = {"0 args": ("f()", 0), "1 arg": ("f(2)", 2), "2 args": ("f(2, 3)", 5), "5 args": ("f(1, 2, 3, 4, 5)", 15),
+          "checksum 64 B": ("f(data)", 0x8368214F77995EE5)}
+FUNCS = {"0 args": "zero", "1 arg": "one", "2 args": "add", "5 args": "five", "checksum 64 B": "checksum"}
 
 
-def fastcall_ref(nargs: int) -> str:
-    return FASTCALL if nargs == 2 else f"C-API METH_FASTCALL {nargs} args"
+def fastcall_ref(shape: str) -> str:
+    return FASTCALL if shape == "2 args" else f"C-API METH_FASTCALL {shape}"
 
 
 def optional(name: str) -> object | None:
@@ -47,29 +50,30 @@ def optional(name: str) -> object | None:
         return None
 
 
-def cases() -> dict[str, tuple[object, int]]:
-    """name -> (callable, number of arguments), gated rows first; optional mechanisms when built."""
+def cases() -> dict[str, tuple[object, str]]:
+    """name -> (callable, shape), gated rows first; optional mechanisms when built."""
     import _capi_bench as capi
     import native
 
-    out: dict[str, tuple[object, int]] = {
-        "PyO3 native.add (#[pyfunction])": (native.add, 2),
-        "PyO3 native.add_fast": (native.add_fast, 2),
-        FASTCALL: (capi.fast_add, 2),
-        "C-API METH_VARARGS add": (capi.var_add, 2),
+    out: dict[str, tuple[object, str]] = {
+        "PyO3 native.add (#[pyfunction])": (native.add, "2 args"),
+        "PyO3 native.add_fast": (native.add_fast, "2 args"),
+        FASTCALL: (capi.fast_add, "2 args"),
+        "C-API METH_VARARGS add": (capi.var_add, "2 args"),
     }
-    for n in (0, 1, 5):
-        out[fastcall_ref(n)] = (getattr(capi, f"fast_{SHAPES[n]}"), n)
+    for shape in ("0 args", "1 arg", "5 args", "checksum 64 B"):
+        out[fastcall_ref(shape)] = (getattr(capi, f"fast_{FUNCS[shape]}"), shape)
+    out["PyO3 native.checksum, checksum 64 B"] = (native.checksum, "checksum 64 B")
     sys.path.append(str(HERE.parents[1] / "pytests" / "bindings"))  # facade, for the Cython binding
     cy, cy_shapes = optional("_native_cython"), optional("_cython_shapes")
     if cy is not None and cy_shapes is not None:
-        for n in (0, 1, 2, 5):
-            out[f"Cython def, {n} args"] = (getattr(cy if n == 2 else cy_shapes, SHAPES[n]), n)
+        for shape, fn in FUNCS.items():
+            out[f"Cython def, {shape}"] = (getattr(cy if fn in ("add", "checksum") else cy_shapes, fn), shape)
     for label, mod in (("pybind11", "_pybind11_bench"), ("nanobind", "_nanobind_bench")):
         m = optional(mod)
         if m is not None:
-            for n in (0, 1, 2, 5):
-                out[f"{label}, {n} args"] = (getattr(m, SHAPES[n]), n)
+            for shape, fn in FUNCS.items():
+                out[f"{label}, {shape}"] = (getattr(m, fn), shape)
     return out
 
 
@@ -85,14 +89,14 @@ def run(pydir: str, n: int) -> None:
     if not capi.has_callgrind():
         raise SystemExit("_capi_bench was built without valgrind/callgrind.h: counts would be meaningless")
     loops = {EMPTY: driver("empty", "pass")}
-    want = {0: 0, 1: 2, 2: 5, 5: 15}  # shapes_zero() = 0, shapes_one(a) = a, shapes_five = the sum
-    for name, (f, nargs) in cases().items():
+    for name, (f, shape) in cases().items():
         # A fast wrong answer is not a result: every mechanism must compute the same value before it is
         # counted (the C-API reference once returned 0, reading its out-param before the call wrote it).
-        got = f(*ARGS[nargs])  # type: ignore[operator]
-        if got != want[nargs]:
-            raise SystemExit(f"{name}: f{ARGS[nargs]} returned {got!r}, not {want[nargs]}; refusing to count it")
-        loops[name] = driver(name, "f(2)" if nargs == 1 else f"f{ARGS[nargs]}", f=f)
+        call, want = SHAPES[shape]
+        loops[name] = driver(name, call, f=f, data=DATA)
+        got = eval(call, {"f": f, "data": DATA})  # our own call string
+        if got != want:
+            raise SystemExit(f"{name}: {call} returned {got!r}, not {want!r}; refusing to count it")
     for name, loop in loops.items():
         loop(2000)  # specialise CALL and friends before counting
         capi.cg_zero()
@@ -121,20 +125,20 @@ def report(outdir: Path, n: int, json_out: str | None) -> int:
     if missing:
         raise SystemExit(f"no callgrind dump for {missing} in {outdir}")
     per = {k: (v - t[EMPTY]) / n for k, v in t.items() if k != EMPTY}
-    arity = {name: nargs for name, (_, nargs) in cases().items()}
+    shape_of = {name: shape for name, (_, shape) in cases().items()}
     print(f"instructions per call (callgrind, N={n}, empty loop {t[EMPTY] / n:.1f} Ir/iteration subtracted;")
-    print("x FASTCALL: against the hand-written METH_FASTCALL call with the same number of arguments)")
-    print(f"{'mechanism':36} {'Ir/call':>9} {'x FASTCALL':>11}  gate")
+    print("x FASTCALL: against the hand-written METH_FASTCALL call of the same shape)")
+    print(f"{'mechanism':44} {'Ir/call':>9} {'x FASTCALL':>11}  gate")
     failed = False
     for k in mechanisms_names():
         limit = GATES.get(k)
-        ratio = per[k] / per[fastcall_ref(arity[k])]
+        ratio = per[k] / per[fastcall_ref(shape_of[k])]
         verdict = ""
         if limit is not None:
             ok = ratio <= limit
             failed |= not ok
             verdict = f"<= {limit:.2f}x {'ok' if ok else 'FAIL'}"
-        print(f"{k:36} {per[k]:9.1f} {ratio:10.2f}x  {verdict}")
+        print(f"{k:44} {per[k]:9.1f} {ratio:10.2f}x  {verdict}")
     if json_out:
         Path(json_out).write_text(json.dumps({"calls": n, "ir_per_call": per, "empty_loop_ir": t[EMPTY] / n},
                                              indent=2) + "\n")

@@ -21,6 +21,73 @@ unsafe extern "C" {
     fn __sanitizer_cov_pcs_init(pcs_beg: *const usize, pcs_end: *const usize);
 }
 
+// libFuzzer's comparison hooks (local to this engine). Declared without their real parameters: only
+// their addresses are taken, to hand them to the preloaded shim (see `install_cmp_hooks`).
+unsafe extern "C" {
+    fn __sanitizer_cov_trace_cmp1();
+    fn __sanitizer_cov_trace_cmp2();
+    fn __sanitizer_cov_trace_cmp4();
+    fn __sanitizer_cov_trace_cmp8();
+    fn __sanitizer_cov_trace_const_cmp1();
+    fn __sanitizer_cov_trace_const_cmp2();
+    fn __sanitizer_cov_trace_const_cmp4();
+    fn __sanitizer_cov_trace_const_cmp8();
+    fn __sanitizer_cov_trace_switch();
+    fn __sanitizer_cov_trace_div4();
+    fn __sanitizer_cov_trace_div8();
+    fn __sanitizer_cov_trace_gep();
+    fn __sanitizer_cov_trace_pc_indir();
+    fn __sanitizer_weak_hook_memcmp();
+    fn __sanitizer_weak_hook_strncmp();
+    fn __sanitizer_weak_hook_strcmp();
+    fn __sanitizer_weak_hook_strncasecmp();
+    fn __sanitizer_weak_hook_strcasecmp();
+    fn __sanitizer_weak_hook_strstr();
+    fn __sanitizer_weak_hook_strcasestr();
+    fn __sanitizer_weak_hook_memmem();
+}
+
+/// Point the comparison-tracing shim (`ffi_harness/cmpshim.py`, preloaded before the ASan runtime)
+/// at libFuzzer's hooks. Returns whether the shim is present.
+pub fn install_cmp_hooks() -> bool {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks the symbol up.
+    let table =
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ffi_harness_cmp_hooks".as_ptr()) } as *mut usize;
+    if table.is_null() {
+        return false;
+    }
+    let hooks: [unsafe extern "C" fn(); 21] = [
+        __sanitizer_cov_trace_cmp1,
+        __sanitizer_cov_trace_cmp2,
+        __sanitizer_cov_trace_cmp4,
+        __sanitizer_cov_trace_cmp8,
+        __sanitizer_cov_trace_const_cmp1,
+        __sanitizer_cov_trace_const_cmp2,
+        __sanitizer_cov_trace_const_cmp4,
+        __sanitizer_cov_trace_const_cmp8,
+        __sanitizer_cov_trace_switch,
+        __sanitizer_cov_trace_div4,
+        __sanitizer_cov_trace_div8,
+        __sanitizer_cov_trace_gep,
+        __sanitizer_cov_trace_pc_indir,
+        __sanitizer_weak_hook_memcmp,
+        __sanitizer_weak_hook_strncmp,
+        __sanitizer_weak_hook_strcmp,
+        __sanitizer_weak_hook_strncasecmp,
+        __sanitizer_weak_hook_strcasecmp,
+        __sanitizer_weak_hook_strstr,
+        __sanitizer_weak_hook_strcasestr,
+        __sanitizer_weak_hook_memmem,
+    ];
+    for (i, hook) in hooks.iter().enumerate() {
+        // SAFETY: the shim's `struct ffi_harness_cmp_hooks` is 21 function pointers in this order
+        // (cmpshim.py); we are single-threaded here (before the driver starts) and the pointers stay
+        // valid for the process's life (statically linked into this engine, never unloaded).
+        unsafe { table.add(i).write_volatile(*hook as usize) };
+    }
+    true
+}
+
 /// Signature slots (a power of two).
 pub const SIGNATURE_SLOTS: usize = 1 << 14;
 

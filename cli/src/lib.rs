@@ -248,7 +248,10 @@ fn fuzz(
         .iter()
         .map(|s| PyString::intern(py, &s.name).unbind())
         .collect();
-    let report = coverage::register_loaded_objects();
+    let cmp = coverage::install_cmp_hooks();
+    let mut report = coverage::register_loaded_objects();
+    report.pop(); // the closing brace
+    report.push_str(&format!(", \"cmp_tracing\": {cmp}}}"));
     eprintln!("FFI_HARNESS_COVERAGE {}", report);
     std::fs::create_dir_all(&findings_dir)
         .map_err(|e| PyValueError::new_err(format!("{}: {e}", findings_dir.display())))?;

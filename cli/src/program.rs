@@ -73,7 +73,10 @@ impl IntArg {
                     negative: bool::arbitrary(u).unwrap_or(false),
                 }
             }
-            _ => IntArg::Raw(i64::arbitrary(u).unwrap_or(0)),
+            // Little-endian, as libFuzzer's compare tables insert values seen in the target's compares.
+            _ => IntArg::Raw(i64::from_le_bytes(
+                <[u8; 8]>::arbitrary(u).unwrap_or([0; 8]),
+            )),
         }
     }
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ffi_harness import cmpshim, sanitizers
 from ffi_harness import findings as fnd
-from ffi_harness import sanitizers
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -320,6 +320,15 @@ def run(args: argparse.Namespace) -> int:
     )
 
     dictionary = _dictionary(plan, workdir / "tokens.dict")
+    engine_env, cmp_note = target.env, "off (module not instrumented)"
+    if os.environ.get("FFI_HARNESS_NO_CMP_TRACING"):
+        cmp_note = "off (FFI_HARNESS_NO_CMP_TRACING is set)"
+    elif target.coverage and target.asan:
+        engine_env, why = cmpshim.engine_env(target.env)
+        cmp_note = why or "on (integer compares, switches, memcmp/strcmp via the preloaded shim)"
+    elif target.coverage:
+        cmp_note = "off (the shim needs an ASan build: it is preloaded ahead of the ASan runtime)"
+    native += f"; comparison tracing: {cmp_note}"
     deadline = time.monotonic() + args.max_time
     totals = Totals()
     found: dict[str, fnd.Finding] = {}
@@ -351,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
-                cmd, env=target.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
+                cmd, env=engine_env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
             )
         active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded))
 

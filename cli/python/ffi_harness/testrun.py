@@ -1,12 +1,12 @@
 """`ffi-harness test`: a project's own pytest suite, with a verdict per test (crash, hang, leak, ASan, GIL).
 
 Crash isolation: one worker process (the suite's interpreter running pytest with the plugin
-``_pytest_worker/ffi_harness_pytest_plugin.py``) collects once and runs the tests in order, announcing each test's start
-on a pipe. When the worker dies (signal, abort, sanitizer report) or a test outlives ``--timeout``
-(the parent sends SIGABRT: faulthandler dumps every thread's Python stack; SIGKILL if even that
-fails), the death is attributed to the test that started last, its report is cut from the worker's log,
-and a new worker starts after it (the tests already judged are deselected). A clean suite costs one
-process; each crash costs one re-collection.
+``_pytest_worker/ffi_harness_pytest_plugin.py``) collects once and runs the tests in order, announcing
+each test's start in an events file that the parent reads every 0.2 s. When the worker dies (signal,
+abort, sanitizer report) or a test outlives ``--timeout`` (the parent sends SIGABRT: faulthandler dumps
+every thread's Python stack; SIGKILL if even that fails), the death is attributed to the test that
+started last, its report is cut from the worker's log, and a new worker starts after it (the tests
+already judged are deselected). A clean suite costs one process; each crash costs one re-collection.
 
 Exit status: 0 when every test passed, was skipped or xfailed ("not repeatable" is reported, not a
 failure); 1 on any failed test, collection error, LEAK, CRASH or HANG; 2 on a usage error or when no
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ KILL_GRACE = 10.0  # after --timeout the worker gets SIGABRT (faulthandler dumps
 PLUGIN_NAME = "ffi_harness_pytest_plugin"
 PLUGIN_DIR = Path(__file__).resolve().parent / "_pytest_worker"
 REPORT_LINES = 30
+POLL = 0.2  # seconds between two reads of the worker's events
 SUMMARY_LINES = 15  # the summary stays one screen: the verdict lines above list everything
 
 OK_VERDICTS = ("passed", "skipped", "xfailed", "xpassed", "not repeatable")
@@ -213,6 +213,7 @@ class Setup:
     xopts: list[str]
     env: dict[str, str]
     notes: list[str]
+    debug_python: str | None = None  # --gil chose this debug interpreter
 
 
 def _probe(python: str, code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -266,7 +267,7 @@ def prepare(args: argparse.Namespace) -> Setup:
                     f"--gil: debug interpreter {dbg} cannot import pytest (install pytest for it and build the "
                     "extension for its ABI); PYTHONMALLOC=debug -X dev on the release build instead"
                 )
-    return Setup(python, xopts, env, notes)
+    return Setup(python, xopts, env, notes, python if args.gil and python != (args.python or sys.executable) else None)
 
 
 # --- the worker loop --------------------------------------------------------------------------------
@@ -291,13 +292,11 @@ class Runner:
         # interpreter needs neither ffi-harness installed nor any other of its modules importable.
         self.plugin_dir = PLUGIN_DIR
         self.skip_file = workdir / "done.txt"
-        self.skip = self.skip_file.open("w", encoding="utf-8")  # judged tests: a new worker deselects them
+        self.skip_file.write_text("")
         self.judged_before = 0
 
     def _emit(self, v: Verdict) -> None:
         self.run.verdicts[v.nodeid] = v
-        self.skip.write(v.nodeid + "\n")
-        self.skip.flush()
         if self.args.quiet and not v.bad and v.verdict != "not repeatable":
             return
         print(v.line(), flush=True)
@@ -330,10 +329,10 @@ class Runner:
             a = a[1:]
         return a
 
-    def env(self, events_fd: int) -> dict[str, str]:
+    def env(self, events: Path) -> dict[str, str]:
         env = dict(self.setup.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.plugin_dir), env.get("PYTHONPATH", "")]))
-        env["FFI_HARNESS_EVENTS_FD"] = str(events_fd)
+        env["FFI_HARNESS_EVENTS_FILE"] = str(events)
         env["FFI_HARNESS_SKIP_FILE"] = str(self.skip_file)
         env["FFI_HARNESS_LEAKS"] = "{}:{}".format(*self.args.leaks) if self.args.leaks else ""
         env.setdefault("PYTHONFAULTHANDLER", "1")
@@ -343,46 +342,33 @@ class Runner:
         """Runs a worker until it ends; True when it ended normally (the suite is done)."""
         self.run.workers += 1
         self.log_path = self.workdir / f"worker-{self.run.workers}.log"
-        r, w = os.pipe()
+        events_path = self.workdir / f"events-{self.run.workers}.jsonl"
+        events_path.write_bytes(b"")
         with self.log_path.open("wb") as log:
             proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env(w),
-                pass_fds=(w,),
+                env=self.env(events_path),
                 start_new_session=True,
             )
-        os.close(w)
         current: str | None = None
         marker_offset = 0
-        deadline = None
+        deadline: float | None = None
         hung = False
         done = False
         buf = b""
-        sel = selectors.DefaultSelector()
-        sel.register(r, selectors.EVENT_READ)
-        try:
+        # The worker appends its events to a file; the parent reads them POLL seconds apart (and when the
+        # worker ends) instead of waking up twice per test: that is what keeps the isolation cheap.
+        with events_path.open("rb") as events:
             while True:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = sel.select(timeout)
-                if not ready:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        if not hung:
-                            # faulthandler dumps every thread's Python stack on SIGABRT, even with the
-                            # GIL held by a deadlocked C call; the process then dies of it.
-                            hung = True
-                            _signal(proc, signal.SIGABRT)
-                            deadline = time.monotonic() + KILL_GRACE
-                        else:
-                            _kill(proc)
-                            break
-                    continue
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                buf += chunk
+                try:
+                    proc.wait(timeout=POLL)
+                    ended = True
+                except subprocess.TimeoutExpired:
+                    ended = False
+                buf += events.read()
                 *lines, buf = buf.split(b"\n")
                 for raw in lines:
                     ev = json.loads(raw)
@@ -405,9 +391,17 @@ class Runner:
                         current, deadline = None, None
                     elif kind == "done":
                         done = True
-        finally:
-            sel.close()
-            os.close(r)
+                if ended:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    if not hung:
+                        # faulthandler dumps every thread's Python stack on SIGABRT, even with the GIL
+                        # held by a deadlocked C call; the process then dies of it.
+                        hung = True
+                        _signal(proc, signal.SIGABRT)
+                        deadline = time.monotonic() + KILL_GRACE
+                    else:
+                        _kill(proc)
         rc = proc.wait()
         if current is not None:
             report = _read_from(self.log_path, marker_offset)
@@ -428,11 +422,9 @@ class Runner:
         return True
 
     def go(self) -> Run:
-        try:
-            while not self.one_worker():
-                pass
-        finally:
-            self.skip.close()
+        while not self.one_worker():
+            # The judged tests, which the next worker deselects (it continues after the dead one).
+            self.skip_file.write_text("".join(f"{n}\n" for n in self.run.verdicts), encoding="utf-8")
         return self.run
 
 
@@ -603,6 +595,13 @@ def run(args: argparse.Namespace) -> int:
         if result.collect_errors:
             for e in result.collect_errors:
                 print(f"\n--- collection error in {e['id']}:\n{e['longrepr'].rstrip()}")
+            text_all = "\n".join(e["longrepr"] for e in result.collect_errors)
+            if setup.debug_python and re.search(r"ModuleNotFoundError|ImportError|undefined symbol", text_all):
+                print(
+                    f"ffi-harness test: --gil runs the suite on the debug interpreter {setup.debug_python}, which "
+                    "cannot import the modules above: install the package (and pytest) for that interpreter, "
+                    "or pass --python <release interpreter> to use PYTHONMALLOC=debug -X dev alone"
+                )
         if result.session_problem:
             print("\n" + result.session_problem)
             keep = True

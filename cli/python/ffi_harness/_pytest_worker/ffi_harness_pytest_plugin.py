@@ -2,8 +2,9 @@
 
 Self-contained on purpose (standard library and pytest only): `ffi-harness test` puts this directory
 (which holds nothing else) on the worker's PYTHONPATH and loads the module with ``-p``, so the
-interpreter under test (another venv, a debug build) never needs ffi-harness installed. It talks to the parent over a pipe
-(``FFI_HARNESS_EVENTS_FD``), one JSON object per line:
+interpreter under test (another venv, a debug build) never needs ffi-harness installed. It talks to the parent through an events
+file (``FFI_HARNESS_EVENTS_FILE``, appended with one unbuffered write per event: nothing is lost when the
+process dies right after), one JSON object per line:
 
     {"ev": "collected", "ids": [...], "errors": [...]}     after collection (and deselection)
     {"ev": "start", "id": NODEID}                          before a test's first phase
@@ -38,7 +39,8 @@ from typing import Any, Callable
 import pytest
 from _pytest.runner import runtestprotocol
 
-_EVENTS_FD = int(os.environ.get("FFI_HARNESS_EVENTS_FD", "-1"))
+_EVENTS_FILE = os.environ.get("FFI_HARNESS_EVENTS_FILE", "")
+_EVENTS_FD = os.open(_EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if _EVENTS_FILE else -1
 _LEAKS = os.environ.get("FFI_HARNESS_LEAKS", "")
 _SKIP_FILE = os.environ.get("FFI_HARNESS_SKIP_FILE", "")
 NO_REPEAT_MARKER = "ffi_harness_no_repeat"
@@ -56,6 +58,8 @@ _collect_errors: list[dict[str, str]] = []
 def _sanitizer_death_callback() -> object:
     """Under a preloaded sanitizer runtime, dump the Python stacks when it reports (it aborts through its
     own handler, so faulthandler never sees the signal): the report is then attributed to a line."""
+    if "asan" not in os.environ.get("LD_PRELOAD", "") and "san" not in os.environ.get("FFI_HARNESS_SANITIZER", ""):
+        return None  # no preloaded runtime: ctypes (and its import time) not needed
     try:
         import ctypes
 
@@ -81,6 +85,11 @@ def _send(event: dict[str, Any]) -> None:
     while data:
         n = os.write(_EVENTS_FD, data)
         data = data[n:]
+
+
+def _write(line: str) -> None:
+    if _EVENTS_FD >= 0:
+        os.write(_EVENTS_FD, line.encode())  # O_APPEND, one write: a line is never interleaved or cut
 
 
 def _marker(text: str) -> None:
@@ -365,8 +374,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         offset = os.lseek(_STDERR_FD, 0, os.SEEK_CUR)  # where this test's part of the log starts
     except OSError:
         offset = -1  # a pipe or terminal: the parent searches for the marker instead
-    _marker(f"start {item.nodeid}")
-    _send({"ev": "start", "id": item.nodeid, "log_offset": offset})
+        _marker(f"start {item.nodeid}")
+    # One write per event, formatted by hand: this runs for every test.
+    _write(f'{{"ev":"start","id":{json.dumps(item.nodeid)},"log_offset":{offset}}}\n')
     t0 = time.perf_counter()
     try:
         if _LEAKS:

@@ -191,7 +191,8 @@ def _death_verdict(nodeid: str, rc: int | None, report: str, hung: bool, timeout
     san = _SAN.search(report)
     fatal = _FATAL.search(report)
     where = _innermost_test_frame(report, nodeid)
-    if hung:
+    if hung or re.search(r"^Timeout \(\d+:\d+:\d+(\.\d+)?\)!", report, re.MULTILINE):
+        # ours (SIGABRT after --timeout), or a watchdog of the suite's own (faulthandler's timeout dump)
         detail = f"no progress for {timeout:g}s" + (f"  at {where}" if where else "")
         return Verdict(nodeid, "HANG", detail, report)
     parts = [SIGNALS.get(rc or 0, f"exit status {rc}")]
@@ -404,7 +405,7 @@ class Runner:
                         _kill(proc)
         rc = proc.wait()
         if current is not None:
-            report = _read_from(self.log_path, marker_offset)
+            report = _sanitizer_logs(self.setup.env, proc.pid) + _read_from(self.log_path, marker_offset)
             self._emit(_death_verdict(current, rc, report, hung, self.args.timeout))
             return False
         if not done:
@@ -426,6 +427,20 @@ class Runner:
             # The judged tests, which the next worker deselects (it continues after the dead one).
             self.skip_file.write_text("".join(f"{n}\n" for n in self.run.verdicts), encoding="utf-8")
         return self.run
+
+
+def _sanitizer_logs(env: dict[str, str], pid: int) -> str:
+    """Reports a sanitizer wrote to its own files (``log_path=P`` in *SAN_OPTIONS: ``P.<pid>``, or
+    ``P.<exe>.<pid>`` with log_exe_name) instead of stderr, for the worker that died."""
+    out = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        m = re.search(r"(?:^|:)log_path=([^:]+)", env.get(var, ""))
+        if not m:
+            continue
+        base = Path(m.group(1))
+        for f in sorted(base.parent.glob(f"{base.name}*.{pid}")) if base.parent.is_dir() else []:
+            out.append(f.read_text(errors="replace"))
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def _find_marker(log: Path, text: str) -> int:

@@ -314,6 +314,12 @@ def run(args: argparse.Namespace) -> int:
         f"ffi-harness fuzz: {args.module} under {python} ({'ASan' if target.asan else 'no sanitizer'}); {native}",
         flush=True,
     )
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        print(
+            "warning: running as root: the target's file-system calls get fuzzed paths, absolute ones "
+            "included (they land anywhere); prefer an unprivileged user or a throwaway container",
+            flush=True,
+        )
     print(
         f"discovered {len(plan['callables'])} callables; fuzzing for {args.max_time:g} s with {args.jobs} job(s)",
         flush=True,

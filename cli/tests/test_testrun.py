@@ -120,3 +120,28 @@ def test_no_test_collected_is_exit_2(builds: dict[str, Path]) -> None:
 def test_bad_leaks_argument_is_a_usage_error() -> None:
     rc, out, _ = harness(None, "--leaks=3", "--", "tests")
     assert rc == 2 and "WARMUP:RUNS" in out, out
+
+
+def _debug_python() -> str | None:
+    """A debug CPython that can run pytest (ci/variants.sh's .venv-debug), or None."""
+    for cand in (os.environ.get("FFI_HARNESS_DEBUG_PYTHON"), str(HERE.parents[1] / ".venv-debug" / "bin" / "python")):
+        if cand and Path(cand).exists():
+            ok = subprocess.run([cand, "-c", "import pytest, sys; sys.gettotalrefcount"], check=False).returncode
+            if ok == 0:
+                return cand
+    return None
+
+
+def test_gil_on_the_debug_interpreter_names_the_over_decref(
+    builds: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dbg = _debug_python()
+    if dbg is None:
+        pytest.skip("no debug CPython with pytest (.venv-debug: ci/variants.sh ensure_venv_debug)")
+    monkeypatch.setenv("FFI_HARNESS_DEBUG_PYTHON", dbg)  # the release-built fixture loads in it (3.8+ ABI)
+    rc, out, v = harness(builds["plain"], "--gil", "--", "tests", "-p", "no:cacheprovider", "-k", "pop_last or add")
+    assert rc == 1, out
+    assert f"--gil: debug interpreter {dbg}" in out, out
+    crash = verdict(v, "test_pop_last_crashes")
+    assert crash.startswith("CRASH") and "Fatal Python error" in crash, out
+    assert verdict(v, "test_add") == "passed", out

@@ -11,7 +11,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let candidates: Vec<String> = match std::env::var("FFI_HARNESS_CLANG") {
         Ok(c) if !c.is_empty() => vec![c],
-        _ => ["clang-19", "clang-20", "clang-18", "clang"].iter().map(|s| s.to_string()).collect(),
+        _ => ["clang-19", "clang-20", "clang-18", "clang"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     };
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let mut tried = Vec::new();

@@ -146,7 +146,8 @@ def _from_docstring(obj: Any, name: str) -> tuple[int, int, list[str]] | None:
 def _probe(fn: Any, label: str) -> tuple[int, int, list[str]]:
     """Ask the interpreter: too many arguments, then an unknown keyword."""
     print(f"FFI_HARNESS_PROBING {label}", file=sys.stderr, flush=True)
-    lo, hi, kws = 0, DEFAULT_MAX, []
+    lo, hi = 0, DEFAULT_MAX
+    kws: list[str] = []
     try:
         fn(*([None] * 40))
     except TypeError as e:
@@ -157,8 +158,7 @@ def _probe(fn: Any, label: str) -> tuple[int, int, list[str]]:
             lo, hi = int(r.group(1)), int(r.group(2))
         elif m:
             word = m.group(1)
-            hi = {"no": 0, "one": 1}.get(word, None) if not word.isdigit() else int(word)
-            hi = 0 if hi is None else hi
+            hi = int(word) if word.isdigit() else {"no": 0, "one": 1}.get(word, 0)
             lo = hi if "exactly" in msg else 0
     except BaseException:  # noqa: BLE001 - 40 arguments accepted (or failed otherwise): varargs
         hi = MAX_ARGS

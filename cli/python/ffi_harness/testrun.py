@@ -585,6 +585,8 @@ def run(args: argparse.Namespace) -> int:
     args.pytest_args = pa
     if args.timeout <= 0:
         raise UsageError("--timeout must be > 0")
+    if any(a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n=", "--numprocesses=")) for a in pa):
+        raise UsageError("pytest-xdist (-n) cannot be combined: ffi-harness test runs the tests in its own worker")
     setup = prepare(args)
     for note in setup.notes:
         print(f"ffi-harness test: {note}", file=sys.stderr)

@@ -145,3 +145,31 @@ def test_gil_on_the_debug_interpreter_names_the_over_decref(
     crash = verdict(v, "test_pop_last_crashes")
     assert crash.startswith("CRASH") and "Fatal Python error" in crash, out
     assert verdict(v, "test_add") == "passed", out
+
+
+def test_native_counters_hook_names_the_growing_counter(tmp_path: Path) -> None:
+    # A conftest-level ffi_harness_counters() (the documented hook): a counter that grows once per run
+    # is a LEAK named native:<key>, with nothing else growing; a steady one is not.
+    (tmp_path / "conftest.py").write_text(
+        "STATE = {'open': 0, 'steady': 3}\ndef ffi_harness_counters():\n    return dict(STATE)\n"
+    )
+    (tmp_path / "test_counters.py").write_text(
+        "from conftest import STATE\n"
+        "def test_opens_without_closing():\n"
+        "    STATE['open'] += 1\n"
+        "def test_opens_and_closes():\n"
+        "    STATE['open'] += 1\n"
+        "    STATE['open'] -= 1\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "ffi_harness", "test", "--leaks=1:3", "--", "-p", "no:cacheprovider", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert re.search(r"test_opens_without_closing  LEAK  native:open \+1/\+1/\+1$", out, re.MULTILINE), out
+    assert re.search(r"test_opens_and_closes  passed$", out, re.MULTILINE), out

@@ -254,6 +254,8 @@ def _first_frame(stderr: str) -> str | None:
 def run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> Verdict:
     env = dict(env)
     env["FFI_HARNESS_TRACE"] = "1"
+    before = _children_cpu()
+    start = time.monotonic()
     try:
         p = subprocess.run(
             [python, str(path)],
@@ -264,11 +266,31 @@ def run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> 
             errors="replace",
             check=False,
         )
+        verdict = classify_output(p.returncode, p.stdout, p.stderr)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        return classify_output(-9, out, err, timed_out=True)
-    return classify_output(p.returncode, p.stdout, p.stderr)
+        verdict = classify_output(-9, out, err, timed_out=True)
+    if verdict.kind == "hang":
+        # Tell a blocked process (deadlock, or a wait with no end) from a busy one (an input that is slow).
+        cpu, wall = _children_cpu() - before, time.monotonic() - start
+        state = (
+            "busy: CPU-bound past the timeout (a slow input)"
+            if cpu > 0.25 * wall
+            else "blocked: no CPU used (deadlock or endless wait)"
+        )
+        verdict.detail = f"{state}; {cpu:.1f} s CPU in {wall:.1f} s; every thread's stack is in the output"
+    return verdict
+
+
+def _children_cpu() -> float:
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    except (ImportError, OSError):
+        return 0.0
+    return float(r.ru_utime + r.ru_stime)
 
 
 # --- minimisation --------------------------------------------------------------------------------

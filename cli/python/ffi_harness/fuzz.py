@@ -636,6 +636,8 @@ def _summary(
                 f"  [{f.kind}] {f.site} (callable {f.callable}) after {f.found_after:.1f} s — {status}, "
                 f"{f.minimised_steps} step(s): {f.repro}"
             )
+            if f.verdict is not None and f.verdict.detail or f.detail:
+                print(f"      {(f.verdict.detail if f.verdict is not None and f.verdict.detail else f.detail)[:160]}")
             for n in f.notes:
                 print(f"      {n}")
     else:

@@ -41,6 +41,8 @@ _REENTER = textwrap.dedent(
             conn.closed
         elif touch == "active":
             sub.active
+        elif touch == "cancel":
+            sub.cancel()  # locks the subscription map first
         else:
             repr(sub)
 
@@ -100,7 +102,7 @@ def test_invalid_state_error_is_built_after_the_state_lock_is_released(op, mode,
     _run_reentry(op, "closed", mode, tmp_path)
 
 
-@pytest.mark.parametrize("touch", ["active", "repr"])
+@pytest.mark.parametrize("touch", ["cancel", "active", "repr"])
 def test_subscribe_on_closed_connection_builds_the_error_after_the_subscription_lock(touch, tmp_path):
     _run_reentry("subscribe", touch, "same-thread", tmp_path)
 

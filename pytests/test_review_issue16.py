@@ -236,10 +236,10 @@ def test_reads_on_a_sync_connection_wait_for_another_threads_fsync_with_the_gil_
     conn = native.connect(store_path, options={"sync": True})
     try:
         conn.put(b"k", b"v")
-        flush_delay(400)
+        flush_delay(1000)
         writer = threading.Thread(target=conn.put, args=(b"k2", b"v2"))
         writer.start()
-        time.sleep(0.1)  # the writer is inside its fsync delay, holding libnative's handle lock
+        time.sleep(0.3)  # the writer is inside its fsync delay, holding libnative's handle lock
         calls = {
             "len": lambda: len(conn),
             "get": lambda: conn.get(b"k"),

@@ -81,10 +81,13 @@ def test_asan_names_both_memory_bugs_and_continues(builds: dict[str, Path]) -> N
     assert "test_buggy.py:" in uaf, out  # the Python line, from the stacks dumped at the report
     oob = verdict(v, "test_table_out_of_range_crashes")
     assert oob.startswith("CRASH") and "heap-buffer-overflow" in oob and "table_get" in oob, out
+    thread = verdict(v, "test_table_out_of_range_in_a_thread_crashes")
+    assert thread.startswith("CRASH") and "heap-buffer-overflow" in thread, out
+    assert "test_buggy.py:" in thread, out  # the test's line, from the other threads' stacks
     assert verdict(v, "test_wait_for_hangs").startswith("HANG"), out
     for t in (*CLEAN, "test_remember_leaks", "test_only_once", "test_after_the_crashes"):
         assert verdict(v, t) == "passed", out
-    assert re.search(r"passed, 2 CRASH, 1 HANG in .*\(4 workers; asan\)", out), out
+    assert re.search(r"passed, 3 CRASH, 1 HANG in .*\(5 workers; asan\)", out), out
 
 
 def test_leaks_names_the_leak_and_the_unrepeatable_tests(builds: dict[str, Path]) -> None:

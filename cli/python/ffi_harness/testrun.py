@@ -156,6 +156,12 @@ def _innermost_test_frame(report: str, nodeid: str) -> str:
         first = first or where
         if m.group(1).endswith(test_file):
             return f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3)}"
+    # The dying thread runs no code of the test file (a thread it started): the test's line from the
+    # other threads' stacks, usually where it waits for that thread.
+    for ln in lines:
+        m = _FRAME.match(ln)
+        if m and m.group(1).endswith(test_file):
+            return f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3)} (another thread)"
     return first
 
 

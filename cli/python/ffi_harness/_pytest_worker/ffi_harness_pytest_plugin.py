@@ -56,23 +56,24 @@ _collect_errors: list[dict[str, str]] = []
 
 
 def _sanitizer_death_callback() -> object:
-    """Under a preloaded sanitizer runtime, dump the Python stacks when it reports (it aborts through its
-    own handler, so faulthandler never sees the signal): the report is then attributed to a line."""
+    """Under a preloaded sanitizer runtime, make its death go through abort(): the sanitizer ends the
+    process through its own path, which faulthandler never sees, so without this a report has no
+    Python stack. abort() raises SIGABRT, whose faulthandler handler dumps every thread's Python stack
+    without taking the GIL (a Python callback would deadlock when the reporting thread does not hold
+    it), then hands the signal back to the previous handler."""
     if "asan" not in os.environ.get("LD_PRELOAD", "") and "san" not in os.environ.get("FFI_HARNESS_SANITIZER", ""):
         return None  # no preloaded runtime: ctypes (and its import time) not needed
     try:
         import ctypes
 
-        setter = ctypes.CDLL(None).__sanitizer_set_death_callback
+        libc = ctypes.CDLL(None)
+        setter = libc.__sanitizer_set_death_callback
+        abort = ctypes.cast(libc.abort, ctypes.c_void_p)
     except (OSError, AttributeError):
         return None
-
-    def dump() -> None:
-        faulthandler.dump_traceback(file=_STDERR, all_threads=True)
-
-    callback = ctypes.CFUNCTYPE(None)(dump)
-    setter(callback)
-    return callback  # kept alive by the module global below
+    setter.argtypes = [ctypes.c_void_p]
+    setter(abort)
+    return abort
 
 
 _DEATH_CALLBACK = _sanitizer_death_callback()

@@ -66,7 +66,7 @@ tar -C "$pyroot/lib" -cf - --exclude="python$pyver/test" --exclude="python$pyver
   --exclude="python$pyver/ensurepip" --exclude="python$pyver/lib2to3" --exclude="__pycache__" \
   --exclude="python$pyver/config-$pyver-*" "python$pyver" | tar -C "$OUT/python/lib" -xf -
 # The `differential` target's other side: libnative.so (plain build) and the ctypes/cffi bindings.
-make -s -C wrapper/native BUILD="$repo/fuzz/target/libnative-plain" >/dev/null
+make -s -C libnative BUILD="$repo/fuzz/target/libnative-plain" >/dev/null
 cp "fuzz/target/libnative-plain/libnative.so" "$OUT/python/lib/libnative.so"
 cp pytests/bindings/*.py "$OUT/python/site/"
 "$python" -m pip install -q --disable-pip-version-check --target "$OUT/python/site" cffi

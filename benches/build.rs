@@ -1,5 +1,5 @@
 //! Builds everything the benchmarks call, so `cargo bench` needs nothing but the README's one-time set-up:
-//! - `make -C ../wrapper/native`: libnative.so, which ctypes, cffi and the C-API extension load;
+//! - `make -C ../libnative`: libnative.so, which ctypes, cffi and the C-API extension load;
 //! - libnative + capi/shapes.c compiled statically into the bench binary (cc crate): the bare-C floor
 //!   and the C side of the bench's own PyO3 shapes module;
 //! - `py/build_ext.py` run by the venv python: libbenchshapes.so, the C-API extension `_capi_bench`
@@ -21,13 +21,13 @@ fn main() {
         .parent()
         .expect("benches/ lives in the repo root")
         .to_path_buf();
-    let native = repo.join("wrapper/native");
+    let native = repo.join("libnative");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     for p in [
         "capi",
         "py/build_ext.py",
         "py/bench_cdef.py",
-        "../wrapper/native/Makefile",
+        "../libnative/Makefile",
     ] {
         println!("cargo:rerun-if-changed={p}");
     }

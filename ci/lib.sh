@@ -19,7 +19,7 @@ step() {
   fi
 }
 
-build_libnative() { make -s -C wrapper/native >/dev/null; }
+build_libnative() { make -s -C libnative >/dev/null; }
 
 build_wrapper() {
   # Release build installed editable into .venv: `import native` works from any venv process.
@@ -32,6 +32,6 @@ build_cffi_api() { "$PY" pytests/bindings/cffi_build.py >/dev/null; }
 # The Cython binding of libnative and the capsule consumer extension (pytests/bindings/): both only
 # need libnative.so and the venv's headers; each build script skips an up-to-date module.
 build_cython_and_capsule() {
-  "$PY" pytests/bindings/cython_build.py >/dev/null
+  "$PY" pytests/bindings/cython_build.py >/dev/null || return
   if [ -f pytests/bindings/capsule_consumer/build.py ]; then "$PY" pytests/bindings/capsule_consumer/build.py >/dev/null; fi
 }

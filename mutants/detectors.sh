@@ -40,8 +40,8 @@ det_available() {
 det_pytest() {
   source ci/lib.sh
   source ci/variants.sh
-  make -s -C wrapper/native >/dev/null
-  make -s -C wrapper/native test
+  make -s -C libnative >/dev/null
+  make -s -C libnative test
   local site
   site=$(stage_wrapper release)
   PYTHONPATH="$site:$PYTHONPATH_GUARD" "$PY" -m pytest pytests -x -q "${PYTEST_GUARD[@]}"
@@ -73,7 +73,7 @@ det_valgrind() { ci/valgrind; }
 det_ffi_test() {
   source ci/lib.sh
   source ci/variants.sh
-  make -s -C wrapper/native >/dev/null
+  make -s -C libnative >/dev/null
   local site
   site=$(stage_wrapper release)
   PYTHONPATH="$site:$root/cli/python" "$PY" -m ffi_harness.testrun --leaks -q --timeout 90 -- pytests -p no:cacheprovider

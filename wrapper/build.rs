@@ -1,4 +1,4 @@
-//! Compiles libnative (wrapper/native/*.c) into the extension with the same strict warnings as its
+//! Compiles libnative (libnative/*.c) into the extension with the same strict warnings as its
 //! Makefile. Under `cargo fuzz` (which passes `--cfg fuzzing` and `-Zsanitizer=address`) the C side is
 //! instrumented too, with clang-19: ASan sees C-side overflows and libFuzzer gets C coverage, with no
 //! environment to remember. `NATIVE_CC` / `NATIVE_CFLAGS` override (the sanitizer CI builds use them).
@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let dir = Path::new("native");
-    println!("cargo:rerun-if-changed=native");
+    let dir = Path::new("../libnative");
+    println!("cargo:rerun-if-changed=../libnative");
     for var in [
         "NATIVE_CC",
         "NATIVE_CFLAGS",
@@ -17,7 +17,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let mut sources: Vec<_> = std::fs::read_dir(dir)
-        .expect("wrapper/native exists")
+        .expect("libnative exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
         .collect();

@@ -34,7 +34,7 @@ def main(out: Path, libnative: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cc = shlex.split(os.environ.get("CC", "cc"))
     native_dir = libnative.parent
-    native_inc = native_dir.parent  # wrapper/native/build/libnative.so -> wrapper/native
+    native_inc = native_dir.parent  # libnative/build/libnative.so -> libnative
     cflags = ["-O2", "-g", "-fPIC", "-Wall", "-Wextra", "-Werror", "-std=c11"]
     rpath = [f"-Wl,-rpath,{out}", f"-Wl,-rpath,{native_dir}"]
 

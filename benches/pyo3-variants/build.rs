@@ -1,13 +1,13 @@
-//! Compiles libnative (wrapper/native/*.c) into the extension exactly as wrapper/build.rs does in a
+//! Compiles libnative (libnative/*.c) into the extension exactly as wrapper/build.rs does in a
 //! plain (non-fuzz, non-sanitizer) build, so every variant calls the same statically linked
 //! `native_add` as `native.add` does.
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new("../../wrapper/native");
-    println!("cargo:rerun-if-changed=../../wrapper/native");
+    let dir = Path::new("../../libnative");
+    println!("cargo:rerun-if-changed=../../libnative");
     let mut sources: Vec<_> = std::fs::read_dir(dir)
-        .expect("wrapper/native exists")
+        .expect("libnative exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
         .collect();

@@ -31,8 +31,8 @@ results="$root/target/pyo3-variants-results"
 
 # The C-API reference (_capi_bench, with the callgrind client requests), as ci/bench-instructions builds it.
 capi="$root/target/pyo3-variants-capi/py"
-make -s -C "$root/wrapper/native"
-"$py" "$root/benches/py/build_ext.py" "$capi" "$root/wrapper/native/build/libnative.so" 2>/dev/null
+make -s -C "$root/libnative"
+"$py" "$root/benches/py/build_ext.py" "$capi" "$root/libnative/build/libnative.so" 2>/dev/null
 
 # Every build is unzipped into the same scratch directory in turn: the interpreter then sees the same
 # paths (and string hashes, so the same allocation history) in every run. With a random temp dir the

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 pub mod report;
 
-/// The C the floor calls directly (linked statically by build.rs: wrapper/native/*.c and capi/shapes.c).
+/// The C the floor calls directly (linked statically by build.rs: libnative/*.c and capi/shapes.c).
 pub mod floor {
     use super::*;
     extern "C" {

@@ -1,6 +1,6 @@
 """Builds the cffi API-mode module `_native_cffi` into pytests/bindings/build/.
 
-    python pytests/bindings/cffi_build.py      (after `make -C wrapper/native`)
+    python pytests/bindings/cffi_build.py      (after `make -C libnative`)
 
 Out-of-line API mode: the C compiler checks cdefs.CDEF against the real native.h and links libnative.so
 with an rpath to its directory, so the module needs no LD_LIBRARY_PATH. Honours $NATIVE_LIB like the rest.
@@ -32,7 +32,7 @@ def make_ffi() -> FFI:
         '#include "native.h"',
         libraries=[libname],
         library_dirs=[str(lib.parent)],
-        include_dirs=[str(facade.REPO / "wrapper" / "native")],
+        include_dirs=[str(facade.REPO / "libnative")],
         runtime_library_dirs=[str(lib.parent)],
     )
     return ffi
@@ -40,7 +40,7 @@ def make_ffi() -> FFI:
 
 def build(verbose: bool = False) -> str:
     if not facade.lib_path().exists():
-        raise SystemExit(f"{facade.lib_path()} missing: run `make -C wrapper/native` first")
+        raise SystemExit(f"{facade.lib_path()} missing: run `make -C libnative` first")
     BUILD_DIR.mkdir(exist_ok=True)
     return make_ffi().compile(tmpdir=str(BUILD_DIR), verbose=verbose)
 

@@ -1,6 +1,6 @@
 """Builds the Cython binding `_native_cython` (pytests/bindings/cython/) into pytests/bindings/build/.
 
-    python pytests/bindings/cython_build.py      (after `make -C wrapper/native`)
+    python pytests/bindings/cython_build.py      (after `make -C libnative`)
 
 cython translates the .pyx (its `cdef extern from "native.h"` declarations are in libnative.pxd), then
 the C compiler builds it against the real native.h with -Wall -Wextra -Werror and links libnative.so with
@@ -38,7 +38,7 @@ def run(cmd: list[str], quiet: bool) -> None:
 def build(out: Path = BUILD_DIR, lib: Path | None = None, quiet: bool = True) -> Path:
     lib = (lib or facade.lib_path()).resolve()
     if not lib.exists():
-        raise SystemExit(f"{lib} missing: run `make -C wrapper/native` first")
+        raise SystemExit(f"{lib} missing: run `make -C libnative` first")
     out.mkdir(parents=True, exist_ok=True)
     pyx = SRC / "_native_cython.pyx"
     csrc = out / "_native_cython.c"
@@ -49,7 +49,7 @@ def build(out: Path = BUILD_DIR, lib: Path | None = None, quiet: bool = True) ->
     run([sys.executable, "-m", "cython", "-3", "--fast-fail", "-I", str(SRC), str(pyx), "-o", str(csrc)], quiet)
     libname = "native" if lib.name == "libnative.so" else ":" + lib.name
     cc = shlex.split(os.environ.get("CC", "cc"))
-    run(cc + CFLAGS + ["-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{facade.REPO / 'wrapper' / 'native'}",
+    run(cc + CFLAGS + ["-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{facade.REPO / 'libnative'}",
                        str(csrc), "-o", str(target), f"-L{lib.parent}", f"-l{libname}",
                        f"-Wl,-rpath,{lib.parent}"], quiet)
     return target

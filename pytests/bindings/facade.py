@@ -36,9 +36,9 @@ COUNTER_FIELDS = ("live_handles", "live_subscriptions", "live_blocks", "calls")
 
 
 def lib_path() -> Path:
-    """libnative.so: $NATIVE_LIB if set, else the `make -C wrapper/native` output."""
+    """libnative.so: $NATIVE_LIB if set, else the `make -C libnative` output."""
     override = os.environ.get("NATIVE_LIB")
-    return Path(override) if override else REPO / "wrapper" / "native" / "build" / "libnative.so"
+    return Path(override) if override else REPO / "libnative" / "build" / "libnative.so"
 
 
 # ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----

@@ -1,6 +1,6 @@
 """ctypes, cffi ABI, cffi API and Cython bindings of libnative: same inputs, same answers, same ledger.
 
-Needs `make -C wrapper/native`; the cffi API cases also need `python pytests/bindings/cffi_build.py`, the
+Needs `make -C libnative`; the cffi API cases also need `python pytests/bindings/cffi_build.py`, the
 Cython ones `python pytests/bindings/cython_build.py`.
 The differential test against the PyO3 wrapper runs when `import native` works.
 """
@@ -20,7 +20,7 @@ import facade
 import pytest
 
 if not facade.lib_path().exists():
-    pytest.skip(f"{facade.lib_path()} not built: run `make -C wrapper/native`", allow_module_level=True)
+    pytest.skip(f"{facade.lib_path()} not built: run `make -C libnative`", allow_module_level=True)
 
 import cffi_native
 import ctypes_native

@@ -2,7 +2,7 @@
 //! offers, one `#[pyfunction]` each, for benches/pyo3-variants/measure.sh (callgrind instructions per
 //! call). Every variant has the same contract as `native.add`: two ints that fit a C long, OverflowError
 //! if an argument or the sum does not fit, TypeError for non-ints, and the sum is computed by
-//! libnative's `native_add` (wrapper/native/compute.c, compiled in by build.rs, statically linked as
+//! libnative's `native_add` (libnative/compute.c, compiled in by build.rs, statically linked as
 //! in `native`). Build-level knobs (`--cfg pyo3_disable_reference_pool`, LTO, abi3) are separate builds
 //! of this same source.
 

@@ -1,4 +1,4 @@
-# Typed declarations of libnative for Cython, taken from wrapper/native/native.h: `cdef extern from`
+# Typed declarations of libnative for Cython, taken from libnative/native.h: `cdef extern from`
 # makes the C compiler check every use against the real header (a drifted declaration is a build error,
 # not a crash), which is what ctypes cannot do and what cffi's API mode also does.
 # Functions that may block or run long are declared `nogil`, so the binding can call them with the GIL

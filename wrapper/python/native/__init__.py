@@ -1,7 +1,7 @@
 """native: the reference PyO3 wrapper of libnative (see the ffi-harness README).
 
 The extension module is the private submodule `native._native` (Rust, wrapper/src); this package only
-re-exports it (`import native` is the public API), so the C sources can live in wrapper/native/ without
+re-exports it (`import native` is the public API), so the C sources can live in libnative/ without
 maturin mistaking them for a Python package. Type checkers read __init__.pyi and _native.pyi.
 """
 

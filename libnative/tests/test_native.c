@@ -1,6 +1,6 @@
 /*
  * Self-test of libnative's whole API, in plain C: what a wrapper may rely on, checked without Python.
- * Run with `make -C wrapper/native test` (add CC=clang-19 CFLAGS_EXTRA=-fsanitize=... for sanitizers).
+ * Run with `make -C libnative test` (add CC=clang-19 CFLAGS_EXTRA=-fsanitize=... for sanitizers).
  */
 #define _GNU_SOURCE 1
 #include "native.h"

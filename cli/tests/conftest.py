@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The fixture package's own tests run only through `ffi-harness test` (they need it built and installed).
+collect_ignore = ["fixtures"]
+
 FIXTURE = Path(__file__).parent / "fixtures" / "buggy_ext"
 VENV_BIN = Path(sys.executable).parent
 CLI = shutil.which("ffi-harness", path=str(VENV_BIN)) or "ffi-harness"

@@ -22,7 +22,6 @@ instrumented or does not import.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffi_harness import build_flags
+from ffi_harness import build_flags, interpreter
 from ffi_harness.build_detect import BuildSystem, UnsupportedBuildSystem, detect
 from ffi_harness.cli import EXIT_CLEAN, UsageError
 from ffi_harness.sanitizers import Instrumentation, inspect, sanitizer_env
@@ -138,18 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolve_python(arg: str | None) -> str:
-    """The interpreter to install into: PY, PY/bin/python for a venv directory, or sys.executable."""
-    if arg is None:
-        return sys.executable
-    p = Path(arg)
-    if p.is_dir():
-        for cand in (p / "bin" / "python3", p / "bin" / "python"):
-            if cand.exists():
-                return os.path.abspath(cand)
-        raise UsageError(f"--python {arg}: a directory without bin/python (not a venv)")
-    found = shutil.which(arg) if not p.exists() else os.path.abspath(p)
-    if not found:
-        raise UsageError(f"--python {arg}: no such interpreter")
+    """The interpreter to install into (see interpreter.resolve_python); it must have pip."""
+    found = interpreter.resolve_python(arg)
     probe = subprocess.run([found, "-m", "pip", "--version"], check=False, capture_output=True, text=True)
     if probe.returncode != 0:
         raise UsageError(f"--python {arg}: pip is not available in that environment ({found} -m pip failed)")

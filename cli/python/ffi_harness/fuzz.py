@@ -22,14 +22,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ffi_harness import cmpshim, sanitizers
+from ffi_harness import cmpshim, interpreter, sanitizers
 from ffi_harness import findings as fnd
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
@@ -85,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A callable whose known crash keeps coming back is left out of later engine runs only after this many
+# repeats: leaving it out at the first repeat hid deeper bugs of the same callable behind a shallow one
+# (ujson 5.1.0's `dumps`: a lone-surrogate key crashed it within seconds, so its `indent` overflow, a
+# CVE, was never reached). Each repeat costs one engine restart (about a second).
+REPEATS_BEFORE_EXCLUSION = 8
+
 @dataclass
 class Target:
     module: str
@@ -116,13 +121,6 @@ class Totals:
     calls: dict[str, list[int]] = field(default_factory=dict)
     signatures: int = 0
     native_modules: int = 0
-
-
-def _check_python(python: str) -> str:
-    p = Path(python)
-    if not p.exists() or not os.access(p, os.X_OK):
-        raise UsageError(f"--python {python}: no such interpreter")
-    return python
 
 
 def resolve_target(module: str, python: str) -> Target:
@@ -280,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-time must be positive")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    python = _check_python(args.python) if args.python else sys.executable
+    python = interpreter.resolve_python(args.python)
     target = resolve_target(args.module, python)
     artifacts = Path(args.artifacts).resolve()
     workdir = artifacts / ".work"
@@ -339,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
     totals = Totals()
     found: dict[str, fnd.Finding] = {}
     crash_counts: dict[str, int] = {}
+    replayed_as: dict[str, tuple[str, str]] = {}  # engine-reported key -> (kind, site) after replay
     excluded: list[str] = []
     notes: list[str] = []
     run_index = 0
@@ -405,7 +404,14 @@ def run(args: argparse.Namespace) -> int:
                 for art in new:
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir).read_text())
                     f = _crash_finding(art, text, rc, run_plan, t0)
-                    _replay(f, target, artifacts, args)
+                    # A crash already known from the engine's report is not replayed again: the replay
+                    # costs a process start, and a shallow bug may fire every few seconds.
+                    if f.key in replayed_as:
+                        f.kind, f.site = replayed_as[f.key]
+                    else:
+                        pre = f.key
+                        _replay(f, target, artifacts, args)
+                        replayed_as[pre] = (f.kind, f.site)
                     crash_counts[f.key] = crash_counts.get(f.key, 0) + 1
                     if f.key not in found:
                         found[f.key] = f
@@ -415,14 +421,14 @@ def run(args: argparse.Namespace) -> int:
                             flush=True,
                         )
                     if (
-                        (crash_counts[f.key] >= 2 or f.kind == "hang")
+                        (crash_counts[f.key] >= REPEATS_BEFORE_EXCLUSION or f.kind == "hang")
                         and f.callable not in excluded
                         and f.callable != "?"
                     ):
                         excluded.append(f.callable)
                         notes.append(
                             f"{f.callable} left out of later runs after its {f.kind} "
-                            f"{'(a hang costs the whole timeout)' if f.kind == 'hang' else 'repeated'}"
+                            f"{'(a hang costs the whole timeout)' if f.kind == 'hang' else f'repeated {crash_counts[f.key]} times'}"
                         )
                 if rc != 0 and not new and time.monotonic() < deadline - 1:
                     notes.append(f"engine run {er.index} exited with status {rc} without an artifact (log: {er.log})")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ffi_harness import findings as fnd
+from ffi_harness import interpreter
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, UsageError
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         header = fnd.read_header(path)
     except (SyntaxError, ValueError, UnicodeDecodeError) as e:
         raise UsageError(str(e).splitlines()[0]) from e
-    python = args.python or header.get("python") or sys.executable
+    python = interpreter.resolve_python(args.python) if args.python else header.get("python") or sys.executable
     if not (Path(python).exists() and os.access(python, os.X_OK)):
         python = sys.executable
     asan = bool(header.get("asan"))

@@ -18,7 +18,7 @@ import struct
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CLANG_CANDIDATES = ("clang-19", "clang-20", "clang-18", "clang")
@@ -57,7 +57,7 @@ def find_clang() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def asan_runtime(clang: str | None = None) -> Path | None:
     """clang's shared ASan runtime (libclang_rt.asan-<arch>.so), or None if there is none."""
     clang = clang or find_clang()
@@ -158,7 +158,7 @@ def extension_files(module: str, python: str) -> list[Path]:
         "if spec is None: raise SystemExit(3)\n"
         "print('\\n'.join(spec.submodule_search_locations or [spec.origin or '']))\n"
     )
-    out = subprocess.run([python, "-c", code, module], capture_output=True, text=True)
+    out = subprocess.run([python, "-c", code, module], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         return []
     files: list[Path] = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ffi_harness import sanitizers
+from ffi_harness import interpreter, sanitizers
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
 DEFAULT_LEAKS = (2, 4)
@@ -237,7 +237,7 @@ def _debug_interpreter(python: str) -> str | None:
 
 
 def prepare(args: argparse.Namespace) -> Setup:
-    python = args.python or sys.executable
+    python = requested = interpreter.resolve_python(args.python)
     if shutil.which(python) is None and not Path(python).is_file():
         raise UsageError(f"--python {python}: no such interpreter")
     env = dict(os.environ)
@@ -274,7 +274,7 @@ def prepare(args: argparse.Namespace) -> Setup:
                     f"--gil: debug interpreter {dbg} cannot import pytest (install pytest for it and build the "
                     "extension for its ABI); PYTHONMALLOC=debug -X dev on the release build instead"
                 )
-    return Setup(python, xopts, env, notes, python if args.gil and python != (args.python or sys.executable) else None)
+    return Setup(python, xopts, env, notes, python if args.gil and python != requested else None)
 
 
 # --- the worker loop --------------------------------------------------------------------------------

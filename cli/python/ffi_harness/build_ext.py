@@ -22,6 +22,7 @@ instrumented or does not import.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -178,12 +179,32 @@ def prepare_sources(src: Path, workdir: Path) -> Path:
         raise UsageError(f"{src}: neither pyproject.toml nor setup.py found: not a Python project")
 
     def ignore(directory: str, names: list[str]) -> set[str]:
-        skipped = {n for n in names if n in IGNORED_IN_COPY or n.endswith((".egg-info", ".o", ".so", ".pyd"))}
+        skipped = {
+            n
+            for n in names
+            if n in IGNORED_IN_COPY or n.startswith(".venv") or n.endswith((".egg-info", ".o", ".so", ".pyd"))
+        }
         return skipped
 
-    dest = workdir / (src.resolve().name or "project")
-    shutil.copytree(src, dest, ignore=ignore, symlinks=True)
-    return dest
+    # A crate inside a cargo workspace inherits from the workspace's Cargo.toml (`edition.workspace =
+    # true`, shared dependencies) and its build script may reach sibling directories: copy the whole
+    # workspace and build the project at its place inside the copy.
+    root = cargo_workspace_root(src)
+    top = root if root is not None else src
+    dest = workdir / (top.resolve().name or "project")
+    shutil.copytree(top, dest, ignore=ignore, symlinks=True)
+    return dest / src.resolve().relative_to(top.resolve())
+
+
+def cargo_workspace_root(src: Path) -> Path | None:
+    """The nearest ancestor of a Rust project `src` whose Cargo.toml declares a [workspace], if any."""
+    if not (src / "Cargo.toml").is_file():
+        return None
+    for parent in src.resolve().parents:
+        manifest = parent / "Cargo.toml"
+        if manifest.is_file() and re.search(r"^\[workspace\]", manifest.read_text(errors="replace"), re.MULTILINE):
+            return parent
+    return None
 
 
 # --- building and installing ----------------------------------------------------------------------

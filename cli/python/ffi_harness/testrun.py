@@ -44,6 +44,9 @@ SUMMARY_LINES = 15  # the summary stays one screen: the verdict lines above list
 OK_VERDICTS = ("passed", "skipped", "xfailed", "xpassed", "not repeatable")
 BAD_VERDICTS = ("failed", "error", "LEAK", "CRASH", "HANG")
 
+# An instrumented extension imported without its sanitizer runtime fails on one of these symbols.
+SANITIZER_SYMBOL = re.compile(r"undefined symbol: __(asan|ubsan|sancov|sanitizer)_")
+
 
 def _leaks_arg(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+):(\d+)", text)
@@ -523,6 +526,11 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
         f"{total} tests: {', '.join(parts) or 'nothing ran'} in {elapsed:.1f}s"
         f" ({run.workers} worker{'s' if run.workers != 1 else ''}{'; ' + ', '.join(mode) if mode else ''})"
     )
+    if not args.asan and any(SANITIZER_SYMBOL.search(e["longrepr"]) for e in run.collect_errors):
+        out.append(
+            "hint: an extension was built with sanitizers (ffi-harness build-ext): its runtime is not loaded; "
+            "run with --asan"
+        )
     if total == 0:
         why = "collection failed" if run.collect_errors else "no test was collected"
         out.append(f"ffi-harness test: {why}: nothing was judged")

@@ -219,6 +219,23 @@ def _counter_hooks(config: pytest.Config) -> list[Callable[[], dict[str, int]]]:
     return hooks
 
 
+# Growth every measured round at or above which a metric leaks. Bytes move with allocator rounding and
+# resized internal tables: a leaked object is at least a few dozen bytes, so smaller growth is noise.
+MIN_GROWTH = {"asan_bytes": 32}
+
+
+def _asan_allocated_bytes() -> Callable[[], int] | None:
+    """ASan's count of bytes its allocator currently holds, when the ASan runtime is loaded."""
+    import ctypes  # only under PYTHONMALLOC=malloc: a plain run never loads it
+
+    try:
+        fn = ctypes.CDLL(None).__sanitizer_get_current_allocated_bytes
+    except (AttributeError, OSError):
+        return None
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = []
+    return lambda: int(fn())
+
 class _Meter:
     """Snapshots into preallocated lists, ints pooled (regrtest's get_pooled_int): the bookkeeping
     allocates the same objects each round, so it cancels out of the deltas."""
@@ -226,8 +243,15 @@ class _Meter:
     def __init__(self, config: pytest.Config, rounds: int) -> None:
         self.hooks = _counter_hooks(config)
         self.names: list[str] = []
+        self.asan_bytes = None
         if os.environ.get("PYTHONMALLOC", "") not in ("malloc", "malloc_debug"):
             self.names.append("blocks")  # under PYTHONMALLOC=malloc the count is always 0
+        else:
+            # Under --asan every object is a malloc block of ASan's allocator, which counts the bytes
+            # it holds: the stand-in for the block count (a leaked str is not gc-tracked).
+            self.asan_bytes = _asan_allocated_bytes()
+            if self.asan_bytes is not None:
+                self.names.append("asan_bytes")
         if hasattr(sys, "gettotalrefcount"):
             self.names.append("refs")
         self.names += ["gc_objects", "fds", "threads"]
@@ -247,6 +271,9 @@ class _Meter:
             native.update(hook())
         if self.names[i] == "blocks":
             out[i] = sys.getallocatedblocks()
+            i += 1
+        elif self.names[i] == "asan_bytes" and self.asan_bytes is not None:
+            out[i] = self.asan_bytes()
             i += 1
         if self.names[i] == "refs":
             out[i] = sys.gettotalrefcount()
@@ -272,7 +299,11 @@ class _Meter:
             self.before[j] = self.after[j]
 
     def leaks(self) -> dict[str, list[int]]:
-        return {name: list(self.deltas[j]) for j, name in enumerate(self.names) if all(d >= 1 for d in self.deltas[j])}
+        return {
+            name: list(self.deltas[j])
+            for j, name in enumerate(self.names)
+            if all(d >= MIN_GROWTH.get(name, 1) for d in self.deltas[j])
+        }
 
     def table(self) -> dict[str, list[int]]:
         return {name: list(self.deltas[j]) for j, name in enumerate(self.names)}
@@ -319,12 +350,15 @@ def _run_once(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None
     return runtestprotocol(item, log=log, nextitem=nextitem)  # type: ignore[arg-type]
 
 
-def _teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """After a run that kept the module/class/session fixtures for a repetition, tear down to `nextitem`."""
+def _teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> str | None:
+    """After a run that kept the module/class/session fixtures for a repetition, tear down to `nextitem`;
+    the error text if a fixture's teardown raised."""
     try:
         item.session._setupstate.teardown_exact(nextitem)
     except Exception as e:  # noqa: BLE001 - reported as the test's teardown failure
         _STDERR.write(f"ffi-harness: teardown after {item.nodeid} failed: {e!r}\n")
+        return f"teardown of the fixtures shared with other tests failed: {e!r}"
+    return None
 
 
 def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int, runs: int) -> dict[str, Any]:
@@ -351,11 +385,12 @@ def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int,
         _send({"ev": "run", "id": item.nodeid, "i": k})
         if k == warmup + 1:
             meter.start()
-        rep = _summarise(_run_once(item, nextitem if k == total else keep, False))
+        # Every run keeps the wider fixtures: the last measured round must not include the teardown
+        # of module or session fixtures (it frees what earlier tests built, a negative delta).
+        rep = _summarise(_run_once(item, keep, False))
         book.trim()
         if rep["outcome"] not in ("passed", "xfailed"):
-            if k != total:
-                _teardown_to(item, nextitem)
+            _teardown_to(item, nextitem)
             why = rep["longrepr"].strip().splitlines()
             res["not_repeatable"] = f"run {k + 1} of {total + 1} {rep['outcome']} in {rep['when']}" + (
                 f": {why[-1][:200]}" if why else ""
@@ -365,6 +400,9 @@ def _leak_protocol(item: pytest.Item, nextitem: pytest.Item | None, warmup: int,
             meter.measure(k - warmup - 1)
     res["rounds"] = meter.table()
     res["leaks"] = meter.leaks()
+    err = _teardown_to(item, nextitem)
+    if err is not None:
+        res.update(outcome="error", when="teardown", longrepr=err)
     return res
 
 

@@ -90,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # CVE, was never reached). Each repeat costs one engine restart (about a second).
 REPEATS_BEFORE_EXCLUSION = 8
 
+
 @dataclass
 class Target:
     module: str
@@ -609,7 +610,14 @@ def _summary(
     kinds: dict[str, int] = {}
     for c in plan["callables"]:
         kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
-    exercised = {n: c for n, c in totals.calls.items() if c[0] > 0}
+    # An engine run that dies in a crash writes no call counts: a callable whose findings show it ran
+    # counts as exercised, with its recorded calls marked as a lower bound.
+    crashed_in = {f.callable for f in found.values()}
+    for f in found.values():
+        step = f.verdict.step if f.verdict is not None else None
+        if step is not None:
+            crashed_in.update(s["callable"] for s in f.steps[: step + 1])
+    exercised = {n for n, c in totals.calls.items() if c[0] > 0} | (crashed_in & {c["name"] for c in plan["callables"]})
     total_calls = sum(c[0] for c in totals.calls.values())
     eps = execs / fuzz_time if fuzz_time > 0 else 0.0
     print()
@@ -621,10 +629,15 @@ def _summary(
     )
     per = sorted(totals.calls.items(), key=lambda kv: -kv[1][0])
     line = "  " + ", ".join(
-        f"{n} {c[0]}" + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "") for n, c in per
+        f"{n} {c[0]}"
+        + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "")
+        + ("+" if n in crashed_in else "")
+        for n, c in per
     )
     print(line if per else "  (no calls recorded)")
-    never = [c["name"] for c in plan["callables"] if totals.calls.get(c["name"], [0])[0] == 0]
+    if crashed_in:
+        print("  (N+: N calls counted, plus those of engine runs that ended in a crash)")
+    never = [c["name"] for c in plan["callables"] if c["name"] not in exercised]
     if never:
         print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
     print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}")

@@ -612,8 +612,9 @@ def _summary(
         kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
     # An engine run that dies in a crash writes no call counts: a callable whose findings show it ran
     # counts as exercised, with its recorded calls marked as a lower bound.
-    crashed_in = {f.callable for f in found.values()}
-    for f in found.values():
+    crashes = [f for f in found.values() if f.source == "crash"]
+    crashed_in = {f.callable for f in crashes}
+    for f in crashes:
         step = f.verdict.step if f.verdict is not None else None
         if step is not None:
             crashed_in.update(s["callable"] for s in f.steps[: step + 1])

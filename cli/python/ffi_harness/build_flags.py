@@ -29,7 +29,10 @@ from ffi_harness.build_detect import BuildSystem
 from ffi_harness.cli import UsageError
 from ffi_harness.sanitizers import asan_runtime, find_clang
 
-UBSAN = "-fsanitize=undefined -fno-sanitize=function -fno-sanitize-recover=undefined"
+# Recoverable: UBSAN_OPTIONS=halt_on_error=1 (sanitizers.UBSAN_OPTIONS, set for `test`, `repro` and
+# every replay) makes a report fatal, while the fuzz engine runs with halt_on_error=0 and reports each
+# source location once without ending its run (engine_main._with_ubsan_scan).
+UBSAN = "-fsanitize=undefined -fno-sanitize=function"
 UBSAN_CXX_EXTRA = "-fno-sanitize=vptr"
 COMMON_C = "-fsanitize=address -fsanitize=fuzzer-no-link -fno-omit-frame-pointer -g -O1"
 RUSTFLAGS = (

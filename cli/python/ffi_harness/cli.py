@@ -17,7 +17,10 @@ EXIT_USAGE = 2
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "build-ext": ("ffi_harness.build_ext", "build a package's native code instrumented (ASan, UBSan, coverage) into an environment"),
+    "build-ext": (
+        "ffi_harness.build_ext",
+        "build a package's native code instrumented (ASan, UBSan, coverage) into an environment",
+    ),
     "fuzz": ("ffi_harness.fuzz", "discover a module's callables and fuzz them with hostile values under oracles"),
     "repro": ("ffi_harness.repro", "replay a repro-*.py under the sanitizer conditions it was found in"),
     "test": ("ffi_harness.testrun", "run a pytest suite with per-test crash isolation, leak, ASan and GIL verdicts"),

@@ -59,6 +59,64 @@ _TOO_MANY = re.compile(
     r"(?:takes|expected|expects)\s+(?:at most |exactly |from \d+ to )?(\d+|no|one)\s+(?:positional\s+)?arguments?"
 )
 _RANGE = re.compile(r"from (\d+) to (\d+) positional arguments")
+_MISSING_POSITIONAL = re.compile(r"missing required argument .*\(pos (\d+)\)|Required argument .*\(pos (\d+)\)")
+_UNKNOWN_KEYWORD = re.compile(r"invalid keyword argument|unexpected keyword argument")
+_DOC_KEYWORD = re.compile(r"\b([a-z_][a-z0-9_]*)\s*=(?!=)")
+# Keyword names tried on a callable that takes keywords without naming them anywhere (a C function
+# parsing with PyArg_ParseTupleAndKeywords has no signature): the ones its docstring writes as
+# `name=`, then names common across the standard library's and popular extensions' C functions.
+COMMON_KEYWORDS = (
+    "indent",
+    "sort_keys",
+    "default",
+    "separators",
+    "encoding",
+    "errors",
+    "strict",
+    "timeout",
+    "size",
+    "length",
+    "offset",
+    "start",
+    "end",
+    "step",
+    "mode",
+    "flags",
+    "key",
+    "reverse",
+    "seed",
+    "level",
+    "protocol",
+    "buffering",
+    "newline",
+    "maxsize",
+    "maxlen",
+    "limit",
+    "count",
+    "width",
+    "precision",
+    "base",
+    "byteorder",
+    "signed",
+    "copy",
+    "order",
+    "axis",
+    "block",
+    "blocking",
+    "callback",
+    "name",
+    "path",
+    "data",
+    "value",
+    "format",
+    "kind",
+    "hook",
+    "object_hook",
+    "max_length",
+    "allow_nan",
+)
+MAX_KEYWORD_PROBES = 80
+MAX_KEYWORDS = 12
 
 
 def _stub_signatures(module: types.ModuleType) -> dict[str, tuple[int, int, list[str]]]:
@@ -163,14 +221,48 @@ def _probe(fn: Any, label: str) -> tuple[int, int, list[str]]:
     except BaseException:  # noqa: BLE001 - 40 arguments accepted (or failed otherwise): varargs
         hi = MAX_ARGS
     print(f"FFI_HARNESS_PROBING {label} (keyword)", file=sys.stderr, flush=True)
-    try:
-        fn(__ffi_harness_probe__=None)
-    except TypeError as e:
-        if "keyword" in str(e) and "no keyword" not in str(e):
-            kws = []  # accepts keywords, names unknown: none to offer
-    except BaseException:  # noqa: BLE001, S110 - keywords accepted, or the call failed otherwise
-        pass
+    given = lo
+    while given <= min(hi, MAX_ARGS):
+        try:
+            fn(*([None] * given), __ffi_harness_probe__=_ProbeValue())
+        except TypeError as e:
+            missing = _MISSING_POSITIONAL.search(str(e))
+            pos = int(missing.group(missing.lastindex or 1)) if missing else 0
+            if pos > given:
+                # "missing required argument 'obj' (pos 1)": the minimum arity, and a retry with it
+                given = lo = pos
+                continue
+            if _UNKNOWN_KEYWORD.search(str(e)):
+                # The interpreter names an unknown keyword before running the call: each candidate
+                # name it does not reject that way is a keyword the callable takes.
+                kws = _probe_keywords(fn, given, getattr(fn, "__doc__", None), label)
+        except BaseException:  # noqa: BLE001, S110 - keywords accepted, or the call failed otherwise
+            pass
+        break
     return lo, min(hi, MAX_ARGS), kws
+
+
+class _ProbeValue:
+    """A keyword probe's value: no argument converter accepts it as an int, str, bytes or float, so a
+    probe of a known keyword fails in that keyword's conversion instead of running the call."""
+
+
+def _probe_keywords(fn: Any, lo: int, doc: str | None, label: str) -> list[str]:
+    candidates = list(dict.fromkeys([*_DOC_KEYWORD.findall(doc or ""), *COMMON_KEYWORDS]))
+    found: list[str] = []
+    for name in candidates[:MAX_KEYWORD_PROBES]:
+        print(f"FFI_HARNESS_PROBING {label} (keyword {name})", file=sys.stderr, flush=True)
+        try:
+            fn(*([None] * lo), **{name: _ProbeValue()})
+        except TypeError as e:
+            if _UNKNOWN_KEYWORD.search(str(e)):
+                continue
+        except BaseException:  # noqa: BLE001, S110 - rejected otherwise: the keyword was accepted
+            pass
+        found.append(name)
+        if len(found) >= MAX_KEYWORDS:
+            break
+    return found
 
 
 def _arity(

@@ -199,7 +199,13 @@ class DiscoveryCrash(Exception):
 
 
 def _libfuzzer_args(
-    args: argparse.Namespace, corpus: Path, crashes: Path, job: int, remaining: float, dictionary: Path | None = None
+    args: argparse.Namespace,
+    corpus: Path,
+    crashes: Path,
+    job: int,
+    run_index: int,
+    remaining: float,
+    dictionary: Path | None = None,
 ) -> list[str]:
     a = [
         str(corpus),
@@ -213,7 +219,9 @@ def _libfuzzer_args(
         "-report_slow_units=1000000",
     ]
     if args.seed is not None:
-        a.append(f"-seed={args.seed + job}")
+        # Reproducible, but a new sequence per engine run: a restart after a crash with the same seed
+        # would replay the same mutations into the same crash.
+        a.append(f"-seed={args.seed + 1000 * run_index + job}")
     if dictionary is not None:
         a.append(f"-dict={dictionary}")
     return a + list(args.libfuzzer_arg)
@@ -334,6 +342,12 @@ def run(args: argparse.Namespace) -> int:
     elif target.coverage:
         cmp_note = "off (the shim needs an ASan build: it is preloaded ahead of the ASan runtime)"
     native += f"; comparison tracing: {cmp_note}"
+    if any(f.ubsan for f in target.files):
+        # UBSan reports do not end an engine run: each is a finding of the program that caused it.
+        engine_env = dict(engine_env)
+        opts = engine_env.get("UBSAN_OPTIONS", sanitizers.UBSAN_OPTIONS).replace("halt_on_error=1", "halt_on_error=0")
+        engine_env["UBSAN_OPTIONS"] = opts if "halt_on_error" in opts else f"{opts}:halt_on_error=0"
+        engine_env["FFI_HARNESS_UBSAN_SCAN"] = "1"
     deadline = time.monotonic() + args.max_time
     totals = Totals()
     found: dict[str, fnd.Finding] = {}
@@ -362,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
             str(findings_dir),
             str(stats),
             "--",
-            *_libfuzzer_args(args, corpus, crashes, job, remaining, dictionary),
+            *_libfuzzer_args(args, corpus, crashes, job, run_index, remaining, dictionary),
         ]
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
@@ -372,7 +386,9 @@ def run(args: argparse.Namespace) -> int:
 
     for job in range(args.jobs):
         start(job)
-    seen_artifacts: set[str] = set()
+    # (name, mtime): libFuzzer names an artifact by its input's hash, so the same crash found again
+    # rewrites the same file; it is a repeat all the same.
+    seen_artifacts: set[tuple[str, int]] = set()
     try:
         while active:
             time.sleep(0.2)
@@ -400,8 +416,10 @@ def run(args: argparse.Namespace) -> int:
                     m = re.search(r"FFI_HARNESS_ERROR (.*)|internal error[^\n]*", text)
                     setup_error = m.group(0) if m else f"engine exited with status {rc}"
                     continue
-                new = sorted(p for p in crashes.glob(f"job{job}-*") if p.name not in seen_artifacts)
-                seen_artifacts.update(p.name for p in new)
+                new = sorted(
+                    p for p in crashes.glob(f"job{job}-*") if (p.name, p.stat().st_mtime_ns) not in seen_artifacts
+                )
+                seen_artifacts.update((p.name, p.stat().st_mtime_ns) for p in new)
                 for art in new:
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir).read_text())
                     f = _crash_finding(art, text, rc, run_plan, t0)
@@ -630,9 +648,7 @@ def _summary(
     )
     per = sorted(totals.calls.items(), key=lambda kv: -kv[1][0])
     line = "  " + ", ".join(
-        f"{n} {c[0]}"
-        + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "")
-        + ("+" if n in crashed_in else "")
+        f"{n} {c[0]}" + (f" ({c[3]} without receiver)" if c[3] and not c[0] else "") + ("+" if n in crashed_in else "")
         for n, c in per
     )
     print(line if per else "  (no calls recorded)")

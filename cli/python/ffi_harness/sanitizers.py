@@ -26,8 +26,7 @@ CLANG_CANDIDATES = ("clang-19", "clang-20", "clang-18", "clang")
 # The runtime's own defaults for a Python process: the interpreter's arenas look leaked at exit, and
 # sanitizer reports must abort (a finding), never continue with corrupted state.
 ASAN_OPTIONS = (
-    "detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:handle_abort=1"
-    ":detect_odr_violation=0:symbolize=1"
+    "detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:handle_abort=1:detect_odr_violation=0:symbolize=1"
 )
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
 
@@ -104,7 +103,9 @@ def sanitizer_env(base: Mapping[str, str] | None = None, *, asan: bool = True) -
     return env
 
 
-def env_header(env: Mapping[str, str], keys: Iterable[str] = ("LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS", "UBSAN_OPTIONS")) -> str:
+def env_header(
+    env: Mapping[str, str], keys: Iterable[str] = ("LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+) -> str:
     """The `KEY=value ...` prefix of a shell command that recreates the sanitizer conditions."""
     return " ".join(f"{k}={env[k]}" for k in keys if env.get(k))
 

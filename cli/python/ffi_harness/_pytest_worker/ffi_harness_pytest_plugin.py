@@ -236,6 +236,7 @@ def _asan_allocated_bytes() -> Callable[[], int] | None:
     fn.argtypes = []
     return lambda: int(fn())
 
+
 class _Meter:
     """Snapshots into preallocated lists, ints pooled (regrtest's get_pooled_int): the bookkeeping
     allocates the same objects each round, so it cancels out of the deltas."""

@@ -5,6 +5,7 @@ after the other on the same machine. atheris runs twice: under the same sanitize
 cargo-fuzz binaries (ASan build of native via ci/asan-python), and against the plain release build. Prints (and optionally writes) a Markdown table with the exec/s ratio.
 Needs the fuzz targets built (ci/fuzz-smoke or ci/fuzz_run.py builds them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,16 @@ PAIRS = ["buffers", "handles", "structs"]
 
 
 def exec_per_sec(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
-    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         errors="replace", timeout=900).stdout
+    out = subprocess.run(
+        cmd,
+        check=False,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=900,
+    ).stdout
     rate = re.findall(r"stat::average_exec_per_sec:\s*(\d+)", out)
     execs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", out)
     if not rate:
@@ -41,8 +50,15 @@ def main() -> int:
     for target in PAIRS:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
             common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
-            ours = exec_per_sec([str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target), a, *common,
-                                 f"-artifact_prefix={a}/"], env)
+            ours = exec_per_sec(
+                [
+                    str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target),
+                    a,
+                    *common,
+                    f"-artifact_prefix={a}/",
+                ],
+                env,
+            )
             harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
             plain = exec_per_sec([str(PY), *harness, b, *common, f"-artifact_prefix={b}/"], env)
             # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of
@@ -54,7 +70,9 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for target, (ours, _), (plain, _), (asan, _) in rows:
-        lines.append(f"| {target} | {ours} | {asan} | {ours / max(asan, 1):.1f}x | {plain} | {ours / max(plain, 1):.2f}x |")
+        lines.append(
+            f"| {target} | {ours} | {asan} | {ours / max(asan, 1):.1f}x | {plain} | {ours / max(plain, 1):.2f}x |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.summary_file:

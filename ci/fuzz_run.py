@@ -6,6 +6,7 @@ corpus size, findings, and for each finding the path of a repro.py (written by t
 an oracle failure, or regenerated from the crash artifact with FFI_HARNESS_WRITE_REPRO=1 when the
 process died, e.g. an ASan report). Exit status 1 on any finding.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,13 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
     seeds = FUZZ / "corpus" / target
     seeds.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(binary(target)), str(new_corpus), str(seeds),
-        f"-max_total_time={seconds}", "-print_final_stats=1", "-timeout=30", "-rss_limit_mb=4096",
+        str(binary(target)),
+        str(new_corpus),
+        str(seeds),
+        f"-max_total_time={seconds}",
+        "-print_final_stats=1",
+        "-timeout=30",
+        "-rss_limit_mb=4096",
         # Per-input leak scans cost ~10 ms each (the interpreter's caches always look like growth);
         # LeakSanitizer still runs at exit, and the ledger/leak-hunt oracles cover native leaks.
         "-detect_leaks=0",
@@ -67,8 +73,16 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
         cmd.append(f"-dict={dictionary}")
     run_env = dict(env, FFI_HARNESS_REPRO_DIR=str(artifacts))
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", timeout=seconds + 300)
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=seconds + 300,
+    )
     out = proc.stdout
     (workdir / f"{target}.log").write_text(out)
     result = {
@@ -90,8 +104,9 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
         if artifact and not repro:
             repro = regenerate_repro(target, Path(artifact), run_env)
         # An oracle failure panics (then aborts): name the oracle, not the abort.
-        kind = (last(r"oracle failure: (\[[\w ]+\])", out)
-                or last(r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out))
+        kind = last(r"oracle failure: (\[[\w ]+\])", out) or last(
+            r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out
+        )
         result["findings"].append({"kind": kind or f"exit {proc.returncode}", "artifact": artifact, "repro": repro})
     return result
 
@@ -99,8 +114,16 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
 def regenerate_repro(target: str, artifact: Path, env: dict[str, str]) -> str | None:
     """The process died before it could write a repro (ASan abort): replay the artifact with
     FFI_HARNESS_WRITE_REPRO=1, which writes repro.py before running the input."""
-    proc = subprocess.run([str(binary(target)), str(artifact)], env=dict(env, FFI_HARNESS_WRITE_REPRO="1"),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", timeout=300)
+    proc = subprocess.run(
+        [str(binary(target)), str(artifact)],
+        check=False,
+        env=dict(env, FFI_HARNESS_WRITE_REPRO="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=300,
+    )
     return last(r"ffi-harness: repro written to (\S+)", proc.stdout)
 
 
@@ -110,20 +133,33 @@ def summary(results: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        findings = "none" if not r["findings"] else "; ".join(
-            f"{f['kind']}: repro {f['repro'] or '(none)'}" for f in r["findings"])
-        lines.append(f"| {r['target']} | {r['seconds']} | {r['execs']} | {r['exec_s']} | {r['cov']} | {r['ft']} "
-                     f"| {r['corpus']} | {findings} |")
+        findings = (
+            "none"
+            if not r["findings"]
+            else "; ".join(f"{f['kind']}: repro {f['repro'] or '(none)'}" for f in r["findings"])
+        )
+        lines.append(
+            f"| {r['target']} | {r['seconds']} | {r['execs']} | {r['exec_s']} | {r['cov']} | {r['ft']} "
+            f"| {r['corpus']} | {findings} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")),
-                        help="fuzzing time per target (default 60, or $FUZZ_SECONDS)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("FUZZ_SECONDS", "60")),
+        help="fuzzing time per target (default 60, or $FUZZ_SECONDS)",
+    )
     parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", "2")),
-                        help="targets fuzzed at once (default 2: one per core)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("FUZZ_JOBS", "2")),
+        help="targets fuzzed at once (default 2: one per core)",
+    )
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--summary-file", type=Path, default=None)
     args = parser.parse_args()
@@ -143,8 +179,11 @@ def main() -> int:
         args.summary_file.write_text(table + "\n")
     findings = [f for r in results for f in r["findings"]]
     for f in findings:
-        print(f"FINDING {f['kind']}: artifact {f['artifact']}\n  reproduce: python {f['repro']}"
-              "  (memory bugs: against the ASan build, environment in the repro's header)", file=sys.stderr)
+        print(
+            f"FINDING {f['kind']}: artifact {f['artifact']}\n  reproduce: python {f['repro']}"
+            "  (memory bugs: against the ASan build, environment in the repro's header)",
+            file=sys.stderr,
+        )
     return 1 if findings else 0
 
 

@@ -44,9 +44,7 @@ def pytest_runtest_makereport(item, call):
         if m:
             start = max(0, text.rfind("\n", 0, m.start()))
             rep.outcome = "failed"
-            rep.longrepr = (
-                f"pytest_guard: {title!r} of this test shows {m.group(0)!r}:\n" + text[start : start + 3000]
-            )
+            rep.longrepr = f"pytest_guard: {title!r} of this test shows {m.group(0)!r}:\n" + text[start : start + 3000]
             return
 
 

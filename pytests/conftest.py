@@ -16,7 +16,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from _refs import ledger_snapshot, wait_until  # noqa: E402
+from _refs import ledger_snapshot, wait_until
 
 _BINDINGS = os.path.join(_HERE, "bindings") + os.sep
 

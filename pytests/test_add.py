@@ -3,9 +3,8 @@
 import random
 import sys
 
-import pytest
-
 import native
+import pytest
 from _refs import LONG_MAX, LONG_MIN
 
 ADDERS = [pytest.param(native.add, id="add"), pytest.param(native.add_fast, id="add_fast")]
@@ -14,8 +13,18 @@ ADDERS = [pytest.param(native.add, id="add"), pytest.param(native.add_fast, id="
 @pytest.mark.parametrize("f", ADDERS)
 @pytest.mark.parametrize(
     "a, b",
-    [(2, 3), (0, 0), (-7, 3), (-5, -6), (LONG_MAX, 0), (LONG_MIN, 0), (LONG_MAX, LONG_MIN),
-     (LONG_MAX - 1, 1), (LONG_MIN + 1, -1), (1 << 40, 1 << 40)],
+    [
+        (2, 3),
+        (0, 0),
+        (-7, 3),
+        (-5, -6),
+        (LONG_MAX, 0),
+        (LONG_MIN, 0),
+        (LONG_MAX, LONG_MIN),
+        (LONG_MAX - 1, 1),
+        (LONG_MIN + 1, -1),
+        (1 << 40, 1 << 40),
+    ],
 )
 def test_sum(f, a, b):
     r = f(a, b)
@@ -49,8 +58,16 @@ def test_result_overflow(f, a, b):
 @pytest.mark.parametrize("f", ADDERS)
 @pytest.mark.parametrize(
     "a, b",
-    [(LONG_MAX + 1, 0), (0, LONG_MAX + 1), (LONG_MIN - 1, 0), (0, LONG_MIN - 1), (1 << 64, 0),
-     (0, -(1 << 64)), (1 << 200, -(1 << 200)), ((1 << 64) + 2, 3)],
+    [
+        (LONG_MAX + 1, 0),
+        (0, LONG_MAX + 1),
+        (LONG_MIN - 1, 0),
+        (0, LONG_MIN - 1),
+        (1 << 64, 0),
+        (0, -(1 << 64)),
+        (1 << 200, -(1 << 200)),
+        ((1 << 64) + 2, 3),
+    ],
 )
 def test_argument_overflow(f, a, b):
     # (1 << 200) + -(1 << 200) == 0 in Python, and 2**64+2 truncated to 64 bits is 2:

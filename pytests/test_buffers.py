@@ -6,13 +6,10 @@ import os
 import random
 import sys
 import threading
-import time
-
-import pytest
 
 import native
-from _refs import (FNV_OFFSET, debug_counters_self_cost, fnv1a64, native_calls, process_ref,
-                   process_ref_fast)
+import pytest
+from _refs import FNV_OFFSET, debug_counters_self_cost, fnv1a64, native_calls, process_ref, process_ref_fast
 
 # ---------------------------------------------------------------- references are right
 
@@ -48,8 +45,7 @@ def test_checksum_known_vectors():
     assert native.checksum(b"foobar") == 0x85944171F73967E8
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 4095, 4096, 4097, 65535, 65536, 65537,
-                               (1 << 20) + 1])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 4095, 4096, 4097, 65535, 65536, 65537, (1 << 20) + 1])
 def test_checksum_sizes(n):
     # covers both sides of any "large input: release the GIL" threshold
     data = os.urandom(n)
@@ -89,8 +85,11 @@ def test_checksum_array_raw_bytes(typecode):
         values = [rng.uniform(-1e6, 1e6) for _ in range(37)]
     else:
         a = array.array(typecode)
-        lo, hi = (0, (1 << (8 * a.itemsize)) - 1) if typecode.isupper() else (
-            -(1 << (8 * a.itemsize - 1)), (1 << (8 * a.itemsize - 1)) - 1)
+        lo, hi = (
+            (0, (1 << (8 * a.itemsize)) - 1)
+            if typecode.isupper()
+            else (-(1 << (8 * a.itemsize - 1)), (1 << (8 * a.itemsize - 1)) - 1)
+        )
         values = [rng.randint(lo, hi) for _ in range(37)]
     arr = array.array(typecode, values)
     assert native.checksum(arr) == fnv1a64(arr.tobytes())
@@ -126,19 +125,25 @@ def test_checksum_releases_bytearray_export():
 
 
 @pytest.mark.parametrize(
-    "bad", ["abc", "", 5, None, [1, 2, 3], 1.5, {"a": 1}, object()],
-    ids=["str", "empty-str", "int", "None", "list", "float", "dict", "object"])
+    "bad",
+    ["abc", "", 5, None, [1, 2, 3], 1.5, {"a": 1}, object()],
+    ids=["str", "empty-str", "int", "None", "list", "float", "dict", "object"],
+)
 def test_checksum_type_errors(bad):
     with pytest.raises(TypeError):
         native.checksum(bad)
 
 
-@pytest.mark.parametrize("view", [
-    lambda b: memoryview(b)[::2],
-    lambda b: memoryview(b)[::-1],
-    lambda b: memoryview(b)[1::3],
-    lambda b: memoryview(b)[::-1][1:],
-], ids=["step2", "reversed", "step3", "reversed-sliced"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda b: memoryview(b)[::2],
+        lambda b: memoryview(b)[::-1],
+        lambda b: memoryview(b)[1::3],
+        lambda b: memoryview(b)[::-1][1:],
+    ],
+    ids=["step2", "reversed", "step3", "reversed-sliced"],
+)
 def test_checksum_non_contiguous_type_error(view):
     b = bytes(range(64))
     with pytest.raises(TypeError):
@@ -394,7 +399,8 @@ def _resize_race(call, size, expect_fn):
     assert not t.is_alive()
     assert "state" in outcome, (
         f"no BufferError in the resizing thread after {outcome.get('attempts')} attempts: the export was "
-        "not held during the call (or the GIL was never released)")
+        "not held during the call (or the GIL was never released)"
+    )
     original = bytes(base) + (b"\x55" if outcome["state"] == "extra" else b"")
     expect_fn(ba, original, result)
     # after the call the bytearray can be resized again

@@ -6,9 +6,8 @@ import threading
 import time
 import weakref
 
-import pytest
-
 import native
+import pytest
 from _refs import Recorder, debug_counters_self_cost, ledger_snapshot, native_calls, wait_until
 
 
@@ -97,8 +96,10 @@ def test_many_events_none_dropped(conn):
 def test_events_from_other_threads(conn):
     rec = Recorder()
     with conn.subscribe(rec):
-        ts = [threading.Thread(target=lambda t=t: [conn.put(b"t%d-%d" % (t, i), b"v") for i in range(50)])
-              for t in range(4)]
+        ts = [
+            threading.Thread(target=lambda t=t: [conn.put(b"t%d-%d" % (t, i), b"v") for i in range(50)])
+            for t in range(4)
+        ]
         for t in ts:
             t.start()
         for t in ts:
@@ -176,7 +177,7 @@ def test_callback_reference_released_after_cancel(conn):
     sub = conn.subscribe(obj)
     assert sys.getrefcount(obj) > r0  # owned while subscribed
     conn.put(b"k", b"v")
-    assert wait_until(lambda: obj.calls == 1, 5)
+    assert wait_until(lambda o=obj: o.calls == 1, 5)
     sub.cancel()
     del sub
     gc.collect()
@@ -221,9 +222,8 @@ def test_subscription_context_manager(conn):
 
 def test_subscription_context_manager_on_exception(conn):
     rec = Recorder()
-    with pytest.raises(KeyError):
-        with conn.subscribe(rec) as sub:
-            raise KeyError("x")
+    with pytest.raises(KeyError), conn.subscribe(rec) as sub:
+        raise KeyError("x")
     assert not sub.active
     assert conn.stats().subscriptions == 0
 
@@ -320,7 +320,7 @@ def test_dropping_connection_closes_and_releases_callback(store_path):
     w = weakref.ref(obj)
     sub = c.subscribe(obj)
     c.put(b"k", b"v")
-    assert wait_until(lambda: obj.calls == 1, 5)
+    assert wait_until(lambda o=obj: o.calls == 1, 5)
     del obj
     gc.collect()
     assert w() is not None  # still owned by the subscription
@@ -528,7 +528,7 @@ def test_reference_cycle_through_callback_is_collected(store_path):
     w = weakref.ref(cb)
     sub = c.subscribe(cb)
     c.put(b"k", b"v")
-    assert wait_until(lambda: cb.seen == [b"v"], 5)
+    assert wait_until(lambda f=cb: f.seen == [b"v"], 5)
     del c, cb, sub
     assert wait_until(lambda: (gc.collect(), w() is None)[1], 5), "cycle through the callback never collected"
     assert wait_until(lambda: ledger_snapshot() == before, 5), ledger_snapshot()

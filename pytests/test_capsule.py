@@ -64,11 +64,11 @@ def run_script(body: str, consumer: ModuleType) -> subprocess.CompletedProcess[s
     crash, and a crash must fail one test, not the suite."""
     where = Path(str(consumer.__file__)).parent
     script = f"import sys\nsys.path.insert(0, {str(where)!r})\n" + textwrap.dedent(body)
-    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
 
 
 # ---------------------------------------------------------------- same results
+
 
 @pytest.mark.parametrize("size", [0, 1, 7, 4096, 65536, 300_000])
 def test_checksum_and_process_agree_with_native(native: Any, consumer: Any, size: int) -> None:
@@ -102,6 +102,7 @@ def test_the_version_is_the_exporters(native: Any, consumer: Any) -> None:
 
 # ---------------------------------------------------------------- wrong name or version: ImportError
 
+
 def test_a_wrong_version_is_an_import_error(native: Any, consumer: Any) -> None:
     with pytest.raises(ImportError, match=r"version 1 .* built for version 2"):
         consumer._import_api("native._C_API", CAPI_VERSION + 1)
@@ -127,8 +128,9 @@ _IMPOSTOR_NAME = b"impostor._C_API"
 _IMPOSTOR_TABLE = (ctypes.c_uint32 * 16)(CAPI_VERSION, 56)
 
 
-def test_a_plausible_table_under_another_name_is_refused(native: Any, consumer: Any,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plausible_table_under_another_name_is_refused(
+    native: Any, consumer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     new = ctypes.pythonapi.PyCapsule_New
     new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
     impostor = new(ctypes.addressof(_IMPOSTOR_TABLE), _IMPOSTOR_NAME, None)
@@ -139,10 +141,12 @@ def test_a_plausible_table_under_another_name_is_refused(native: Any, consumer: 
 
 # ---------------------------------------------------------------- lifetimes
 
+
 def test_the_consumer_keeps_the_capsule_and_its_table_alive(consumer: Any) -> None:
     # The exporter drops every reference it has to the capsule (the extension's and the package's
     # attribute); the consumer's must keep the table alive and usable.
-    p = run_script("""
+    p = run_script(
+        """
         import gc, sys
         import native, _capsule_consumer as consumer
         ext = next(m for name, m in list(sys.modules.items())
@@ -153,14 +157,17 @@ def test_the_consumer_keeps_the_capsule_and_its_table_alive(consumer: Any) -> No
         gc.collect()
         print("live", live())
         print("checksum", consumer.checksum(b"abc") == native.checksum(b"abc"))
-    """, consumer)
+    """,
+        consumer,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["live", "1", "checksum", "True"], (p.stdout, p.stderr)
 
 
 def test_the_capsule_is_freed_once_nobody_holds_it(consumer: Any) -> None:
     # The other half of the lifetime rule: no consumer, no exporter reference -> the table goes.
-    p = run_script("""
+    p = run_script(
+        """
         import gc, sys
         import native
         ext = next(m for name, m in list(sys.modules.items())
@@ -169,7 +176,9 @@ def test_the_capsule_is_freed_once_nobody_holds_it(consumer: Any) -> None:
         del native._C_API, ext._C_API
         gc.collect()
         print("live", live())
-    """, consumer)
+    """,
+        consumer,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["live", "0"], (p.stdout, p.stderr)
 

@@ -8,9 +8,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 import native
+import pytest
 from _refs import debug_counters_self_cost, native_calls
 
 
@@ -33,8 +32,13 @@ def test_hierarchy():
     assert issubclass(native.TimeoutError, builtins.TimeoutError)
     assert issubclass(native.ProtocolError, native.Error)
     assert issubclass(native.InvalidStateError, native.Error)
-    classes = {native.Error, native.ConnectionError, native.TimeoutError, native.ProtocolError,
-               native.InvalidStateError}
+    classes = {
+        native.Error,
+        native.ConnectionError,
+        native.TimeoutError,
+        native.ProtocolError,
+        native.InvalidStateError,
+    }
     assert len(classes) == 5
     assert not issubclass(native.ProtocolError, native.InvalidStateError)
     assert not issubclass(native.InvalidStateError, native.ProtocolError)
@@ -166,8 +170,9 @@ print("released", flush=True)
 
 def test_timeout_none_waits_for_lock_held_by_other_process(store_path):
     native.connect(store_path).close()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, store_path, "0.6"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, store_path, "0.6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         t0 = time.monotonic()
@@ -292,8 +297,12 @@ def test_error_attributes_all_kinds(store_path, tmp_path):
         c.put(b"x", b"y")
     except native.Error as e:
         collected.append(e)
-    assert [type(e) for e in collected] == [native.ConnectionError, native.TimeoutError,
-                                            native.InvalidStateError, native.InvalidStateError]
+    assert [type(e) for e in collected] == [
+        native.ConnectionError,
+        native.TimeoutError,
+        native.InvalidStateError,
+        native.InvalidStateError,
+    ]
     for e in collected:
         assert isinstance(e.op, str) and e.op
         assert isinstance(e.code, str) and e.code.startswith("NATIVE_")

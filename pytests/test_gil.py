@@ -2,9 +2,8 @@
 
 import time
 
-import pytest
-
 import native
+import pytest
 from _refs import Ticker, process_ref
 
 MIN_TICKS = 20
@@ -14,7 +13,8 @@ def _assert_progress_inside(ticker, t0, t1, what):
     inside = ticker.inside(t0, t1)
     window = t1 - t0
     assert len(inside) >= MIN_TICKS, (
-        f"{what}: other thread made {len(inside)} steps during the {window * 1000:.0f} ms call: GIL held")
+        f"{what}: other thread made {len(inside)} steps during the {window * 1000:.0f} ms call: GIL held"
+    )
     # progress spread over the call, not just at its edges
     assert inside[-1] - inside[0] >= 0.5 * window, (inside[0] - t0, inside[-1] - t0, window)
 

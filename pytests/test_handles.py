@@ -9,9 +9,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 import native
+import pytest
 from _refs import debug_counters_self_cost, ledger_snapshot, native_calls, wait_until
 
 
@@ -119,9 +118,8 @@ def test_context_manager(store_path):
 
 def test_context_manager_closes_on_exception_and_propagates(store_path):
     before = ledger_snapshot()["live_handles"]
-    with pytest.raises(ZeroDivisionError):
-        with native.connect(store_path) as c:
-            1 / 0
+    with pytest.raises(ZeroDivisionError), native.connect(store_path) as c:
+        _ = 1 / 0
     assert c.closed
     assert ledger_snapshot()["live_handles"] == before
 
@@ -235,10 +233,18 @@ def test_empty_value_allowed(conn):
     assert b"k" in conn
 
 
-@pytest.mark.parametrize("make", [
-    bytes, bytearray, lambda b: memoryview(b), lambda b: memoryview(bytearray(b)).toreadonly(),
-    lambda b: array.array("B", b), lambda b: memoryview(b"__" + b + b"__")[2:-2],
-], ids=["bytes", "bytearray", "memoryview", "ro-memoryview", "array", "mv-slice"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        bytes,
+        bytearray,
+        lambda b: memoryview(b),
+        lambda b: memoryview(bytearray(b)).toreadonly(),
+        lambda b: array.array("B", b),
+        lambda b: memoryview(b"__" + b + b"__")[2:-2],
+    ],
+    ids=["bytes", "bytearray", "memoryview", "ro-memoryview", "array", "mv-slice"],
+)
 def test_buffer_types_for_key_and_value(conn, make):
     conn.put(make(b"key1"), make(b"value1"))
     assert conn.get(b"key1") == b"value1"
@@ -255,8 +261,11 @@ def test_array_typecode_raw_bytes_key(conn):
     assert conn.get(a.tobytes()) == array.array("H", [0x4142]).tobytes()
 
 
-@pytest.mark.parametrize("bad", ["str", 5, None, 1.5, [1], memoryview(b"abcd")[::2]],
-                         ids=["str", "int", "None", "float", "list", "non-contiguous"])
+@pytest.mark.parametrize(
+    "bad",
+    ["str", 5, None, 1.5, [1], memoryview(b"abcd")[::2]],
+    ids=["str", "int", "None", "float", "list", "non-contiguous"],
+)
 def test_put_type_errors(conn, bad):
     with pytest.raises(TypeError):
         conn.put(bad, b"v")
@@ -267,8 +276,12 @@ def test_put_type_errors(conn, bad):
 
 def test_str_key_never_reaches_c(conn):
     cost = debug_counters_self_cost()
-    for call in (lambda: conn.put("k", b"v"), lambda: conn.put(b"k", "v"), lambda: conn.get("k"),
-                 lambda: conn.delete("k")):
+    for call in (
+        lambda: conn.put("k", b"v"),
+        lambda: conn.put(b"k", "v"),
+        lambda: conn.get("k"),
+        lambda: conn.delete("k"),
+    ):
         c0 = native_calls()
         with pytest.raises(TypeError):
             call()
@@ -489,7 +502,7 @@ def test_differential_against_dict_model(store_path):
     model = {}
     c = native.connect(store_path)
     try:
-        for step in range(1500):
+        for _step in range(1500):
             op = rng.random()
             k = b"k%d" % rng.randrange(60)
             if op < 0.5:

@@ -6,8 +6,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 FALL_OFF_END = textwrap.dedent("""
     import sys, threading, time
     import native
@@ -86,16 +84,20 @@ def _run_many(script, tmp_path, n, parallel=4, timeout=30):
         while pending and len(procs) < parallel:
             i = pending.pop(0)
             path = str(tmp_path / f"shutdown-{i}.db")
-            p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", script, path, str(i)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-c", script, path, str(i)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             procs.append((i, p))
         i, p = procs.pop(0)
         left = max(0.1, deadline - time.monotonic())
         try:
-            out, err = p.communicate(timeout=left)
+            _out, err = p.communicate(timeout=left)
         except subprocess.TimeoutExpired:
             p.kill()
-            out, err = p.communicate()
+            _out, err = p.communicate()
             results.append((i, "hang", err))
             continue
         results.append((i, p.returncode, err))
@@ -104,8 +106,7 @@ def _run_many(script, tmp_path, n, parallel=4, timeout=30):
 
 def _check(results, n):
     assert len(results) == n
-    failures = [(i, rc, err[-2000:]) for i, rc, err in results
-                if rc != 0 or any(m in err for m in BAD_MARKERS)]
+    failures = [(i, rc, err[-2000:]) for i, rc, err in results if rc != 0 or any(m in err for m in BAD_MARKERS)]
     assert failures == [], "\n\n".join(f"run {i}: exit {rc}\n{err}" for i, rc, err in failures)
 
 

@@ -22,11 +22,15 @@ PREAMBLE = textwrap.dedent("""
 
 def run(script, timeout=30):
     try:
-        p = subprocess.run([sys.executable, "-c", PREAMBLE + textwrap.dedent(script)],
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [sys.executable, "-c", PREAMBLE + textwrap.dedent(script)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"subprocess hung for {timeout}s (signal never handled?)\nstdout: {e.stdout}\n"
-                    f"stderr: {e.stderr}")
+        pytest.fail(f"subprocess hung for {timeout}s (signal never handled?)\nstdout: {e.stdout}\nstderr: {e.stderr}")
     assert "Fatal Python error" not in p.stderr, p.stderr
     out = {}
     for line in p.stdout.splitlines():

@@ -5,15 +5,22 @@ import os
 import stat
 import types
 
-import pytest
-
 import native
+import pytest
 from _refs import debug_counters_self_cost, native_calls, wait_until
 
-DEFAULTS = {"create": True, "sync": False, "max_key_size": 1024, "max_value_size": 1048576,
-            "file_mode": 0o644}
-STATS_FIELDS = ("keys", "puts", "gets", "deletes", "file_bytes", "events_delivered", "events_dropped",
-                "subscriptions", "generation")
+DEFAULTS = {"create": True, "sync": False, "max_key_size": 1024, "max_value_size": 1048576, "file_mode": 0o644}
+STATS_FIELDS = (
+    "keys",
+    "puts",
+    "gets",
+    "deletes",
+    "file_bytes",
+    "events_delivered",
+    "events_dropped",
+    "subscriptions",
+    "generation",
+)
 
 
 class MyMapping(collections.abc.Mapping):
@@ -75,13 +82,18 @@ def test_options_from_mapping_partial_uses_defaults():
 
 def test_options_equality():
     assert native.Options() == native.Options()
-    assert not (native.Options() != native.Options())
-    for k, v in {"create": False, "sync": True, "max_key_size": 1023, "max_value_size": 1048577,
-                 "file_mode": 0o600}.items():
+    assert not (native.Options() != native.Options())  # noqa: SIM202 - __ne__ itself is under test
+    for k, v in {
+        "create": False,
+        "sync": True,
+        "max_key_size": 1023,
+        "max_value_size": 1048577,
+        "file_mode": 0o600,
+    }.items():
         assert native.Options(**{k: v}) != native.Options(), k
     assert native.Options() != 5
     assert native.Options() != "Options()"
-    assert native.Options() != None  # noqa: E711
+    assert native.Options() != None
 
 
 def test_options_repr():
@@ -98,8 +110,14 @@ def test_options_keyword_only():
 
 def test_options_immutable():
     o = native.Options()
-    for name, value in [("create", False), ("sync", True), ("max_key_size", 5), ("file_mode", 0),
-                        ("max_value_size", 10), ("brand_new", 1)]:
+    for name, value in [
+        ("create", False),
+        ("sync", True),
+        ("max_key_size", 5),
+        ("file_mode", 0),
+        ("max_value_size", 10),
+        ("brand_new", 1),
+    ]:
         with pytest.raises(AttributeError):
             setattr(o, name, value)
     with pytest.raises(AttributeError):
@@ -110,21 +128,50 @@ def test_options_immutable():
 # ---------------------------------------------------------------- Options: validation
 
 WRONG_TYPES = [
-    ("create", 1), ("create", 0), ("create", "yes"), ("create", None), ("create", 1.0),
-    ("sync", 0), ("sync", "no"), ("sync", None),
-    ("max_key_size", True), ("max_key_size", 1.0), ("max_key_size", "10"), ("max_key_size", None),
-    ("max_value_size", False), ("max_value_size", 2.0), ("max_value_size", b"1"),
-    ("file_mode", True), ("file_mode", "644"), ("file_mode", 0.5), ("file_mode", None),
+    ("create", 1),
+    ("create", 0),
+    ("create", "yes"),
+    ("create", None),
+    ("create", 1.0),
+    ("sync", 0),
+    ("sync", "no"),
+    ("sync", None),
+    ("max_key_size", True),
+    ("max_key_size", 1.0),
+    ("max_key_size", "10"),
+    ("max_key_size", None),
+    ("max_value_size", False),
+    ("max_value_size", 2.0),
+    ("max_value_size", b"1"),
+    ("file_mode", True),
+    ("file_mode", "644"),
+    ("file_mode", 0.5),
+    ("file_mode", None),
 ]
 OUT_OF_RANGE = [
-    ("max_key_size", 0), ("max_key_size", 65536), ("max_key_size", -1), ("max_key_size", 2**32),
+    ("max_key_size", 0),
+    ("max_key_size", 65536),
+    ("max_key_size", -1),
+    ("max_key_size", 2**32),
     ("max_key_size", 2**32 + 1024),  # truncated to 32 bits this would be a valid 1024
-    ("max_value_size", 0), ("max_value_size", 2**30 + 1), ("max_value_size", -5), ("max_value_size", 2**32 + 1),
-    ("file_mode", -1), ("file_mode", 0o1000), ("file_mode", 0o4755), ("file_mode", 2**32 + 0o644),
+    ("max_value_size", 0),
+    ("max_value_size", 2**30 + 1),
+    ("max_value_size", -5),
+    ("max_value_size", 2**32 + 1),
+    ("file_mode", -1),
+    ("file_mode", 0o1000),
+    ("file_mode", 0o4755),
+    ("file_mode", 2**32 + 0o644),
 ]
 HUGE = [("max_key_size", 2**64 + 1), ("max_value_size", 2**100), ("file_mode", -(2**70))]
-IN_RANGE = [("max_key_size", 1), ("max_key_size", 65535), ("max_value_size", 1),
-            ("max_value_size", 2**30), ("file_mode", 0), ("file_mode", 0o777)]
+IN_RANGE = [
+    ("max_key_size", 1),
+    ("max_key_size", 65535),
+    ("max_value_size", 1),
+    ("max_value_size", 2**30),
+    ("file_mode", 0),
+    ("file_mode", 0o777),
+]
 
 
 @pytest.mark.parametrize("field, value", WRONG_TYPES)
@@ -177,23 +224,43 @@ def test_options_from_mapping_non_str_key():
 # ---------------------------------------------------------------- Options through connect
 
 
-@pytest.mark.parametrize("opts", [
-    None, native.Options(), DEFAULTS, {}, {"sync": True}, MyMapping({"max_key_size": 16}),
-    types.MappingProxyType({"file_mode": 0o600}),
-], ids=["None", "Options", "dict-full", "dict-empty", "dict-partial", "Mapping", "mappingproxy"])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        None,
+        native.Options(),
+        DEFAULTS,
+        {},
+        {"sync": True},
+        MyMapping({"max_key_size": 16}),
+        types.MappingProxyType({"file_mode": 0o600}),
+    ],
+    ids=["None", "Options", "dict-full", "dict-empty", "dict-partial", "Mapping", "mappingproxy"],
+)
 def test_connect_accepts_options_forms(store_path, opts):
     with native.connect(store_path, options=opts) as c:
         c.put(b"k", b"v")
         assert c.get(b"k") == b"v"
 
 
-@pytest.mark.parametrize("opts, exc", [
-    (5, TypeError), ([("create", True)], TypeError), ("create", TypeError), (object(), TypeError),
-    ({"bogus": 1}, TypeError), ({"create": 1}, TypeError), ({"max_key_size": True}, TypeError),
-    ({"max_key_size": "10"}, TypeError), ({"max_key_size": 0}, ValueError),
-    ({"max_value_size": 2**30 + 1}, ValueError), ({"file_mode": 0o1777}, ValueError),
-    ({"max_key_size": 2**32 + 8}, ValueError),
-], ids=lambda x: repr(x)[:30])
+@pytest.mark.parametrize(
+    "opts, exc",
+    [
+        (5, TypeError),
+        ([("create", True)], TypeError),
+        ("create", TypeError),
+        (object(), TypeError),
+        ({"bogus": 1}, TypeError),
+        ({"create": 1}, TypeError),
+        ({"max_key_size": True}, TypeError),
+        ({"max_key_size": "10"}, TypeError),
+        ({"max_key_size": 0}, ValueError),
+        ({"max_value_size": 2**30 + 1}, ValueError),
+        ({"file_mode": 0o1777}, ValueError),
+        ({"max_key_size": 2**32 + 8}, ValueError),
+    ],
+    ids=lambda x: repr(x)[:30],
+)
 def test_connect_bad_options_never_reach_c(store_path, opts, exc):
     cost = debug_counters_self_cost()
     c0 = native_calls()

@@ -43,10 +43,26 @@ def main(out: Path, libnative: Path) -> None:
 
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     defines = ["-DHAVE_CALLGRIND"] if Path("/usr/include/valgrind/callgrind.h").exists() else []
-    run(cc + cflags + ["-Wno-cast-function-type", "-shared", *defines,
-                       f"-I{sysconfig.get_paths()['include']}", f"-I{native_inc}", f"-I{CAPI}",
-                       str(CAPI / "capi_bench.c"), "-o", str(out / f"_capi_bench{suffix}"),
-                       f"-L{native_dir}", "-lnative", f"-L{out}", "-lbenchshapes", *rpath])
+    run(
+        cc
+        + cflags
+        + [
+            "-Wno-cast-function-type",
+            "-shared",
+            *defines,
+            f"-I{sysconfig.get_paths()['include']}",
+            f"-I{native_inc}",
+            f"-I{CAPI}",
+            str(CAPI / "capi_bench.c"),
+            "-o",
+            str(out / f"_capi_bench{suffix}"),
+            f"-L{native_dir}",
+            "-lnative",
+            f"-L{out}",
+            "-lbenchshapes",
+            *rpath,
+        ]
+    )
 
     sys.path.insert(0, str(HERE))
     import bench_cdef
@@ -54,10 +70,15 @@ def main(out: Path, libnative: Path) -> None:
 
     ffi = FFI()
     ffi.cdef(bench_cdef.CDEF + bench_cdef.API_EXTERNS)
-    ffi.set_source("_bench_cffi", '#include "native.h"\n#include "shapes.h"\n',
-                   include_dirs=[str(native_inc), str(CAPI)], libraries=["native", "benchshapes"],
-                   library_dirs=[str(native_dir), str(out)], runtime_library_dirs=[str(native_dir), str(out)],
-                   extra_compile_args=["-O2"])
+    ffi.set_source(
+        "_bench_cffi",
+        '#include "native.h"\n#include "shapes.h"\n',
+        include_dirs=[str(native_inc), str(CAPI)],
+        libraries=["native", "benchshapes"],
+        library_dirs=[str(native_dir), str(out)],
+        runtime_library_dirs=[str(native_dir), str(out)],
+        extra_compile_args=["-O2"],
+    )
     tmp = out / "cffi-tmp"
     built = Path(ffi.compile(tmpdir=str(tmp)))
     built.replace(out / built.name)
@@ -78,8 +99,13 @@ def build_cython(out: Path, libnative: Path, cc: list[str], rpath: list[str]) ->
     import cython_build
 
     if os.environ.get("OUT_DIR"):  # run by build.rs: cargo reads these lines from our stdout
-        for src in (bindings / "cython" / "_native_cython.pyx", bindings / "cython" / "libnative.pxd",
-                    bindings / "cython_build.py", HERE / "_cython_shapes.pyx", HERE / "cpp_bench.cpp"):
+        for src in (
+            bindings / "cython" / "_native_cython.pyx",
+            bindings / "cython" / "libnative.pxd",
+            bindings / "cython_build.py",
+            HERE / "_cython_shapes.pyx",
+            HERE / "cpp_bench.cpp",
+        ):
             print(f"cargo:rerun-if-changed={src}")
     cython_build.build(out, libnative, quiet=False)
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
@@ -87,16 +113,41 @@ def build_cython(out: Path, libnative: Path, cc: list[str], rpath: list[str]) ->
     if stale(target, pyx):
         csrc = out / "_cython_shapes.c"
         run([sys.executable, "-m", "cython", "-3", str(pyx), "-o", str(csrc)])
-        run(cc + cython_build.CFLAGS + ["-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{CAPI}",
-                                        str(csrc), "-o", str(target), f"-L{out}", "-lbenchshapes", *rpath])
+        run(
+            cc
+            + cython_build.CFLAGS
+            + [
+                "-shared",
+                f"-I{sysconfig.get_paths()['include']}",
+                f"-I{CAPI}",
+                str(csrc),
+                "-o",
+                str(target),
+                f"-L{out}",
+                "-lbenchshapes",
+                *rpath,
+            ]
+        )
 
 
 def build_cpp(out: Path, libnative: Path, rpath: list[str]) -> None:
     """pybind11 and nanobind modules from cpp_bench.cpp; a library that is not installed is skipped."""
     cxx = shlex.split(os.environ.get("CXX", "c++"))
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    common = ["-O2", "-g", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror",
-              f"-I{sysconfig.get_paths()['include']}", f"-I{libnative.parent.parent}", f"-I{CAPI}"]
+    common = [
+        "-O2",
+        "-g",
+        "-fPIC",
+        "-shared",
+        "-std=c++17",
+        "-fvisibility=hidden",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        f"-I{sysconfig.get_paths()['include']}",
+        f"-I{libnative.parent.parent}",
+        f"-I{CAPI}",
+    ]
     links = [f"-L{libnative.parent}", "-lnative", f"-L{out}", "-lbenchshapes", *rpath]
     src = HERE / "cpp_bench.cpp"
     try:
@@ -106,8 +157,7 @@ def build_cpp(out: Path, libnative: Path, rpath: list[str]) -> None:
     else:
         target = out / f"_pybind11_bench{suffix}"
         if stale(target, src):
-            run(cxx + common + ["-DBENCH_PYBIND11", f"-I{pybind11.get_include()}", str(src), "-o", str(target),
-                                *links])
+            run(cxx + common + ["-DBENCH_PYBIND11", f"-I{pybind11.get_include()}", str(src), "-o", str(target), *links])
     try:
         import nanobind
     except ImportError:
@@ -120,9 +170,22 @@ def build_cpp(out: Path, libnative: Path, rpath: list[str]) -> None:
         # nanobind's runtime is compiled into the module from its "combined" source, with its own flags
         # (it type-puns, and is not ours to hold to -Werror); our source is.
         runtime = out / "nb_combined.o"
-        run(cxx + ["-O2", "-fPIC", "-std=c++17", "-fvisibility=hidden", "-fno-strict-aliasing", "-c",
-                   f"-I{sysconfig.get_paths()['include']}", *nb_inc, str(nb_src / "nb_combined.cpp"),
-                   "-o", str(runtime)])
+        run(
+            cxx
+            + [
+                "-O2",
+                "-fPIC",
+                "-std=c++17",
+                "-fvisibility=hidden",
+                "-fno-strict-aliasing",
+                "-c",
+                f"-I{sysconfig.get_paths()['include']}",
+                *nb_inc,
+                str(nb_src / "nb_combined.cpp"),
+                "-o",
+                str(runtime),
+            ]
+        )
         run(cxx + common + ["-DBENCH_NANOBIND", *nb_inc, str(src), str(runtime), "-o", str(target), *links])
 
 

@@ -32,8 +32,13 @@ GATES = {"PyO3 native.add_fast": 1.15, "PyO3 native.add (#[pyfunction])": 4.0}
 
 # Call shapes: (call in the driver loop, expected result). checksum reads 64 bytes of `data` in place.
 DATA = bytes(range(64))
-SHAPES = {"0 args": ("f()", 0), "1 arg": ("f(2)", 2), "2 args": ("f(2, 3)", 5), "5 args": ("f(1, 2, 3, 4, 5)", 15),
-          "checksum 64 B": ("f(data)", 0x8368214F77995EE5)}
+SHAPES = {
+    "0 args": ("f()", 0),
+    "1 arg": ("f(2)", 2),
+    "2 args": ("f(2, 3)", 5),
+    "5 args": ("f(1, 2, 3, 4, 5)", 15),
+    "checksum 64 B": ("f(data)", 0x8368214F77995EE5),
+}
 FUNCS = {"0 args": "zero", "1 arg": "one", "2 args": "add", "5 args": "five", "checksum 64 B": "checksum"}
 
 
@@ -109,8 +114,8 @@ def totals(outdir: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     for f in sorted(outdir.glob("cg.out*")):
         text = f.read_text(errors="replace")
-        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
-        tot = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.MULTILINE)
+        tot = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
         if trig and tot:
             found[trig.group(1).strip()] = int(tot.group(1))
     return found
@@ -140,8 +145,9 @@ def report(outdir: Path, n: int, json_out: str | None) -> int:
             verdict = f"<= {limit:.2f}x {'ok' if ok else 'FAIL'}"
         print(f"{k:44} {per[k]:9.1f} {ratio:10.2f}x  {verdict}")
     if json_out:
-        Path(json_out).write_text(json.dumps({"calls": n, "ir_per_call": per, "empty_loop_ir": t[EMPTY] / n},
-                                             indent=2) + "\n")
+        Path(json_out).write_text(
+            json.dumps({"calls": n, "ir_per_call": per, "empty_loop_ir": t[EMPTY] / n}, indent=2) + "\n"
+        )
     if failed:
         print("bench-instructions: FAIL (a PyO3 entry point costs more instructions than its gate allows)")
         return 1
@@ -151,23 +157,46 @@ def report(outdir: Path, n: int, json_out: str | None) -> int:
 
 # (category, test on (file, function)), first match wins; used by `breakdown`.
 CATEGORIES = [
-    ("argument extraction (extract_arguments_fastcall, i64 extract, copying the argument slots)",
-     lambda f, fn: "extract_argument" in f or "extract_argument" in fn or "FromPyObject" in fn
-        or fn.startswith("PyLong_AsLong") or "memcpy" in fn),
-    ("reference pool (deferred-decref check on entry)",
-     lambda f, fn: "ReferencePool" in fn or "drop_deferred" in fn or ("AttachGuard::assume" in fn and "atomic" in f)),
-    ("GIL/attach count (thread-local ATTACH_COUNT; __tls_get_addr from a cdylib)",
-     lambda f, fn: "__tls_get_addr" in fn or "AttachGuard" in fn or "internal/state.rs" in f),
-    ("panic catching (catch_unwind landing pad, PanicTrap)",
-     lambda f, fn: "panicking.rs" in f or "panic.rs" in f or "maybe_dangling" in f or "panic" in fn.lower()),
-    ("trampoline frame (fastcall_cfunction_with_keywords, trampoline, error restore)",
-     lambda f, fn: "trampoline" in f or "trampoline" in fn),
-    ("result conversion (i64 -> PyLong, Result wrapping)",
-     lambda f, fn: fn.startswith("PyLong_FromLong") or "into_pyobject" in fn.lower() or "IntoPyObject" in fn
-        or "conversion" in f or "result.rs" in f),
-    ("function body (native_add; the reference fast_add with its inlined checks)",
-     lambda f, fn: f.endswith("lib.rs") or f.endswith("compute.c") or f.endswith("capi_bench.c")
-        or fn in ("native_add", "fast_add")),
+    (
+        "argument extraction (extract_arguments_fastcall, i64 extract, copying the argument slots)",
+        lambda f, fn: (
+            "extract_argument" in f
+            or "extract_argument" in fn
+            or "FromPyObject" in fn
+            or fn.startswith("PyLong_AsLong")
+            or "memcpy" in fn
+        ),
+    ),
+    (
+        "reference pool (deferred-decref check on entry)",
+        lambda f, fn: "ReferencePool" in fn or "drop_deferred" in fn or ("AttachGuard::assume" in fn and "atomic" in f),
+    ),
+    (
+        "GIL/attach count (thread-local ATTACH_COUNT; __tls_get_addr from a cdylib)",
+        lambda f, fn: "__tls_get_addr" in fn or "AttachGuard" in fn or "internal/state.rs" in f,
+    ),
+    (
+        "panic catching (catch_unwind landing pad, PanicTrap)",
+        lambda f, fn: "panicking.rs" in f or "panic.rs" in f or "maybe_dangling" in f or "panic" in fn.lower(),
+    ),
+    (
+        "trampoline frame (fastcall_cfunction_with_keywords, trampoline, error restore)",
+        lambda f, fn: "trampoline" in f or "trampoline" in fn,
+    ),
+    (
+        "result conversion (i64 -> PyLong, Result wrapping)",
+        lambda f, fn: (
+            fn.startswith("PyLong_FromLong")
+            or "into_pyobject" in fn.lower()
+            or "IntoPyObject" in fn
+            or "conversion" in f
+            or "result.rs" in f
+        ),
+    ),
+    (
+        "function body (native_add; the reference fast_add with its inlined checks)",
+        lambda f, fn: f.endswith(("lib.rs", "compute.c", "capi_bench.c")) or fn in ("native_add", "fast_add"),
+    ),
     ("interpreter (CALL specialisation for the callable's flags)", lambda f, fn: "_PyEval_EvalFrameDefault" in fn),
     ("PyO3 glue inlined into __pyfunction_add (Bound, pymethods)", lambda f, fn: "pyo3" in f),
 ]
@@ -176,8 +205,13 @@ CATEGORIES = [
 def self_costs(dump: Path) -> dict[tuple[str, str], int]:
     """(file, function) -> exclusive Ir, from callgrind_annotate."""
     import subprocess
-    text = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(dump)],
-                          check=True, capture_output=True, text=True).stdout
+
+    text = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(dump)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     out: dict[tuple[str, str], int] = {}
     for line in text.splitlines():
         m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*?)(?: \[[^\]]*\])?$", line)
@@ -188,7 +222,13 @@ def self_costs(dump: Path) -> dict[tuple[str, str], int]:
             continue
         f, fn = loc.group(1), loc.group(2)
         f = re.sub(r"^.*/(pyo3-[\d.]+/|Python-[\d.]+/|library/)", r"\1", f)
-        if "main" in fn.lower() or "libc_start" in fn or fn.startswith("0x") or "pythonrun.c" in f or "PyEval_EvalCode" in fn:
+        if (
+            "main" in fn.lower()
+            or "libc_start" in fn
+            or fn.startswith("0x")
+            or "pythonrun.c" in f
+            or "PyEval_EvalCode" in fn
+        ):
             continue  # callers outside the counted region, reported with the whole region's cost
         out[(f, fn)] = out.get((f, fn), 0) + int(m.group(1).replace(",", ""))
     return out
@@ -197,7 +237,7 @@ def self_costs(dump: Path) -> dict[tuple[str, str], int]:
 def breakdown(outdir: Path, n: int) -> str:
     dumps = {}
     for f in sorted(outdir.glob("cg.out.*")):
-        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", f.read_text(errors="replace"), re.M)
+        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", f.read_text(errors="replace"), re.MULTILINE)
         if trig:
             dumps[trig.group(1).strip()] = f
     pyo3, ref = self_costs(dumps["PyO3 native.add (#[pyfunction])"]), self_costs(dumps[FASTCALL])
@@ -213,9 +253,14 @@ def breakdown(outdir: Path, n: int) -> str:
         rows.append((d, cat, k))
     t = totals(outdir)
     total = (t["PyO3 native.add (#[pyfunction])"] - t[FASTCALL]) / n
-    lines = [f"Extra instructions per call of `native.add` over the hand-written METH_FASTCALL add "
-             f"(callgrind, N={n}): **{total:+.0f} Ir/call**\n",
-             "| category | Ir/call |", "|---|---:|"]
+    lines = [
+        (
+            f"Extra instructions per call of `native.add` over the hand-written METH_FASTCALL add "
+            f"(callgrind, N={n}): **{total:+.0f} Ir/call**\n"
+        ),
+        "| category | Ir/call |",
+        "|---|---:|",
+    ]
     for cat, v in sorted(cats.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {cat} | {v:+.0f} |")
     lines += ["", "| function (file) | category | Ir/call |", "|---|---|---:|"]

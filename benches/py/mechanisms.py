@@ -52,11 +52,11 @@ SIZES = {"64 B": 64, "64 KiB": 64 * 1024, "1 MiB": 1024 * 1024}
 
 @dataclass
 class Case:
-    group: str          # criterion group, e.g. "call_2_args"
-    mechanism: str      # row of the report
-    param: str          # column of the report ("2 args", "64 KiB", ...)
+    group: str  # criterion group, e.g. "call_2_args"
+    mechanism: str  # row of the report
+    param: str  # column of the report ("2 args", "64 KiB", ...)
     run: Callable[[int], Any]
-    nbytes: int = 0     # bytes processed per call (throughput groups)
+    nbytes: int = 0  # bytes processed per call (throughput groups)
     copies: int | None = None  # copies of the input the mechanism makes (buffer groups)
     note: str = ""
     keepalive: list = field(default_factory=list)
@@ -77,9 +77,15 @@ def baseline() -> Callable[[int], Any]:
 
 # ---------------------------------------------------------------- ctypes
 
+
 class NativeOptions(ctypes.Structure):
-    _fields_ = [("create", c_int32), ("sync", c_int32), ("max_key_size", c_uint32),
-                ("max_value_size", c_uint32), ("file_mode", c_uint32)]
+    _fields_ = [
+        ("create", c_int32),
+        ("sync", c_int32),
+        ("max_key_size", c_uint32),
+        ("max_value_size", c_uint32),
+        ("file_mode", c_uint32),
+    ]
 
 
 CT_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)  # (const native_event *, void *user_data)
@@ -92,8 +98,10 @@ def ctypes_lib(loader: type, native_so: str, shapes_so: str) -> tuple[Any, Any]:
         "native_checksum": (c_uint64, [c_void_p, c_size_t]),
         "native_options_default": (None, [POINTER(NativeOptions)]),
         "native_options_validate": (c_int, [POINTER(NativeOptions), c_void_p]),
-        "native_connect": (c_int, [ctypes.c_char_p, c_void_p, c_int64, c_void_p, c_void_p, POINTER(c_void_p),
-                                   c_void_p]),
+        "native_connect": (
+            c_int,
+            [ctypes.c_char_p, c_void_p, c_int64, c_void_p, c_void_p, POINTER(c_void_p), c_void_p],
+        ),
         "native_close": (None, [c_void_p]),
         "native_put": (c_int, [c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p]),
         "native_get": (c_int, [c_void_p, c_void_p, c_size_t, POINTER(c_void_p), POINTER(c_size_t), c_void_p]),
@@ -119,6 +127,7 @@ def ctypes_add(lib: Any) -> Callable[[int, int], int]:
         if native_add(a, b, byref(out)):
             raise OverflowError("add: result does not fit in a C long")
         return out.value
+
     return add
 
 
@@ -134,6 +143,7 @@ def ctypes_get(lib: Any, db: c_void_p) -> Callable[[bytes], bytes]:
             return string_at(val, vlen.value)
         finally:
             native_free(val)
+
     return get
 
 
@@ -148,10 +158,12 @@ def ctypes_options(lib: Any) -> Callable[[dict], NativeOptions]:
         if validate(byref(o), None):
             raise ValueError("invalid options")
         return o
+
     return from_mapping
 
 
 # ---------------------------------------------------------------- cffi
+
 
 def cffi_add(ffi: FFI, lib: Any) -> Callable[[int, int], int]:
     native_add, new = lib.native_add, ffi.new
@@ -161,12 +173,19 @@ def cffi_add(ffi: FFI, lib: Any) -> Callable[[int, int], int]:
         if native_add(a, b, out):
             raise OverflowError("add: result does not fit in a C long")
         return out[0]
+
     return add
 
 
 def cffi_get(ffi: FFI, lib: Any, db: Any) -> Callable[[bytes], bytes]:
-    native_get, native_free, new, unpack, cast, NULL = \
-        lib.native_get, lib.native_free, ffi.new, ffi.unpack, ffi.cast, ffi.NULL
+    native_get, native_free, new, unpack, cast, NULL = (
+        lib.native_get,
+        lib.native_free,
+        ffi.new,
+        ffi.unpack,
+        ffi.cast,
+        ffi.NULL,
+    )
 
     def get(key: bytes) -> bytes:
         val, vlen = new("void **"), new("size_t *")
@@ -177,6 +196,7 @@ def cffi_get(ffi: FFI, lib: Any, db: Any) -> Callable[[bytes], bytes]:
             return unpack(cast("char *", val[0]), vlen[0])
         finally:
             native_free(val[0])
+
     return get
 
 
@@ -191,10 +211,12 @@ def cffi_options(ffi: FFI, lib: Any) -> Callable[[dict], Any]:
         if validate(o, NULL):
             raise ValueError("invalid options")
         return o
+
     return from_mapping
 
 
 # ---------------------------------------------------------------- cases
+
 
 class Sides:
     """Every loaded mechanism, plus the resources (store files, subscriptions) to tear down at the end."""
@@ -214,8 +236,11 @@ class Sides:
         self.ct, self.ct_shapes = ctypes_lib(ctypes.CDLL, native_so, shapes_so)
         self.pyd, self.pyd_shapes = ctypes_lib(ctypes.PyDLL, native_so, shapes_so)
         self.cython, self.cython_shapes = cython_modules()
-        self.cpp = {label: m for label, name in (("pybind11", "_pybind11_bench"), ("nanobind", "_nanobind_bench"))
-                    if (m := optional_module(name)) is not None}
+        self.cpp = {
+            label: m
+            for label, name in (("pybind11", "_pybind11_bench"), ("nanobind", "_nanobind_bench"))
+            if (m := optional_module(name)) is not None
+        }
         self.tmp = tempfile.TemporaryDirectory(prefix="ffi-bench-")
         self.closers: list[Callable[[], Any]] = []
         self.cases: list[Case] = []
@@ -257,20 +282,28 @@ def call_cases(s: Sides) -> list[Case]:
         if nargs == 2 and not extra and f(2, 3) != 5:
             # A fast wrong answer is not a measurement (the C-API add once returned 0 for everything).
             raise SystemExit(f"{mech}: f(2, 3) = {f(2, 3)!r}, not 5")
-        out.append(Case(f"call_{ARGS[nargs].replace(' ', '_')}", mech, ARGS[nargs],
-                        driver(f"{mech} {nargs}", f"f({args})", f=f, **bound), note=note))
+        out.append(
+            Case(
+                f"call_{ARGS[nargs].replace(' ', '_')}",
+                mech,
+                ARGS[nargs],
+                driver(f"{mech} {nargs}", f"f({args})", f=f, **bound),
+                note=note,
+            )
+        )
 
     py = s.shapes
     for n, f in ((0, py.zero), (1, py.one), (5, py.five)):
         add("PyO3 #[pyfunction]", n, f)
-    add("PyO3 #[pyfunction]", 2, s.native.add, note="2 args: the real native.add; 0/1/5: the bench's own #[pyfunction]s")
+    add(
+        "PyO3 #[pyfunction]", 2, s.native.add, note="2 args: the real native.add; 0/1/5: the bench's own #[pyfunction]s"
+    )
     add("PyO3 ffi METH_FASTCALL (native.add_fast)", 2, s.native.add_fast)
     c = s.capi
     for n, name in ((0, "zero"), (1, "one"), (2, "add"), (5, "five")):
         add("C-API METH_FASTCALL", n, getattr(c, f"fast_{name}"))
         add("C-API METH_VARARGS", n, getattr(c, f"var_{name}"))
-    for mech, ffi, lib, shapes in (("cffi API", s.api_ffi, s.api, s.api),
-                                   ("cffi ABI", s.abi_ffi, s.abi, s.abi_shapes)):
+    for mech, ffi, lib, shapes in (("cffi API", s.api_ffi, s.api, s.api), ("cffi ABI", s.abi_ffi, s.abi, s.abi_shapes)):
         for n, name in ((0, "zero"), (1, "one"), (5, "five")):
             add(mech, n, getattr(shapes, f"shapes_{name}"))
         add(mech, 2, lib.native_add, extra="out", out=ffi.new("long *"), note="raw call, out-param preallocated")
@@ -297,8 +330,17 @@ def checksum_cases(s: Sides) -> list[Case]:
         mutable = bytearray(data)
 
         def add(mech: str, call: str, copies: int, note: str = "", **bound: Any) -> None:
-            out.append(Case(f"checksum_{label.replace(' ', '')}", mech, label,
-                            driver(f"{mech} {label}", call, **bound), nbytes=size, copies=copies, note=note))
+            out.append(
+                Case(
+                    f"checksum_{label.replace(' ', '')}",
+                    mech,
+                    label,
+                    driver(f"{mech} {label}", call, **bound),
+                    nbytes=size,
+                    copies=copies,
+                    note=note,
+                )
+            )
 
         add("PyO3 native.checksum", "f(data)", 0, "buffer protocol", f=s.native.checksum, data=data)
         if s.cython is not None:
@@ -306,18 +348,50 @@ def checksum_cases(s: Sides) -> list[Case]:
         for mech, m in s.cpp.items():
             add(f"{mech} checksum", "f(data)", 0, "PyObject_GetBuffer", f=m.checksum, data=data)
         add("C-API METH_FASTCALL", "f(data)", 0, "buffer protocol", f=s.capi.fast_checksum, data=data)
-        add("cffi API, ffi.from_buffer", "f(from_buffer(data), len(data))", 0,
-            f=s.api.native_checksum, from_buffer=s.api_ffi.from_buffer, data=data)
-        add("cffi ABI, ffi.from_buffer", "f(from_buffer(data), len(data))", 0,
-            f=s.abi.native_checksum, from_buffer=s.abi_ffi.from_buffer, data=data)
+        add(
+            "cffi API, ffi.from_buffer",
+            "f(from_buffer(data), len(data))",
+            0,
+            f=s.api.native_checksum,
+            from_buffer=s.api_ffi.from_buffer,
+            data=data,
+        )
+        add(
+            "cffi ABI, ffi.from_buffer",
+            "f(from_buffer(data), len(data))",
+            0,
+            f=s.abi.native_checksum,
+            from_buffer=s.abi_ffi.from_buffer,
+            data=data,
+        )
         add("cffi ABI, bytes as void *", "f(data, len(data))", 0, f=s.abi.native_checksum, data=data)
-        add("cffi ABI, ffi.new('char[]', data)", "f(new('char[]', data), len(data))", 1,
-            f=s.abi.native_checksum, new=s.abi_ffi.new, data=data)
+        add(
+            "cffi ABI, ffi.new('char[]', data)",
+            "f(new('char[]', data), len(data))",
+            1,
+            f=s.abi.native_checksum,
+            new=s.abi_ffi.new,
+            data=data,
+        )
         add("ctypes CDLL, bytes as c_void_p", "f(data, len(data))", 0, f=s.ct.native_checksum, data=data)
-        add("ctypes CDLL, from_buffer(bytearray)", "f((c_char * len(buf)).from_buffer(buf), len(buf))", 0,
-            "writable buffers only", f=s.ct.native_checksum, c_char=c_char, buf=mutable)
-        add("ctypes CDLL, from_buffer_copy(bytes)", "f((c_char * len(data)).from_buffer_copy(data), len(data))", 1,
-            "what a read-only non-bytes buffer forces", f=s.ct.native_checksum, c_char=c_char, data=data)
+        add(
+            "ctypes CDLL, from_buffer(bytearray)",
+            "f((c_char * len(buf)).from_buffer(buf), len(buf))",
+            0,
+            "writable buffers only",
+            f=s.ct.native_checksum,
+            c_char=c_char,
+            buf=mutable,
+        )
+        add(
+            "ctypes CDLL, from_buffer_copy(bytes)",
+            "f((c_char * len(data)).from_buffer_copy(data), len(data))",
+            1,
+            "what a read-only non-bytes buffer forces",
+            f=s.ct.native_checksum,
+            c_char=c_char,
+            data=data,
+        )
     return out
 
 
@@ -336,17 +410,30 @@ def handle_cases(s: Sides) -> list[Case]:
         cy_conn = s.cython.connect(s.path("cython-get.db"))
         cy_conn.put(key, val)
         s.closers.append(cy_conn.close)
-        out.append(Case("handle_get", "Cython Connection.get", "get",
-                        driver("cython get", "f(key)", f=cy_conn.get, key=key)))
+        out.append(
+            Case("handle_get", "Cython Connection.get", "get", driver("cython get", "f(key)", f=cy_conn.get, key=key))
+        )
     for mech, ffi, lib in (("cffi API", s.api_ffi, s.api), ("cffi ABI", s.abi_ffi, s.abi)):
         db = cffi_connect(s, ffi, lib, f"{mech}-get.db")
         lib.native_put(db, key, len(key), val, len(val), ffi.NULL)
-        out.append(Case("handle_get", f"{mech}, get() wrapper", "get",
-                        driver(f"{mech} get", "f(key)", f=cffi_get(ffi, lib, db), key=key)))
+        out.append(
+            Case(
+                "handle_get",
+                f"{mech}, get() wrapper",
+                "get",
+                driver(f"{mech} get", "f(key)", f=cffi_get(ffi, lib, db), key=key),
+            )
+        )
     db = ctypes_connect(s, s.ct, "ctypes-get.db")
     s.ct.native_put(db, key, len(key), val, len(val), None)
-    out.append(Case("handle_get", "ctypes CDLL, get() wrapper", "get",
-                    driver("ctypes get", "f(key)", f=ctypes_get(s.ct, db), key=key)))
+    out.append(
+        Case(
+            "handle_get",
+            "ctypes CDLL, get() wrapper",
+            "get",
+            driver("ctypes get", "f(key)", f=ctypes_get(s.ct, db), key=key),
+        )
+    )
 
     # --- callback round trip: put, then block until the callback (on the notifier thread) releases a lock
     def lock_pair() -> tuple[Any, Any]:
@@ -360,15 +447,20 @@ def handle_cases(s: Sides) -> list[Case]:
 
     def roundtrip(mech: str, put: Callable, put_args: tuple, wake_cb_keepalive: Any, lock: Any) -> None:
         call, kw = bound(put_args)
-        out.append(Case("callback", mech, "put → callback",
-                        driver(f"{mech} cb", f"{call}\n        acquire()", put=put, acquire=lock.acquire, **kw),
-                        note="",
-                        keepalive=[wake_cb_keepalive]))
+        out.append(
+            Case(
+                "callback",
+                mech,
+                "put → callback",
+                driver(f"{mech} cb", f"{call}\n        acquire()", put=put, acquire=lock.acquire, **kw),
+                note="",
+                keepalive=[wake_cb_keepalive],
+            )
+        )
 
     def put_only(mech: str, put: Callable, put_args: tuple) -> None:
         call, kw = bound(put_args)
-        out.append(Case("callback", mech, "put alone", driver(f"{mech} put", call, put=put, **kw),
-                        note=""))
+        out.append(Case("callback", mech, "put alone", driver(f"{mech} put", call, put=put, **kw), note=""))
 
     conn = native.connect(s.path("pyo3-put.db"))
     s.closers.append(conn.close)
@@ -395,9 +487,11 @@ def handle_cases(s: Sides) -> list[Case]:
         db = cffi_connect(s, ffi, lib, f"{mech}-cb.db")
         lock, release = lock_pair()
         if mech == "cffi API":
+
             @ffi.def_extern(name="bench_on_event")
             def on_event(ev: Any, user: Any, release: Any = release) -> None:
                 release()
+
             cb: Any = lib.bench_on_event
         else:
             cb = ffi.callback("void(const native_event *, void *)", lambda ev, user, release=release: release())
@@ -437,14 +531,34 @@ def struct_cases(s: Sides) -> list[Case]:
     d = {"create": True, "sync": False, "max_key_size": 256, "max_value_size": 65536, "file_mode": 0o600}
     g, p = "struct_options", "from dict"
     return [
-        Case(g, "PyO3 Options.from_mapping", p,
-             driver("pyo3 opts", "f(d)", f=s.native.Options.from_mapping, d=d), note="validated in Rust"),
-        Case(g, "cffi API, by hand", p, driver("api opts", "f(d)", f=cffi_options(s.api_ffi, s.api), d=d),
-             note="ffi.new + setattr + native_options_validate"),
-        Case(g, "cffi ABI, by hand", p, driver("abi opts", "f(d)", f=cffi_options(s.abi_ffi, s.abi), d=d),
-             note="ffi.new + setattr + native_options_validate"),
-        Case(g, "ctypes, by hand", p, driver("ctypes opts", "f(d)", f=ctypes_options(s.ct), d=d),
-             note="Structure + setattr + native_options_validate"),
+        Case(
+            g,
+            "PyO3 Options.from_mapping",
+            p,
+            driver("pyo3 opts", "f(d)", f=s.native.Options.from_mapping, d=d),
+            note="validated in Rust",
+        ),
+        Case(
+            g,
+            "cffi API, by hand",
+            p,
+            driver("api opts", "f(d)", f=cffi_options(s.api_ffi, s.api), d=d),
+            note="ffi.new + setattr + native_options_validate",
+        ),
+        Case(
+            g,
+            "cffi ABI, by hand",
+            p,
+            driver("abi opts", "f(d)", f=cffi_options(s.abi_ffi, s.abi), d=d),
+            note="ffi.new + setattr + native_options_validate",
+        ),
+        Case(
+            g,
+            "ctypes, by hand",
+            p,
+            driver("ctypes opts", "f(d)", f=ctypes_options(s.ct), d=d),
+            note="Structure + setattr + native_options_validate",
+        ),
     ]
 
 

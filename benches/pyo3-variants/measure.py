@@ -46,12 +46,19 @@ def check(name: str, f) -> None:
         # benches/capi/capi_bench.c: `add_result(native_add(a, b, &out), out)` reads `out` before the
         # call (unspecified argument order; GCC goes right to left), so fast_add/var_add return 0. The
         # instruction count is unaffected (0 and 5 both come from CPython's small-int cache).
-        print("warning: C-API fast_add(2, 3) returned 0 (argument-order bug in benches/capi/capi_bench.c)",
-              file=sys.stderr)
+        print(
+            "warning: C-API fast_add(2, 3) returned 0 (argument-order bug in benches/capi/capi_bench.c)",
+            file=sys.stderr,
+        )
     else:
         assert got == 5, (name, got)
-    for args, exc in (((2**63 - 1, 1), OverflowError), ((2**63, 0), OverflowError), ((1.5, 2), TypeError),
-                      (("1", 2), TypeError), ((1,), TypeError)):
+    for args, exc in (
+        ((2**63 - 1, 1), OverflowError),
+        ((2**63, 0), OverflowError),
+        ((1.5, 2), TypeError),
+        (("1", 2), TypeError),
+        ((1,), TypeError),
+    ):
         try:
             f(*args)
         except exc:
@@ -75,6 +82,7 @@ def run(pkgdir: str, capidir: str, n: int) -> None:
     funcs.update({name: getattr(pv, name) for name in VARIANTS})
     try:
         import native  # the wrapper installed in the venv: its `add` should match our baseline `add`
+
         funcs[NATIVE] = native.add
     except ImportError:
         pass
@@ -103,8 +111,8 @@ BUILDS = {
     "base": "release, as `native`",
     "norefpool": "`--cfg pyo3_disable_reference_pool`",
     "cgu1": "`codegen-units = 1`",
-    "lto-thin": "`lto = \"thin\"`",
-    "lto": "`lto = \"fat\"`, `codegen-units = 1`",
+    "lto-thin": '`lto = "thin"`',
+    "lto": '`lto = "fat"`, `codegen-units = 1`',
     "norefpool-lto": "reference pool off + fat LTO, 1 CGU",
     "abi3": "`pyo3/abi3-py311`",
 }
@@ -118,12 +126,16 @@ def report(root: Path, n: int, builds: list[str], full: bool = False) -> str:
     base = res[first][BASELINE]
     refs = sorted({round(r[FASTCALL], 1) for r in res.values()})
     base_excess = base - res[first][FASTCALL]
-    lines = [f"callgrind, N={n} calls per row, empty loop subtracted; × C-API = ÷ the METH_FASTCALL `fast_add` "
-             f"measured in the same valgrind run ({', '.join(f'{x:.1f}' for x in refs)} Ir/call); "
-             f"Δ = excess over that run's `fast_add` minus the excess of `add` in build `{first}` "
-             f"({base_excess:+.1f} Ir/call), so a per-process offset common to all loops cancels\n",
-             "| build | variant | Ir/call | × METH_FASTCALL C-API | Δ vs baseline `#[pyfunction]` |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        (
+            f"callgrind, N={n} calls per row, empty loop subtracted; × C-API = ÷ the METH_FASTCALL `fast_add` "
+            f"measured in the same valgrind run ({', '.join(f'{x:.1f}' for x in refs)} Ir/call); "
+            f"Δ = excess over that run's `fast_add` minus the excess of `add` in build `{first}` "
+            f"({base_excess:+.1f} Ir/call), so a per-process offset common to all loops cancels\n"
+        ),
+        "| build | variant | Ir/call | × METH_FASTCALL C-API | Δ vs baseline `#[pyfunction]` |",
+        "|---|---|---:|---:|---:|",
+    ]
     for b in builds:
         r = res[b]
         ref = r[FASTCALL]
@@ -142,7 +154,7 @@ def report(root: Path, n: int, builds: list[str], full: bool = False) -> str:
 def dumps(outdir: Path) -> dict[str, Path]:
     found = {}
     for f in sorted(outdir.glob("cg.out.*")):
-        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", f.read_text(errors="replace"), re.M)
+        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", f.read_text(errors="replace"), re.MULTILINE)
         if trig:
             found[trig.group(1).strip()] = f
     return found
@@ -167,8 +179,9 @@ def diff(a: Path, b: Path, n: int, limit: int = 25) -> str:
         if abs(d) >= 0.5:
             rows.append((d, k))
     rows.sort(key=lambda r: -abs(r[0]))
+
     def label(p: Path) -> str:
-        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", p.read_text(errors="replace"), re.M)
+        trig = re.search(r"^desc: Trigger: Client Request: (.*)$", p.read_text(errors="replace"), re.MULTILINE)
         return f"{p.parent.name}/{trig.group(1).strip() if trig else p.name}"
 
     out = [f"exclusive Ir/call, {label(b)} − {label(a)}: total {sum(d for d, _ in rows):+.1f}"]

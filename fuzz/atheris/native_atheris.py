@@ -3,6 +3,7 @@ the same oracles written in Python: the baseline for ci/fuzz_compare.py's exec/s
 
 Usage: python native_atheris.py <buffers|handles|structs> [libFuzzer flags]
 """
+
 import gc
 import os
 import sys
@@ -12,13 +13,22 @@ import atheris
 
 # The same pure-Python references as the pytests and property tests.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "pytests"))
-from _refs import fnv1a64 as ref_fnv, process_ref as ref_process  # noqa: E402
+from _refs import fnv1a64 as ref_fnv
+from _refs import process_ref as ref_process
 
 with atheris.instrument_imports():
     import native
 
-ALLOWED = (TypeError, ValueError, OverflowError, BufferError, KeyError, native.InvalidStateError, native.ConnectionError,
-           native.TimeoutError)
+ALLOWED = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    BufferError,
+    KeyError,
+    native.InvalidStateError,
+    native.ConnectionError,
+    native.TimeoutError,
+)
 TMP = tempfile.mkdtemp(prefix="native-atheris-")
 _seq = [0]
 

@@ -41,7 +41,7 @@ class Recorder:
         if kind == "raise":
             raise CallbackRaised("callback raised on purpose")
         if conn is None:
-            return None
+            return
         if kind == "get":
             conn.get(ev.key)
         elif kind == "put" and ev.key != b"reenter":
@@ -54,7 +54,7 @@ class Recorder:
             conn.subscribe(lambda e: None).cancel()
         elif kind == "gc":
             gc.collect()
-        return None
+        return
 
 
 def new_box():
@@ -79,7 +79,7 @@ def writer(conn_ref, n, errors):
                 conn.put(b"w%d" % (i % 4), b"v%d" % i)
             except native.InvalidStateError:
                 return
-            except BaseException as e:  # anything else is a finding, reported by the harness
+            except BaseException as e:  # noqa: BLE001 - anything else is a finding, reported by the harness
                 errors.append(repr(e))
                 return
 

@@ -22,7 +22,7 @@ def category(exc):
 def outcome(fn, *args, **kwargs):
     try:
         return ("ok", fn(*args, **kwargs))
-    except Exception as exc:  # the category is what must agree
+    except Exception as exc:  # noqa: BLE001 - the category is what must agree
         return ("raised", category(exc))
 
 

@@ -334,16 +334,15 @@ def same(a, b, _seen=None):
         )
     if isinstance(a, memoryview):
         try:
-            a.nbytes
+            _ = a.nbytes
         except ValueError:
             try:
-                b.nbytes
+                _ = b.nbytes
             except ValueError:
                 return True
             return False
-        return (
-            (a.format, a.shape, a.strides, a.readonly) == (b.format, b.shape, b.strides, b.readonly)
-            and same(a.tolist(), b.tolist(), _seen)
+        return (a.format, a.shape, a.strides, a.readonly) == (b.format, b.shape, b.strides, b.readonly) and same(
+            a.tolist(), b.tolist(), _seen
         )
     if isinstance(a, _array.array):
         return a.typecode == b.typecode and same(a.tolist(), b.tolist(), _seen)

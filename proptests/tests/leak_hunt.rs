@@ -165,8 +165,41 @@ fn hunt(name: &str) -> LeakReport {
             })
             .unwrap_or("?");
         println!("== leak hunt: {name} ({build}) ==\n{report}");
+        record_verdict(name, build, &report);
         report
     })
+}
+
+/// Appends the scenario's verdict as one JSON line to `$FFI_HARNESS_LEAK_VERDICTS` when set: summaries
+/// (ci/main) read verdicts, never the words of the printed table.
+fn record_verdict(name: &str, build: &str, report: &LeakReport) {
+    let Ok(path) = std::env::var("FFI_HARNESS_LEAK_VERDICTS") else {
+        return;
+    };
+    let deltas: Vec<String> = report
+        .metrics
+        .iter()
+        .filter(|m| m.samples.is_some())
+        .map(|m| format!("{:?}: {:?}", m.name, m.deltas()))
+        .collect();
+    let leaking: Vec<String> = report
+        .leaking()
+        .iter()
+        .map(|m| format!("{:?}", m.name))
+        .collect();
+    let line = format!(
+        "{{\"scenario\": {name:?}, \"build\": {build:?}, \"leaking\": [{}], \"deltas\": {{{}}}}}\n",
+        leaking.join(", "),
+        deltas.join(", ")
+    );
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    file.write_all(line.as_bytes())
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
 }
 
 fn assert_no_leak(name: &str) {

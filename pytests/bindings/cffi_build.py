@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 sys.path.insert(0, str(HERE))
 
-import cdefs  # noqa: E402
-import facade  # noqa: E402
+import cdefs
+import facade
 
 
 def make_ffi() -> FFI:

@@ -15,18 +15,35 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cffi import FFI
-
 import cdefs
 import facade
-from facade import (CancelledError, Connection, ConnectionError, Error, InvalidArgumentError,  # noqa: F401
-                    InvalidStateError, NotFoundError, ProtocolError, Stats, TimeoutError)
+from cffi import FFI
+from facade import (  # noqa: F401
+    CancelledError,
+    Connection,
+    ConnectionError,
+    Error,
+    InvalidArgumentError,
+    InvalidStateError,
+    NotFoundError,
+    ProtocolError,
+    Stats,
+    TimeoutError,
+)
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
 
-CTYPES = {"long": "long *", "size_t": "size_t *", "uint64": "uint64_t *", "ptr": "void **", "db": "native_db **",
-          "native_error": "native_error *", "native_options": "native_options *", "native_stats": "native_stats *",
-          "native_debug_counters": "native_debug_counters *"}
+CTYPES = {
+    "long": "long *",
+    "size_t": "size_t *",
+    "uint64": "uint64_t *",
+    "ptr": "void **",
+    "db": "native_db **",
+    "native_error": "native_error *",
+    "native_options": "native_options *",
+    "native_stats": "native_stats *",
+    "native_debug_counters": "native_debug_counters *",
+}
 
 
 class CffiBackend:

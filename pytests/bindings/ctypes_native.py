@@ -12,13 +12,36 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int32, c_int64, c_long,
-                    c_size_t, c_uint32, c_uint64, c_void_p)
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_char,
+    c_char_p,
+    c_int,
+    c_int32,
+    c_int64,
+    c_long,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 from typing import Any
 
 import facade
-from facade import (CancelledError, Connection, ConnectionError, Error, InvalidArgumentError,  # noqa: F401
-                    InvalidStateError, NotFoundError, ProtocolError, Stats, TimeoutError)
+from facade import (  # noqa: F401
+    CancelledError,
+    Connection,
+    ConnectionError,
+    Error,
+    InvalidArgumentError,
+    InvalidStateError,
+    NotFoundError,
+    ProtocolError,
+    Stats,
+    TimeoutError,
+)
 
 
 class NativeError(Structure):
@@ -26,26 +49,44 @@ class NativeError(Structure):
 
 
 class NativeOptions(Structure):
-    _fields_ = [("create", c_int32), ("sync", c_int32), ("max_key_size", c_uint32),
-                ("max_value_size", c_uint32), ("file_mode", c_uint32)]
+    _fields_ = [
+        ("create", c_int32),
+        ("sync", c_int32),
+        ("max_key_size", c_uint32),
+        ("max_value_size", c_uint32),
+        ("file_mode", c_uint32),
+    ]
 
 
 class NativeStats(Structure):
-    _fields_ = [(f, c_uint64) for f in facade.STATS_FIELDS[:7]] + [("subscriptions", c_uint32),
-                                                                   ("generation", c_uint32)]
+    _fields_ = [(f, c_uint64) for f in facade.STATS_FIELDS[:7]] + [
+        ("subscriptions", c_uint32),
+        ("generation", c_uint32),
+    ]
 
 
 class NativeEvent(Structure):
-    _fields_ = [("kind", c_int), ("seq", c_uint64), ("key", c_void_p), ("klen", c_size_t),
-                ("value", c_void_p), ("vlen", c_size_t)]
+    _fields_ = [
+        ("kind", c_int),
+        ("seq", c_uint64),
+        ("key", c_void_p),
+        ("klen", c_size_t),
+        ("value", c_void_p),
+        ("vlen", c_size_t),
+    ]
 
 
 class NativeDebugCounters(Structure):
     _fields_ = [(f, c_int64) for f in facade.COUNTER_FIELDS]
 
 
-STRUCTS = {"native_error": NativeError, "native_options": NativeOptions, "native_stats": NativeStats,
-           "native_event": NativeEvent, "native_debug_counters": NativeDebugCounters}
+STRUCTS = {
+    "native_error": NativeError,
+    "native_options": NativeOptions,
+    "native_stats": NativeStats,
+    "native_event": NativeEvent,
+    "native_debug_counters": NativeDebugCounters,
+}
 
 CANCEL_FN = CFUNCTYPE(c_int, c_void_p)
 CALLBACK = CFUNCTYPE(None, POINTER(NativeEvent), c_void_p)
@@ -68,8 +109,10 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "native_stats_get": (c_int, [DB, POINTER(NativeStats)]),
     "native_last_error": (None, [DB, ERR]),
     "native_generation": (c_uint64, [DB]),
-    "native_item_at": (c_int, [DB, c_size_t, c_uint64, POINTER(c_void_p), POINTER(c_size_t), POINTER(c_void_p),
-                               POINTER(c_size_t), ERR]),
+    "native_item_at": (
+        c_int,
+        [DB, c_size_t, c_uint64, POINTER(c_void_p), POINTER(c_size_t), POINTER(c_void_p), POINTER(c_size_t), ERR],
+    ),
     "native_subscribe": (c_int, [DB, CALLBACK, c_void_p, POINTER(c_uint64), ERR]),
     "native_unsubscribe": (c_int, [DB, c_uint64]),
     "native_checksum": (c_uint64, [c_void_p, c_size_t]),

@@ -25,8 +25,17 @@ sys.path.insert(0, str(HERE))
 import facade
 
 # Cython's generated C is warning-clean under these except for two families it emits on purpose.
-CFLAGS = ["-O2", "-g", "-fPIC", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function",
-          "-Wno-unused-parameter", "-fno-strict-aliasing"]
+CFLAGS = [
+    "-O2",
+    "-g",
+    "-fPIC",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wno-unused-function",
+    "-Wno-unused-parameter",
+    "-fno-strict-aliasing",
+]
 
 
 def run(cmd: list[str], quiet: bool) -> None:
@@ -49,9 +58,22 @@ def build(out: Path = BUILD_DIR, lib: Path | None = None, quiet: bool = True) ->
     run([sys.executable, "-m", "cython", "-3", "--fast-fail", "-I", str(SRC), str(pyx), "-o", str(csrc)], quiet)
     libname = "native" if lib.name == "libnative.so" else ":" + lib.name
     cc = shlex.split(os.environ.get("CC", "cc"))
-    run(cc + CFLAGS + ["-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{facade.REPO / 'libnative'}",
-                       str(csrc), "-o", str(target), f"-L{lib.parent}", f"-l{libname}",
-                       f"-Wl,-rpath,{lib.parent}"], quiet)
+    run(
+        cc
+        + CFLAGS
+        + [
+            "-shared",
+            f"-I{sysconfig.get_paths()['include']}",
+            f"-I{facade.REPO / 'libnative'}",
+            str(csrc),
+            "-o",
+            str(target),
+            f"-L{lib.parent}",
+            f"-l{libname}",
+            f"-Wl,-rpath,{lib.parent}",
+        ],
+        quiet,
+    )
     return target
 
 

@@ -30,8 +30,17 @@ LONG_BITS = 64  # LP64 (Linux x86-64/aarch64), asserted by the backends against 
 LONG_MIN, LONG_MAX = -(2 ** (LONG_BITS - 1)), 2 ** (LONG_BITS - 1) - 1
 U32_MAX = 2**32 - 1
 
-STATS_FIELDS = ("keys", "puts", "gets", "deletes", "file_bytes", "events_delivered", "events_dropped",
-                "subscriptions", "generation")
+STATS_FIELDS = (
+    "keys",
+    "puts",
+    "gets",
+    "deletes",
+    "file_bytes",
+    "events_delivered",
+    "events_dropped",
+    "subscriptions",
+    "generation",
+)
 COUNTER_FIELDS = ("live_handles", "live_subscriptions", "live_blocks", "calls")
 
 
@@ -42,6 +51,7 @@ def lib_path() -> Path:
 
 
 # ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----
+
 
 class Error(Exception):
     op: str | None = None
@@ -81,9 +91,16 @@ class CancelledError(Error):
     pass
 
 
-_ERROR_CLASSES = {EIO: ConnectionError, ETIMEOUT: TimeoutError, EPROTOCOL: ProtocolError,
-                  ESTATE: InvalidStateError, EINVAL: InvalidArgumentError, ENOTFOUND: NotFoundError,
-                  ENOMEM: OutOfMemoryError, ECANCELLED: CancelledError}
+_ERROR_CLASSES = {
+    EIO: ConnectionError,
+    ETIMEOUT: TimeoutError,
+    EPROTOCOL: ProtocolError,
+    ESTATE: InvalidStateError,
+    EINVAL: InvalidArgumentError,
+    ENOTFOUND: NotFoundError,
+    ENOMEM: OutOfMemoryError,
+    ECANCELLED: CancelledError,
+}
 
 
 class ErrInfo(NamedTuple):
@@ -125,17 +142,18 @@ class Stats:
 
 # ---- what a backend provides ----
 
+
 class Backend(Protocol):
     name: str
-    lib: Any          # native_* callables with C signatures declared
-    NULL: Any         # null data pointer
-    NULL_FN: Any      # null native_cancel_fn
-    copies: int       # buffers that had to be copied to reach C (see readable())
+    lib: Any  # native_* callables with C signatures declared
+    NULL: Any  # null data pointer
+    NULL_FN: Any  # null native_cancel_fn
+    copies: int  # buffers that had to be copied to reach C (see readable())
 
-    def out(self, ctype: str) -> Any: ...      # "long", "size_t", "uint64", "ptr", "db", "native_error", ...
-    def ref(self, obj: Any) -> Any: ...        # pass an out() object as a pointer argument
-    def val(self, obj: Any) -> Any: ...        # scalar value or struct of an out() object
-    def text(self, cstr: Any) -> str: ...      # char[] field or const char * result
+    def out(self, ctype: str) -> Any: ...  # "long", "size_t", "uint64", "ptr", "db", "native_error", ...
+    def ref(self, obj: Any) -> Any: ...  # pass an out() object as a pointer argument
+    def val(self, obj: Any) -> Any: ...  # scalar value or struct of an out() object
+    def text(self, cstr: Any) -> str: ...  # char[] field or const char * result
     def bytes_at(self, ptr: Any, n: int) -> bytes: ...
     def readable(self, data: Any) -> Any: ...  # context manager -> (pointer, length); TypeError if not a buffer
     def writable(self, data: Any) -> Any: ...  # same, TypeError if read-only
@@ -310,8 +328,9 @@ class Connection:
         i = 0
         while True:
             k, kl, v, vl, err = b.out("ptr"), b.out("size_t"), b.out("ptr"), b.out("size_t"), b.out("native_error")
-            rc = self._lib.native_item_at(self._handle("items"), i, generation, b.ref(k), b.ref(kl), b.ref(v),
-                                          b.ref(vl), b.ref(err))
+            rc = self._lib.native_item_at(
+                self._handle("items"), i, generation, b.ref(k), b.ref(kl), b.ref(v), b.ref(vl), b.ref(err)
+            )
             if rc == EDONE:
                 return
             if rc != OK:

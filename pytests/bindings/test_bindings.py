@@ -26,8 +26,12 @@ import cffi_native
 import ctypes_native
 import cython_native
 
-MECHANISMS: dict[str, Any] = {"ctypes": ctypes_native.native, "cffi-abi": cffi_native.abi,
-                              "cffi-api": cffi_native.api, "cython": cython_native.native}
+MECHANISMS: dict[str, Any] = {
+    "ctypes": ctypes_native.native,
+    "cffi-abi": cffi_native.abi,
+    "cffi-api": cffi_native.api,
+    "cython": cython_native.native,
+}
 SKIP_REASONS = {"cffi-api": cffi_native.API_SKIP_REASON, "cython": cython_native.SKIP_REASON}
 AVAILABLE = {name: m for name, m in MECHANISMS.items() if m is not None}
 
@@ -68,6 +72,7 @@ def fnv1a(data: bytes) -> int:
 
 # ---------------------------------------------------------------- plain functions
 
+
 def test_add(nat: facade.Native) -> None:
     assert nat.add(2, 3) == 5
     assert nat.add(True, -7) == -6
@@ -91,8 +96,9 @@ def test_out_of_range_argument_never_reaches_c(nat: facade.Native) -> None:
     assert nat.debug_counters()["calls"] == calls
 
 
-@pytest.mark.parametrize("data, expected", [(b"", 0xCBF29CE484222325), (b"a", 0xAF63DC4C8601EC8C),
-                                            (b"foobar", 0x85944171F73967E8)])
+@pytest.mark.parametrize(
+    "data, expected", [(b"", 0xCBF29CE484222325), (b"a", 0xAF63DC4C8601EC8C), (b"foobar", 0x85944171F73967E8)]
+)
 def test_checksum_vectors(nat: facade.Native, data: bytes, expected: int) -> None:
     assert nat.checksum(data) == expected
 
@@ -143,6 +149,7 @@ def test_process(nat: facade.Native) -> None:
 
 
 # ---------------------------------------------------------------- store
+
 
 def test_store_round_trip(nat: facade.Native, tmp_path: Path) -> None:
     path = tmp_path / "store.db"
@@ -232,6 +239,7 @@ def test_struct_layouts_match_the_header() -> None:
 
 # ---------------------------------------------------------------- differential
 
+
 def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
     """A result, or the kind of exception, comparable across wrappers with different class trees."""
     try:
@@ -252,8 +260,21 @@ def differential(impls: dict[str, Any], tmp_path: Path, seed: int = 20240611) ->
         assert len(set(map(repr, results.values()))) == 1, (what, results)
         return next(iter(results.values()))
 
-    edges = [0, 1, -1, 2, facade.LONG_MAX, facade.LONG_MIN, facade.LONG_MAX - 1, facade.LONG_MIN + 1,
-             2**31, -(2**31), 2**32, 2**63, -(2**63) - 1]
+    edges = [
+        0,
+        1,
+        -1,
+        2,
+        facade.LONG_MAX,
+        facade.LONG_MIN,
+        facade.LONG_MAX - 1,
+        facade.LONG_MIN + 1,
+        2**31,
+        -(2**31),
+        2**32,
+        2**63,
+        -(2**63) - 1,
+    ]
     for _ in range(300):
         a = rng.choice(edges) if rng.random() < 0.5 else rng.randint(facade.LONG_MIN, facade.LONG_MAX)
         b = rng.choice(edges) if rng.random() < 0.5 else rng.randint(-1000, 1000)

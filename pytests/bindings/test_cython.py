@@ -82,8 +82,11 @@ def test_callbacks_run_on_the_notifier_thread_with_copied_data(conn: Any) -> Non
     conn.put(bytearray(b"k2"), b"")
     conn.delete(b"k")
     events = rec.wait(3)
-    assert events == [(cy.EventKind.PUT, 1, b"k", b"v1"), (cy.EventKind.PUT, 2, b"k2", b""),
-                      (cy.EventKind.DELETE, 3, b"k", None)]
+    assert events == [
+        (cy.EventKind.PUT, 1, b"k", b"v1"),
+        (cy.EventKind.PUT, 2, b"k2", b""),
+        (cy.EventKind.DELETE, 3, b"k", None),
+    ]
     assert rec.threads and threading.get_ident() not in rec.threads
     sub.cancel()
     assert not sub.active
@@ -252,9 +255,16 @@ def test_use_after_close_is_invalid_state(tmp_path: Path, op: str) -> None:
     c.close()
     c.close()
     calls = cy.debug_counters()["calls"]
-    call = {"put": lambda: c.put(b"k", b"v"), "get": lambda: c.get(b"k"), "delete": lambda: c.delete(b"k"),
-            "len": lambda: len(c), "items": lambda: list(c.items()), "flush": c.flush, "stats": c.stats,
-            "subscribe": lambda: c.subscribe(print)}[op]
+    call = {
+        "put": lambda: c.put(b"k", b"v"),
+        "get": lambda: c.get(b"k"),
+        "delete": lambda: c.delete(b"k"),
+        "len": lambda: len(c),
+        "items": lambda: list(c.items()),
+        "flush": c.flush,
+        "stats": c.stats,
+        "subscribe": lambda: c.subscribe(print),
+    }[op]
     with pytest.raises(facade.InvalidStateError) as exc:
         call()
     assert exc.value.code == "NATIVE_ESTATE"

@@ -25,13 +25,22 @@ CFLAGS = ["-O2", "-g", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fno
 def build(out: Path = BUILD_DIR, quiet: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"_capsule_consumer{sysconfig.get_config_var('EXT_SUFFIX')}"
-    sources = [HERE / "_capsule_consumer.c", HERE / "native_capi.h", REPO / "libnative" / "native.h",
-               Path(__file__)]
+    sources = [HERE / "_capsule_consumer.c", HERE / "native_capi.h", REPO / "libnative" / "native.h", Path(__file__)]
     if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
         return target
-    cmd = shlex.split(os.environ.get("CC", "cc")) + CFLAGS + [
-        "-shared", f"-I{sysconfig.get_paths()['include']}", f"-I{REPO / 'libnative'}", f"-I{HERE}",
-        str(HERE / "_capsule_consumer.c"), "-o", str(target)]
+    cmd = (
+        shlex.split(os.environ.get("CC", "cc"))
+        + CFLAGS
+        + [
+            "-shared",
+            f"-I{sysconfig.get_paths()['include']}",
+            f"-I{REPO / 'libnative'}",
+            f"-I{HERE}",
+            str(HERE / "_capsule_consumer.c"),
+            "-o",
+            str(target),
+        ]
+    )
     if not quiet:
         print("+", shlex.join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)

@@ -15,11 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* File layout: "NKV1" u32le(version), then records
- * [u8 type][u32le klen][u32le vlen][key][value][u32le crc32(type..value)]. */
+/* File layout: a header "NKV1" u32le(version) u64le(committed) u32le(crc32 of the 16 bytes before it),
+ * then records [u8 type][u32le klen][u32le vlen][key][value][u32le crc32(type..value)].
+ * `committed` is the file length after the last complete append: it is rewritten after each record,
+ * so a log cut at a record boundary (which every record checksum would accept) is refused, and bytes
+ * after it (an append torn by a crash) are not part of the store. */
 #define FILE_MAGIC "NKV1"
-#define FILE_VERSION 1u
-#define FILE_HEADER 8u
+#define FILE_VERSION 2u
+#define FILE_HEADER 20u
+#define HDR_COMMITTED 8u
+#define HDR_CRC 16u
 #define REC_PUT 1u
 #define REC_DELETE 2u
 #define REC_FIXED 9u /* type + klen + vlen */
@@ -63,6 +68,28 @@ static void put_u32(unsigned char *p, uint32_t v)
 static uint32_t get_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* The committed length and its checksum (the header's last 12 bytes), ready to write at HDR_COMMITTED. */
+static void header_tail(unsigned char out[12], uint64_t committed)
+{
+    unsigned char hdr[FILE_HEADER];
+    memcpy(hdr, FILE_MAGIC, 4);
+    put_u32(hdr + 4, FILE_VERSION);
+    put_u64(hdr + HDR_COMMITTED, committed);
+    put_u32(hdr + HDR_CRC, crc32(hdr, HDR_CRC));
+    memcpy(out, hdr + HDR_COMMITTED, 12);
 }
 
 static uint64_t hash_key(const unsigned char *k, size_t n)
@@ -246,6 +273,8 @@ static int replay(native_db *db, const unsigned char *map, uint64_t size, native
     uint32_t version = get_u32(map + 4);
     if (version != FILE_VERSION)
         return fail(NULL, err, NATIVE_EPROTOCOL, 0, op, "unsupported version %u at offset 4", version);
+    if (crc32(map, HDR_CRC) != get_u32(map + HDR_CRC))
+        return fail(NULL, err, NATIVE_EPROTOCOL, 0, op, "bad header checksum at offset %u", HDR_CRC);
     uint64_t off = FILE_HEADER;
     while (off < size) {
         const unsigned char *r = map + off;
@@ -298,6 +327,7 @@ static int load(native_db *db, native_error *err)
         unsigned char hdr[FILE_HEADER];
         memcpy(hdr, FILE_MAGIC, 4);
         put_u32(hdr + 4, FILE_VERSION);
+        header_tail(hdr + HDR_COMMITTED, FILE_HEADER);
         if (pwrite_all(db->fd, hdr, sizeof hdr, 0) != 0) {
             int e = errno;
             return fail(NULL, err, NATIVE_EIO, e, op, "write failed");
@@ -313,6 +343,17 @@ static int load(native_db *db, native_error *err)
     if (size < FILE_HEADER)
         return fail(NULL, err, NATIVE_EPROTOCOL, 0, op, "truncated header at offset 0 (file is %llu bytes)",
                     (unsigned long long)size);
+    unsigned char hdr[FILE_HEADER];
+    if (pread(db->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+        int e = errno;
+        return fail(NULL, err, NATIVE_EIO, e, op, "read failed");
+    }
+    /* Only what the header says was committed is the store; a shorter file replays what it holds, so
+     * that a cut inside a record is named by its offset, and a cut at a record boundary is refused. */
+    uint64_t committed = get_u64(hdr + HDR_COMMITTED), file_size = size;
+    if (memcmp(hdr, FILE_MAGIC, 4) == 0 && crc32(hdr, HDR_CRC) == get_u32(hdr + HDR_CRC) && committed >= FILE_HEADER &&
+        committed < size)
+        size = committed;
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, db->fd, 0);
     if (map == MAP_FAILED) {
         int e = errno;
@@ -320,6 +361,9 @@ static int load(native_db *db, native_error *err)
     }
     int rc = replay(db, map, size, err);
     munmap(map, (size_t)size);
+    if (rc == NATIVE_OK && committed > file_size)
+        rc = fail(NULL, err, NATIVE_EPROTOCOL, 0, op, "truncated log at offset %llu (%llu bytes committed)",
+                  (unsigned long long)file_size, (unsigned long long)committed);
     db->file_bytes = size;
     /* Every live key must be usable through this handle: get/delete take keys up to the handle's
      * max_key_size, so a longer stored key would show up in iteration yet be unreachable. */
@@ -359,7 +403,23 @@ static int append_record(native_db *db, unsigned type, const void *key, size_t k
         rc = -1;
         what = "fsync failed";
     }
+    /* The record is complete (and durable under sync): only now does the header commit it. */
+    unsigned char tail[12];
+    header_tail(tail, off + n);
+    if (rc == 0 && pwrite_all(db->fd, tail, sizeof tail, HDR_COMMITTED) != 0) {
+        e = errno;
+        rc = -1;
+    }
+    if (rc == 0 && db->opts.sync && fsync(db->fd) != 0) {
+        e = errno;
+        rc = -1;
+        what = "fsync failed";
+    }
     if (rc != 0) {
+        header_tail(tail, off); /* best effort, like the cut below: the header commits `off` again */
+        if (pwrite_all(db->fd, tail, sizeof tail, HDR_COMMITTED) != 0) {
+            /* the original error is the one worth reporting */
+        }
         if (ftruncate(db->fd, (off_t)off) != 0) {
             /* best effort: the original error is the one worth reporting */
         }

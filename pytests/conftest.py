@@ -92,3 +92,8 @@ def unraisable(monkeypatch):
 
     monkeypatch.setattr(sys, "unraisablehook", hook)
     return seen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `ffi-harness test` registers it too; a plain `pytest pytests` run must know it as well.
+    config.addinivalue_line("markers", "ffi_harness_no_repeat: not repeated by ffi-harness test --leaks")

@@ -289,7 +289,7 @@ static void test_store(void)
     native_db *db = open_db("basic.db", NULL);
     native_error err;
     CHECK(native_count(db) == 0);
-    CHECK(stats_of(db).file_bytes == 8);
+    CHECK(stats_of(db).file_bytes == 20); /* the header alone */
     put_s(db, "k1", "v1");
     put_s(db, "k2", "v2");
     put_s(db, "empty", "");
@@ -433,34 +433,47 @@ static void expect_protocol(const char *name, const char *needle)
 static void test_corruption(void)
 {
     native_db *db = open_db("good.db", NULL);
-    put_s(db, "alpha", "one");   /* record at 8, 9+5+3+4 = 21 bytes */
-    put_s(db, "beta", "two");    /* record at 29, 20 bytes */
+    put_s(db, "alpha", "one");   /* record at 20, 9+5+3+4 = 21 bytes */
+    put_s(db, "beta", "two");    /* record at 41, 20 bytes */
     native_close(db);
     unsigned char buf[256];
     size_t n = read_file("good.db", buf, sizeof buf);
-    CHECK(n == 49);
+    CHECK(n == 61);
 
-    buf[29 + 9 + 4 + 1] ^= 0x40; /* a value byte of the second record */
+    buf[41 + 9 + 4 + 1] ^= 0x40; /* a value byte of the second record */
     write_file("badcrc.db", buf, n);
-    expect_protocol("badcrc.db", "checksum at offset 29");
-    buf[29 + 9 + 4 + 1] ^= 0x40;
+    expect_protocol("badcrc.db", "checksum at offset 41");
+    buf[41 + 9 + 4 + 1] ^= 0x40;
 
     write_file("trunc.db", buf, n - 2);
-    expect_protocol("trunc.db", "truncated record at offset 29");
+    expect_protocol("trunc.db", "truncated record at offset 41");
     write_file("trunchdr.db", buf, 5);
     expect_protocol("trunchdr.db", "offset 0");
-    write_file("trunclen.db", buf, 8 + 4);
-    expect_protocol("trunclen.db", "truncated record at offset 8");
+    write_file("trunclen.db", buf, 20 + 4);
+    expect_protocol("trunclen.db", "truncated record at offset 20");
+    /* Cut at a record boundary: every record checksum holds, the header's committed length does not. */
+    write_file("truncrec.db", buf, 41);
+    expect_protocol("truncrec.db", "truncated log at offset 41 (61 bytes committed)");
+    buf[9] ^= 0x01; /* the committed length itself */
+    write_file("badhdr.db", buf, n);
+    expect_protocol("badhdr.db", "bad header checksum at offset 16");
+    buf[9] ^= 0x01;
+    /* Bytes after the committed end (a torn append) are not part of the store. */
+    memcpy(buf + n, "\x01\x03\x00", 3);
+    write_file("tail.db", buf, n + 3);
+    db = open_db("tail.db", NULL);
+    CHECK(native_count(db) == 2 && stats_of(db).file_bytes == 61);
+    native_close(db);
     buf[0] = 'X';
     write_file("magic.db", buf, n);
     expect_protocol("magic.db", "bad magic at offset 0");
 
     write_file("empty.db", "", 0);
     db = open_db("empty.db", NULL);
-    CHECK(native_count(db) == 0 && stats_of(db).file_bytes == 8);
+    CHECK(native_count(db) == 0 && stats_of(db).file_bytes == 20);
     native_close(db);
     n = read_file("empty.db", buf, sizeof buf);
-    CHECK(n == 8 && memcmp(buf, "NKV1\1\0\0\0", 8) == 0);
+    CHECK(n == 20 && memcmp(buf, "NKV1\2\0\0\0\24\0\0\0\0\0\0\0", 16) == 0);
 }
 
 /* ---------------------------------------------------------------- lock */

@@ -222,7 +222,7 @@ def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[-6] ^= 0xFF
     path.write_bytes(raw)
-    with pytest.raises(facade.ProtocolError, match="checksum at offset 8"):
+    with pytest.raises(facade.ProtocolError, match="checksum at offset 20"):
         nat.connect(path)
 
 

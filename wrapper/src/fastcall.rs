@@ -20,9 +20,23 @@ use crate::sys;
 unsafe fn long_arg(obj: *mut ffi::PyObject) -> Option<c_long> {
     // SAFETY: the caller guarantees an attached thread and a live object.
     unsafe {
-        // Exact ints take the direct path; everything else goes through __index__ like PyO3 does,
-        // so floats and str raise TypeError and huge ints raise OverflowError.
-        let v = ffi::PyLong_AsLong(obj);
+        // Ints take the direct path; everything else goes through __index__ like PyO3 does, so
+        // floats and str raise TypeError and huge ints raise OverflowError. Not PyLong_AsLong on the
+        // object itself: before 3.10 it falls back to __int__ and truncates 2.5 to 2 (found by the
+        // pytest suite on 3.9, ci/pythons).
+        if ffi::PyLong_Check(obj) != 0 {
+            let v = ffi::PyLong_AsLong(obj);
+            if v == -1 && !ffi::PyErr_Occurred().is_null() {
+                return None;
+            }
+            return Some(v);
+        }
+        let index = ffi::PyNumber_Index(obj);
+        if index.is_null() {
+            return None;
+        }
+        let v = ffi::PyLong_AsLong(index);
+        ffi::Py_DECREF(index);
         if v == -1 && !ffi::PyErr_Occurred().is_null() {
             return None;
         }

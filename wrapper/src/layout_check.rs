@@ -14,7 +14,7 @@ fn probe(tag: &str) -> BTreeMap<String, u64> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out =
         std::env::temp_dir().join(format!("native_layout_probe_{}_{tag}", std::process::id()));
-    let c_dir = root.join("native");
+    let c_dir = root.join("../libnative");
     let mut sources: Vec<_> = std::fs::read_dir(&c_dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::buffers::BuffersInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: BuffersInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: BuffersInput| native_fuzz::buffers::TARGET.fuzz_one(&input));

@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::callbacks::CallbacksInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: CallbacksInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: CallbacksInput| native_fuzz::callbacks::TARGET.fuzz_one(&input));

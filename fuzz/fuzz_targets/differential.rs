@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::differential::DifferentialInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: DifferentialInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: DifferentialInput| native_fuzz::differential::TARGET.fuzz_one(&input));

@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::errors::ErrorsInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: ErrorsInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: ErrorsInput| native_fuzz::errors::TARGET.fuzz_one(&input));

@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::handles::HandlesInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: HandlesInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: HandlesInput| native_fuzz::handles::TARGET.fuzz_one(&input));

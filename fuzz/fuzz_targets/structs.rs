@@ -3,4 +3,4 @@
 use libfuzzer_sys::fuzz_target;
 use native_fuzz::structs::StructsInput;
 
-fuzz_target!(init: native_fuzz::init(), |input: StructsInput| native_fuzz::fuzz_one(&input));
+fuzz_target!(init: native_fuzz::init(), |input: StructsInput| native_fuzz::structs::TARGET.fuzz_one(&input));

@@ -5,9 +5,7 @@
 //! released after every call (the bytearray can be resized again).
 
 use arbitrary::Arbitrary;
-use ffi_harness::{
-    check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript,
-};
+use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt};
 
@@ -349,9 +347,9 @@ pub fn compare_outcomes(
 }
 
 impl Scenario for BuffersInput {
-    const TARGET: &'static str = "buffers";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         for (i, call) in self.calls.iter().take(8).enumerate() {
             call.run(py, &allowed)
@@ -360,14 +358,21 @@ impl Scenario for BuffersInput {
         Ok(())
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
+    fn repro(&self, script: ReproScript) -> ReproScript {
         self.calls
             .iter()
             .take(8)
-            .fold(ReproScript::new(config), |s, c| s.step(c.to_python()))
+            .fold(script, |s, c| s.step(c.to_python()))
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl BuffersInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         allowed(&[])
     }
 }
+
+/// The `buffers` fuzz target (`fuzz_targets/buffers.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("buffers", &BuffersInput::allowed()));

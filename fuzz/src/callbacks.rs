@@ -6,7 +6,7 @@
 //! returns to baseline, and (under ASan + PYTHONMALLOC=malloc) any refcount slip is a use-after-free.
 
 use arbitrary::Arbitrary;
-use ffi_harness::{AllowedExceptions, OracleFailure, ReproConfig, ReproScript};
+use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyModule};
@@ -253,9 +253,9 @@ pub struct CallbacksInput {
 }
 
 impl Scenario for CallbacksInput {
-    const TARGET: &'static str = "callbacks";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
             let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
@@ -307,12 +307,11 @@ impl Scenario for CallbacksInput {
         })
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
-        let mut cfg = config.clone();
-        cfg.setup.push_str(&format!(
-            "\nimport types as _types\n_cb = _types.ModuleType('fuzz_callbacks')\nexec(compile(r'''{HELPERS}''', 'fuzz_callbacks.py', 'exec'), _cb.__dict__)\n"
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        let script = script.setup(&format!(
+            "import types as _types\n_cb = _types.ModuleType('fuzz_callbacks')\nexec(compile(r'''{HELPERS}''', 'fuzz_callbacks.py', 'exec'), _cb.__dict__)\n"
         ));
-        let script = ReproScript::new(&cfg).step(
+        let script = script.step(
             "conn_ref = [native.connect(os.path.join(_TMP, 'cb.db'))]\nsubs, boxes, weakrefs, threads, errors = [], [], [], [], []",
         );
         self.ops
@@ -321,8 +320,15 @@ impl Scenario for CallbacksInput {
             .fold(script, |s, op| s.step(op.to_python()))
             .step("_problems = _cb.finish(conn_ref, subs, boxes, weakrefs, threads, errors)\nassert not _problems, _problems")
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl CallbacksInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         allowed(&["KeyError", "native.InvalidStateError"])
     }
 }
+
+/// The `callbacks` fuzz target (`fuzz_targets/callbacks.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("callbacks", &CallbacksInput::allowed()));

@@ -3,7 +3,7 @@
 //! of the same category. The comparison itself is Python shared with repro.py.
 
 use arbitrary::Arbitrary;
-use ffi_harness::{AllowedExceptions, OracleFailure, ReproConfig, ReproScript};
+use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
@@ -115,9 +115,9 @@ impl DifferentialInput {
 }
 
 impl Scenario for DifferentialInput {
-    const TARGET: &'static str = "differential";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
         let scratch = Scratch::new();
         // The calls go through Python source, exactly as repro.py spells them.
@@ -136,20 +136,25 @@ impl Scenario for DifferentialInput {
         }
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
-        let mut cfg = config.clone();
-        cfg.setup = format!(
-            "import sys as _sys\n_sys.path.insert(0, {:?})\n{}\nimport types as _types\n_diff = _types.ModuleType('fuzz_differential')\nexec(compile(r'''{HELPERS}''', 'fuzz_differential.py', 'exec'), _diff.__dict__)\n",
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        let script = script.setup(&format!(
+            "import sys as _sys\n_sys.path.insert(0, {:?})\nimport types as _types\n_diff = _types.ModuleType('fuzz_differential')\nexec(compile(r'''{HELPERS}''', 'fuzz_differential.py', 'exec'), _diff.__dict__)\n",
             crate::repo_root().join("pytests/bindings").to_string_lossy(),
-            cfg.setup
-        );
-        ReproScript::new(&cfg).step(format!(
+        ));
+        script.step(format!(
             "_problems = _diff.run_calls({}, _TMP)\nassert not _problems, '\\n'.join(_problems)",
             self.calls_source()
         ))
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl DifferentialInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         allowed(&[])
     }
 }
+
+/// The `differential` fuzz target (`fuzz_targets/differential.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("differential", &DifferentialInput::allowed()));

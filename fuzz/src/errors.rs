@@ -6,7 +6,7 @@
 //! ledger returns to baseline (no handle leaks on error paths). ASan watches the log parser.
 
 use arbitrary::Arbitrary;
-use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
 
 use crate::{allowed, py_bytes, py_failure, with_ledger, Scenario, Scratch};
@@ -175,9 +175,9 @@ pub struct ErrorsInput {
 }
 
 impl Scenario for ErrorsInput {
-    const TARGET: &'static str = "errors";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
             let scratch = Scratch::new();
@@ -208,16 +208,17 @@ impl Scenario for ErrorsInput {
         })
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
-        let mut cfg = config.clone();
-        cfg.setup.push_str(CHECKS);
+    fn repro(&self, script: ReproScript) -> ReproScript {
         self.cases
             .iter()
             .take(6)
-            .fold(ReproScript::new(&cfg), |s, c| s.step(c.source()))
+            .fold(script.setup(CHECKS), |s, c| s.step(c.source()))
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl ErrorsInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         allowed(&[
             "native.ConnectionError",
             "native.ProtocolError",
@@ -225,3 +226,7 @@ impl Scenario for ErrorsInput {
         ])
     }
 }
+
+/// The `errors` fuzz target (`fuzz_targets/errors.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("errors", &ErrorsInput::allowed()));

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
-use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript};
+use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -479,9 +479,9 @@ pub struct HandlesInput {
 }
 
 impl Scenario for HandlesInput {
-    const TARGET: &'static str = "handles";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
             let mut st = HandleState {
@@ -528,16 +528,19 @@ impl Scenario for HandlesInput {
         })
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
-        let script = ReproScript::new(config).step(format!("slots = [None] * {SLOTS}"));
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        let script = script.step(format!("slots = [None] * {SLOTS}"));
         self.ops
             .iter()
             .take(48)
             .fold(script, |s, op| s.step(op.to_python()))
             .step("slots = None\ngc.collect()")
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl HandlesInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         allowed(&[
             "KeyError",
             "native.InvalidStateError",
@@ -545,3 +548,7 @@ impl Scenario for HandlesInput {
         ])
     }
 }
+
+/// The `handles` fuzz target (`fuzz_targets/handles.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("handles", &HandlesInput::allowed()));

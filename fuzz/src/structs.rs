@@ -4,9 +4,7 @@
 //! and rejected input never reaches C (libnative's `calls` counter does not move).
 
 use arbitrary::Arbitrary;
-use ffi_harness::{
-    check_call, AllowedExceptions, OracleFailure, PyValue, ReproConfig, ReproScript,
-};
+use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -231,9 +229,9 @@ pub struct StructsInput {
 }
 
 impl Scenario for StructsInput {
-    const TARGET: &'static str = "structs";
+    type State<'py> = ();
 
-    fn run(&self, py: Python<'_>) -> Result<(), OracleFailure> {
+    fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
             let scratch = Scratch::new();
@@ -245,17 +243,24 @@ impl Scenario for StructsInput {
         })
     }
 
-    fn repro(&self, config: &ReproConfig) -> ReproScript {
-        self.calls.iter().take(8).fold(ReproScript::new(config), |s, c| {
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        self.calls.iter().take(8).fold(script, |s, c| {
             s.step(format!(
                 "_calls = native.debug_counters()['calls']\ntry:\n    _o = {}\nexcept (TypeError, ValueError, OverflowError):\n    assert native.debug_counters()['calls'] == _calls, 'rejected input reached C'\n    raise",
                 c.source()
             ))
         })
     }
+}
 
-    fn allowed() -> AllowedExceptions {
+impl StructsInput {
+    /// The exceptions this target's inputs may raise (documented ones and hostile values' own).
+    pub fn allowed() -> AllowedExceptions {
         // connect() with valid options can still fail natively (create=False on a missing file).
         allowed(&["native.ConnectionError"])
     }
 }
+
+/// The `structs` fuzz target (`fuzz_targets/structs.rs`).
+pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
+    std::sync::LazyLock::new(|| crate::target("structs", &StructsInput::allowed()));

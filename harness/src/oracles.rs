@@ -27,6 +27,11 @@ pub struct OracleFailure {
 }
 
 impl OracleFailure {
+    /// A failure of `oracle` because a step it needed raised `err` (formatted with its traceback).
+    pub fn from_py(py: Python<'_>, oracle: &'static str, err: PyErr) -> Self {
+        OracleFailure::new(oracle, format_exception(py, &err))
+    }
+
     /// A failure of `oracle` with `message`.
     pub fn new(oracle: &'static str, message: impl Into<String>) -> Self {
         OracleFailure {

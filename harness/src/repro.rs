@@ -9,10 +9,10 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::ops::{OpSeq, Operation};
 use crate::oracles::AllowedExceptions;
 use crate::prelude::{PRELUDE_ALIAS, PRELUDE_MODULE, PRELUDE_SOURCE};
 use crate::pyvalue::{PyValue, str_literal};
+use crate::scenario::Scenario;
 
 /// What every reproducer of one target shares: the setup snippet, the documented
 /// exceptions, and how to run it (the environment the bug class needs).
@@ -132,9 +132,18 @@ impl ReproScript {
         self
     }
 
-    /// Add every op of `ops` as a step.
-    pub fn ops<O: Operation>(mut self, ops: &OpSeq<O>) -> Self {
-        self.steps.extend(ops.to_python());
+    /// Add `scenario`'s set-up and steps (what it would run from Rust, as Python).
+    pub fn scenario<S: Scenario>(self, scenario: &S) -> Self {
+        scenario.repro(self)
+    }
+
+    /// Append Python to the set-up (after the configuration's own, before the bindings and steps):
+    /// helpers a scenario's steps call.
+    pub fn setup(mut self, code: &str) -> Self {
+        if !self.config.setup.ends_with('\n') && !self.config.setup.is_empty() {
+            self.config.setup.push('\n');
+        }
+        self.config.setup.push_str(code);
         self
     }
 

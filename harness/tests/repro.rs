@@ -13,10 +13,8 @@ enum ListOp {
     Clear,
 }
 
-impl Operation for ListOp {
-    type State = Py<PyAny>;
-
-    fn apply(&self, py: Python<'_>, items: &mut Py<PyAny>) -> PyResult<()> {
+impl ListOp {
+    fn call(&self, py: Python<'_>, items: &Py<PyAny>) -> PyResult<()> {
         let items = items.bind(py);
         match self {
             ListOp::Append(value) => items.call_method1("append", (value.materialise(py)?,))?,
@@ -25,13 +23,23 @@ impl Operation for ListOp {
         };
         Ok(())
     }
+}
 
-    fn to_python(&self) -> String {
-        match self {
+impl Scenario for ListOp {
+    type State<'py> = Py<PyAny>;
+
+    fn run<'py>(&self, py: Python<'py>, items: &mut Py<PyAny>) -> Result<(), OracleFailure> {
+        AllowedExceptions::new(["TypeError"])
+            .check_result(py, self.call(py, items))
+            .map(drop)
+    }
+
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        script.step(match self {
             ListOp::Append(value) => format!("items.append({})", value.to_python_source()),
             ListOp::Pop => "items.pop()".to_owned(),
             ListOp::Clear => "items.clear()".to_owned(),
-        }
+        })
     }
 }
 
@@ -119,7 +127,7 @@ fn op_sequence_fails_in_rust_and_in_its_repro() {
     let allowed = AllowedExceptions::new(["TypeError"]);
     let failure = Python::attach(|py| {
         let mut items = pyo3::types::PyList::empty(py).into_any().unbind();
-        ops.run(py, &mut items, &allowed).unwrap_err()
+        ops.run(py, &mut items).unwrap_err()
     });
     assert!(failure.message.starts_with("op #3 Pop: "), "{failure}");
     assert!(
@@ -130,7 +138,7 @@ fn op_sequence_fails_in_rust_and_in_its_repro() {
     let config = ReproConfig::new("items = []")
         .allow(&allowed)
         .python_debug_malloc();
-    let script = ReproScript::new(&config).failure(&failure).ops(&ops);
+    let script = ReproScript::new(&config).failure(&failure).scenario(&ops);
     let text = script.render();
     assert!(
         text.contains("#   PYTHONMALLOC=debug PYTHONFAULTHANDLER=1 python repro.py"),

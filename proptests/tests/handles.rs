@@ -3,13 +3,14 @@
 //! live_subscriptions, live_blocks) back to its baseline after `gc.collect()`; `close()` is
 //! idempotent; every use after close raises `native.InvalidStateError`.
 //!
-//! Built on ffi-harness `Operation`/`OpSeq`: an op that sees a contract violation (a use after close
-//! that succeeds, or raises anything but InvalidStateError) raises AssertionError, which the
-//! exception oracle of `OpSeq::run` reports with the op's index. Each case runs in a forked child:
+//! Built on ffi-harness `Scenario`/`OpSeq` (the abstraction the fuzz targets use too): each op is a
+//! scenario over the shared `Handles`; one that sees a contract violation (a use after close that
+//! succeeds, or raises anything but InvalidStateError) raises AssertionError, which its exception
+//! oracle turns into a verdict that `OpSeq` reports with the op's index. Each case runs in a forked child:
 //! a double close or a use-after-free is a failing, shrinkable case.
 
 use arbitrary::Arbitrary;
-use ffi_harness::{OpSeq, Operation, opseq_strategy};
+use ffi_harness::{OpSeq, OracleFailure, ReproScript, Scenario, opseq_strategy};
 use proptest::prelude::*;
 use proptests::{
     StoreDir, allowed, config, is_native_error, isolated, ledger, ledger_returns_to, regressions,
@@ -168,9 +169,7 @@ impl HandleOp {
     }
 }
 
-impl Operation for HandleOp {
-    type State = Handles;
-
+impl HandleOp {
     fn apply(&self, py: Python<'_>, h: &mut Handles) -> PyResult<()> {
         let was_closed = h.closed;
         let result = self.perform(py, h);
@@ -186,7 +185,21 @@ impl Operation for HandleOp {
         }
         result
     }
+}
 
+impl Scenario for HandleOp {
+    type State<'py> = Handles;
+
+    fn run<'py>(&self, py: Python<'py>, h: &mut Handles) -> Result<(), OracleFailure> {
+        allowed().check_result(py, self.apply(py, h)).map(drop)
+    }
+
+    fn repro(&self, script: ReproScript) -> ReproScript {
+        script.step(self.to_python())
+    }
+}
+
+impl HandleOp {
     fn to_python(&self) -> String {
         let k = |k: &u8| format!("b'key{}'", k % KEYS);
         match self {
@@ -307,8 +320,7 @@ fn scenario(py: Python<'_>, ops: &OpSeq<HandleOp>, ending: Ending) -> Result<(),
             iters: Vec::new(),
             factory: callback_factory(py).map_err(fail)?.unbind(),
         };
-        ops.run(py, &mut handles, &allowed())
-            .map_err(|f| f.to_string())?;
+        ops.run(py, &mut handles).map_err(|f| f.to_string())?;
         if let Ending::Close = ending {
             let conn = handles.conn.as_ref().unwrap().bind(py);
             for round in 0..3 {
@@ -342,7 +354,7 @@ proptest! {
             result.is_ok(),
             "{}\n-- as Python --\n{}",
             result.unwrap_err(),
-            ops.to_python().join("\n")
+            ops.ops.iter().map(HandleOp::to_python).collect::<Vec<_>>().join("\n")
         );
     }
 }

@@ -1,0 +1,229 @@
+//! The loop every fuzz target of an embedded-interpreter binary shares, so a user's target is a few
+//! lines: [`init_embedded`] starts the interpreter (the module under test linked in, the venv on
+//! `sys.path`, `PYTHONMALLOC=malloc` for ASan), [`FuzzTarget::fuzz_one`] runs one input as a
+//! [`Scenario`] under the oracles and turns a failure into a `repro.py` before it panics (libFuzzer
+//! then saves the input), and [`sanitizer_defaults!`](crate::sanitizer_defaults) makes a bare
+//! `cargo fuzz run T` use the same ASan/LSan settings as CI.
+//!
+//! ```ignore
+//! // fuzz/fuzz_targets/sum.rs: a whole PyO3 fuzz target.
+//! #![no_main]
+//! use libfuzzer_sys::fuzz_target;
+//! use ffi_harness::{FuzzTarget, ReproConfig};
+//! ffi_harness::sanitizer_defaults!("");
+//! static TARGET: std::sync::LazyLock<FuzzTarget> =
+//!     std::sync::LazyLock::new(|| FuzzTarget::new("sum", ReproConfig::new("import mymod")));
+//! fuzz_target!(
+//!     init: ffi_harness::init_embedded(|| pyo3::append_to_inittab!(mymod), |_py| Ok(())),
+//!     |input: SumInput| TARGET.fuzz_one(&input)
+//! );
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::prelude::*;
+
+use crate::oracles::OracleFailure;
+use crate::repro::{ReproConfig, ReproScript, write_repro};
+use crate::scenario::Scenario;
+
+/// Starts the interpreter for a fuzz binary. Must run once, on the main thread, before any other
+/// thread exists (libFuzzer's `init:`). `register` runs before start-up (where
+/// `pyo3::append_to_inittab!` must run, so `import mymod` resolves to the instrumented copy linked
+/// into the binary); `after` runs once the interpreter is up (extra `sys.path` entries, a different
+/// re-entrancy hook...). By default a hostile value's re-entrancy hook collects garbage mid-call.
+pub fn init_embedded(register: impl FnOnce(), after: impl FnOnce(Python<'_>) -> PyResult<()>) {
+    // SAFETY: the caller runs this before libFuzzer or Python start threads (see above), which is
+    // what `prepare_embedded_python_env` requires of its caller.
+    unsafe { crate::env::prepare_embedded_python_env() };
+    register();
+    Python::initialize();
+    Python::attach(|py| -> PyResult<()> {
+        crate::env::add_venv_site_packages(py)?;
+        crate::prelude::set_reenter_hook(py, &py.import("gc")?.getattr("collect")?)?;
+        after(py)
+    })
+    .expect("interpreter set-up for the fuzz target");
+}
+
+/// One fuzz target: its name (artifact directory), what every reproducer starts with, and where
+/// reproducers go.
+#[derive(Debug, Clone)]
+pub struct FuzzTarget {
+    name: String,
+    repro: ReproConfig,
+    repro_dir: PathBuf,
+    epilogue: Option<String>,
+}
+
+impl FuzzTarget {
+    /// A target named `name` whose reproducers start with `repro`'s set-up. Reproducers go to
+    /// `$FFI_HARNESS_REPRO_DIR`, else `artifacts/<name>/` (cargo-fuzz's artifact directory when
+    /// run from the fuzz crate).
+    pub fn new(name: impl Into<String>, repro: ReproConfig) -> Self {
+        let name = name.into();
+        let repro_dir = PathBuf::from("artifacts").join(&name);
+        FuzzTarget {
+            name,
+            repro,
+            repro_dir,
+            epilogue: None,
+        }
+    }
+
+    /// Reproducers go to `dir` (unless `$FFI_HARNESS_REPRO_DIR` is set).
+    pub fn repro_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.repro_dir = dir.into();
+        self
+    }
+
+    /// Python every reproducer runs after the steps (e.g. a ledger check).
+    pub fn epilogue(mut self, code: impl Into<String>) -> Self {
+        self.epilogue = Some(code.into());
+        self
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `input` as a reproducer script (with `failure` in its header when there is one).
+    pub fn script<S: Scenario>(&self, input: &S, failure: Option<&OracleFailure>) -> ReproScript {
+        let mut script = input.repro(ReproScript::new(&self.repro));
+        if let Some(failure) = failure {
+            script = script.failure(failure);
+        }
+        match &self.epilogue {
+            Some(code) => script.epilogue(code.clone()),
+            None => script,
+        }
+    }
+
+    /// Writes `input`'s reproducer; its name hashes the input, so a repeat overwrites it.
+    pub fn write_repro<S: Scenario>(&self, input: &S, failure: Option<&OracleFailure>) -> PathBuf {
+        let dir = std::env::var_os("FFI_HARNESS_REPRO_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.repro_dir.clone());
+        let _ = std::fs::create_dir_all(&dir);
+        let hash = fnv1a64(format!("{input:?}").as_bytes());
+        let path = dir.join(format!("repro-{hash:016x}.py"));
+        if let Err(e) = write_repro(&path, &self.script(input, failure)) {
+            eprintln!("ffi-harness: could not write {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// The body of a fuzz target: run `input` under the oracles; on a verdict, write its
+    /// reproducer and panic (libFuzzer saves the input as a crash artifact). With
+    /// `FFI_HARNESS_WRITE_REPRO` set, the reproducer is written *before* the input runs: that is
+    /// how an input that kills the process (an ASan report, a segfault) becomes a `repro.py`:
+    /// `FFI_HARNESS_WRITE_REPRO=1 <fuzz binary> <artifact>`.
+    pub fn fuzz_one<S>(&self, input: &S)
+    where
+        S: for<'py> Scenario<State<'py> = ()>,
+    {
+        if std::env::var_os("FFI_HARNESS_WRITE_REPRO").is_some() {
+            let path = self.write_repro(input, None);
+            eprintln!("ffi-harness: repro written to {}", path.display());
+        }
+        if let Err(failure) = Python::attach(|py| input.run(py, &mut ())) {
+            let path = self.write_repro(input, Some(&failure));
+            eprintln!(
+                "ffi-harness: {failure}\nffi-harness: repro written to {}",
+                path.display()
+            );
+            panic!("oracle failure in {}: {failure}", self.name);
+        }
+    }
+}
+
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A fresh, empty directory for one input's files (stores, sockets...), removed on drop. On tmpfs
+/// (`/dev/shm`) when there is one: every input creates and removes files.
+#[derive(Debug)]
+pub struct Scratch {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+static SCRATCH_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Scratch {
+    /// A new directory under `/dev/shm/ffi-harness-<pid>/` (or the temp dir).
+    pub fn new() -> Scratch {
+        let shm = PathBuf::from("/dev/shm");
+        let base = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base
+            .join(format!("ffi-harness-{}", std::process::id()))
+            .join(SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch { dir }
+    }
+
+    /// `name` inside the directory, as a string (what Python APIs take).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Python `repr`-style bytes literal (`b'a\x00'`), for reproducer steps.
+pub fn py_bytes_literal(b: &[u8]) -> String {
+    let mut s = String::from("b'");
+    for &c in b {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'\'' => s.push_str("\\'"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// Defines ASan's and LSan's default options for the binary that invokes it, so a bare
+/// `cargo fuzz run T` behaves like CI: leak checking at exit (`detect_leaks=1`), ODR checks off
+/// (an interpreter and an extension may both carry a copy of a static library), and the given
+/// LSan suppressions (e.g. `include_str!("../lsan.supp")`; CPython's interned objects and the
+/// allocations of `Py_Initialize` are never freed) compiled in, no `LSAN_OPTIONS` needed.
+/// A macro because the sanitizer runtime finds these weak hooks by their unmangled names in the
+/// final binary: they must be defined by the fuzz target's own crate.
+#[macro_export]
+macro_rules! sanitizer_defaults {
+    ($lsan_suppressions:expr) => {
+        /// ASan's defaults for this binary (see `ffi_harness::sanitizer_defaults!`).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn __asan_default_options() -> *const ::std::ffi::c_char {
+            c"detect_leaks=1:detect_odr_violation=0".as_ptr()
+        }
+
+        /// LSan's suppressions for this binary (see `ffi_harness::sanitizer_defaults!`).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn __lsan_default_suppressions() -> *const ::std::ffi::c_char {
+            concat!($lsan_suppressions, "\0").as_ptr().cast()
+        }
+    };
+}

@@ -72,6 +72,7 @@ class Finding:
     repro: Path | None = None
     reproduced: bool | None = None
     minimised_steps: int | None = None
+    minimised: list[dict[str, Any]] | None = None  # the minimised program, once minimised
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None  # the plan the program was decoded against
     verdict: Verdict | None = None  # the first replay's verdict
@@ -330,6 +331,24 @@ def _arg_candidates(src: str, depth: int = 0) -> list[str]:
             for alt in _arg_candidates(parts[i], depth + 1)[:4]:
                 changed = parts[:i] + [alt] + parts[i + 1 :]
                 out.append(open_ + ", ".join(changed) + (")" if open_ == "(" and len(changed) > 1 else close))
+    if isinstance(node, ast.Dict) and node.keys and depth < 2 and all(k is not None for k in node.keys):
+        # fewer entries, then simpler values (None first: what a hostile value adds is rarely the bug),
+        # then simpler keys
+        keys = [ast.get_source_segment(src, k) or "None" for k in node.keys if k is not None]
+        values = [ast.get_source_segment(src, v) or "None" for v in node.values]
+
+        def render(ks: list[str], vs: list[str]) -> str:
+            return "{" + ", ".join(f"{k}: {v}" for k, v in zip(ks, vs, strict=True)) + "}"
+
+        for i in range(len(keys)):
+            out.append(render(keys[:i] + keys[i + 1 :], values[:i] + values[i + 1 :]))
+        for i in range(len(values)):
+            for alt in dict.fromkeys(["None", *_arg_candidates(values[i], depth + 1)[:3]]):
+                if alt != values[i]:
+                    out.append(render(keys, values[:i] + [alt] + values[i + 1 :]))
+        for i in range(len(keys)):
+            for alt in _arg_candidates(keys[i], depth + 1)[:3]:
+                out.append(render(keys[:i] + [alt] + keys[i + 1 :], values))
     return out
 
 

@@ -84,11 +84,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# A callable whose known crash keeps coming back is left out of later engine runs only after this many
-# repeats: leaving it out at the first repeat hid deeper bugs of the same callable behind a shallow one
-# (ujson 5.1.0's `dumps`: a lone-surrogate key crashed it within seconds, so its `indent` overflow, a
-# CVE, was never reached). Each repeat costs one engine restart (about a second).
+# A known crash that keeps coming back is first *masked*: after MASK_AFTER_REPEATS repeats it is
+# minimised and later engine runs skip only the calls shaped like its minimised call (runtime.py:
+# `mask_features`), so the rest of the callable is still fuzzed. Leaving the whole callable out hid
+# deeper bugs behind a shallow one (ujson 5.1.0's `dumps`: a lone-surrogate key crashed it within
+# seconds, so its `indent` overflow, a CVE, was never reached). Only a crash that still repeats with its
+# mask in place leaves its callable out, after REPEATS_BEFORE_EXCLUSION repeats in all. Each repeat
+# costs one engine restart (about a second).
+MASK_AFTER_REPEATS = 3
 REPEATS_BEFORE_EXCLUSION = 8
+# Minimisation for a mask is done while the other jobs run on; bounded so the loop restarts them.
+MASK_MINIMISE_TIME = 30.0
 
 
 @dataclass
@@ -110,6 +116,7 @@ class EngineRun:
     proc: subprocess.Popen[bytes]
     started: float
     excluded: list[str]
+    masks: list[dict[str, Any]]
     ended: float = 0.0
     execs: int = 0
     cov: int = 0
@@ -122,6 +129,7 @@ class Totals:
     calls: dict[str, list[int]] = field(default_factory=dict)
     signatures: int = 0
     native_modules: int = 0
+    masked: int = 0
 
 
 def resolve_target(module: str, python: str) -> Target:
@@ -252,12 +260,18 @@ def _dictionary(plan: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def _plan_without(plan: dict[str, Any], excluded: list[str], workdir: Path) -> Path:
-    if not excluded:
+def _plan_without(
+    plan: dict[str, Any], excluded: list[str], workdir: Path, masks: list[dict[str, Any]] | None = None
+) -> Path:
+    """The plan an engine run uses: without the excluded callables, with the known-crash masks."""
+    if not excluded and not masks:
         return workdir / "plan.json"
     p = dict(plan)
     p["callables"] = [c for c in plan["callables"] if c["name"] not in excluded]
-    path = workdir / f"plan-excl-{hashlib.sha1(','.join(sorted(excluded)).encode()).hexdigest()[:8]}.json"
+    if masks:
+        p["masks"] = [{"callable": m["callable"], "source": m["source"]} for m in masks]
+    tag = json.dumps([sorted(excluded), p.get("masks", [])])
+    path = workdir / f"plan-{hashlib.sha1(tag.encode()).hexdigest()[:8]}.json"
     path.write_text(json.dumps(p))
     return path
 
@@ -354,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
     crash_counts: dict[str, int] = {}
     replayed_as: dict[str, tuple[str, str]] = {}  # engine-reported key -> (kind, site) after replay
     excluded: list[str] = []
+    masks: list[dict[str, Any]] = []  # {"callable", "source", "key"}: known crashes' shapes, skipped
     notes: list[str] = []
     run_index = 0
     active: dict[int, EngineRun] = {}
@@ -367,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         run_index += 1
         log = logs / f"job{job}-run{run_index}.log"
         stats = workdir / f"stats-job{job}-run{run_index}.json"
-        plan_path = _plan_without(plan, excluded, workdir)
+        plan_path = _plan_without(plan, excluded, workdir, masks)
         cmd = [
             python,
             "-m",
@@ -382,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
             proc = subprocess.Popen(
                 cmd, env=engine_env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
             )
-        active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded))
+        active[job] = EngineRun(job, run_index, log, stats, proc, time.monotonic(), list(excluded), list(masks))
 
     for job in range(args.jobs):
         start(job)
@@ -421,16 +436,20 @@ def run(args: argparse.Namespace) -> int:
                 )
                 seen_artifacts.update((p.name, p.stat().st_mtime_ns) for p in new)
                 for art in new:
-                    run_plan = json.loads(_plan_without(plan, er.excluded, workdir).read_text())
+                    run_plan = json.loads(_plan_without(plan, er.excluded, workdir, er.masks).read_text())
                     f = _crash_finding(art, text, rc, run_plan, t0)
-                    # A crash already known from the engine's report is not replayed again: the replay
-                    # costs a process start, and a shallow bug may fire every few seconds.
-                    if f.key in replayed_as:
-                        f.kind, f.site = replayed_as[f.key]
-                    else:
-                        pre = f.key
+                    pre = f.key
+                    known_as = replayed_as.get(pre)
+                    masked_callables = {m["callable"] for m in masks if known_as and m["key"] == _key(*known_as)}
+                    # A crash already known from the engine's report is not replayed again (a process
+                    # start each time, and a shallow bug may fire every few seconds) until it is
+                    # masked: a masked crash that comes back came through a call its mask did not
+                    # cover, and only a replay names that call's callable for a mask of its own.
+                    if known_as is None or masked_callables:
                         _replay(f, target, artifacts, args)
                         replayed_as[pre] = (f.kind, f.site)
+                    else:
+                        f.kind, f.site = known_as
                     crash_counts[f.key] = crash_counts.get(f.key, 0) + 1
                     if f.key not in found:
                         found[f.key] = f
@@ -439,8 +458,28 @@ def run(args: argparse.Namespace) -> int:
                             f"{'' if f.reproduced else ' (did not replay outside the fuzzer)'}",
                             flush=True,
                         )
+                    first = found[f.key]
+                    key_masks = [m for m in masks if m["key"] == f.key]
+                    mask: dict[str, Any] | None = None
+                    if f.kind == "hang" or not first.reproduced:
+                        pass  # nothing to shape a mask from (or a hang: its timeout is too dear to repeat)
+                    elif not key_masks and crash_counts[f.key] >= MASK_AFTER_REPEATS:
+                        mask = _mask_for(first, target, artifacts, args)
+                    elif key_masks and f.reproduced and f.callable not in {m["callable"] for m in key_masks}:
+                        # The same crash through another callable (an alias, a wrapper): the same shape.
+                        mask = _mask_named(key_masks[0], f.callable)
+                    if mask is not None and mask["callable"] not in excluded:
+                        masks.append(mask)
+                        notes.append(
+                            f"{f.kind} in {f.site} repeated {crash_counts[f.key]} times: later runs skip calls shaped"
+                            f" like {mask['call']} (the rest of {mask['callable']} is still fuzzed)"
+                        )
+                    # Left out: a hang at once; a crash its mask does not stop (it keeps coming back through
+                    # the masked callable, or could not be masked) after REPEATS_BEFORE_EXCLUSION repeats.
+                    unstoppable = not key_masks or f.callable in masked_callables
                     if (
-                        (crash_counts[f.key] >= REPEATS_BEFORE_EXCLUSION or f.kind == "hang")
+                        (f.kind == "hang" or crash_counts[f.key] >= REPEATS_BEFORE_EXCLUSION and unstoppable)
+                        and mask is None
                         and f.callable not in excluded
                         and f.callable != "?"
                     ):
@@ -571,6 +610,53 @@ def _collect_stats(totals: Totals) -> None:
                 acc[i] += int(c)
         totals.signatures = max(totals.signatures, int(stats.get("signatures", 0)))
         totals.native_modules = max(totals.native_modules, int(stats.get("native_modules", 0)))
+        totals.masked += int(stats.get("masked", 0))
+
+
+def _minimise(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace, budget: float) -> None:
+    """Delta-debug a reproduced finding's program (cached on the finding: done once)."""
+    first = f.verdict
+    assert first is not None
+
+    def still_fails(candidate: list[dict[str, Any]]) -> bool:
+        v = _verdict_for(f, candidate, target, artifacts, args)
+        return v.kind == first.kind and v.site == first.site
+
+    steps, runs = fnd.minimise(f.steps, still_fails, time.monotonic() + budget)
+    f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
+    f.minimised = steps
+
+
+def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The shape of a repeating crash's minimised call, for later runs to skip (see MASK_AFTER_REPEATS)."""
+    if f.minimised is None and args.minimise_time > 0:
+        _minimise(f, target, artifacts, args, min(args.minimise_time, MASK_MINIMISE_TIME))
+    steps = f.minimised or f.steps
+    crashing = [s for s in steps if s["callable"] == f.callable]
+    if not crashing:
+        return None
+    return _mask_of(crashing[-1], f.key)
+
+
+def _key(kind: str, site: str) -> str:
+    return f"{kind}:{site}"
+
+
+def _mask_named(mask: dict[str, Any], callable_: str) -> dict[str, Any]:
+    """`mask`'s shape for another callable reaching the same crash."""
+    step = dict(mask["step"], callable=callable_)
+    return _mask_of(step, mask["key"])
+
+
+def _mask_of(step: dict[str, Any], key: str) -> dict[str, Any]:
+    call = f"{step['callable']}({', '.join([*step['args'], *(f'{k}={v}' for k, v in step['kwargs'])])})"
+    return {
+        "callable": step["callable"],
+        "source": fnd.program_source([step]),
+        "step": step,
+        "key": key,
+        "call": call if len(call) <= 80 else call[:77] + "...",
+    }
 
 
 def _write_repro(
@@ -584,16 +670,10 @@ def _write_repro(
         _replay(f, target, artifacts, args)
     first = f.verdict
     assert first is not None
-    steps = f.steps
-    if f.reproduced and args.minimise_time > 0:
-
-        def still_fails(candidate: list[dict[str, Any]]) -> bool:
-            v = _verdict_for(f, candidate, target, artifacts, args)
-            return v.kind == first.kind and v.site == first.site
-
-        steps, runs = fnd.minimise(f.steps, still_fails, time.monotonic() + args.minimise_time)
-        f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
-    elif not f.reproduced:
+    if f.reproduced and args.minimise_time > 0 and f.minimised is None:
+        _minimise(f, target, artifacts, args, args.minimise_time)
+    steps = f.minimised or f.steps
+    if not f.reproduced:
         f.notes.append(
             f"did not reproduce outside the fuzzer ({first.kind or first.detail or 'clean run'}"
             f"{' in ' + first.site if first.site else ''})"
@@ -657,7 +737,8 @@ def _summary(
     never = [c["name"] for c in plan["callables"] if c["name"] not in exercised]
     if never:
         print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
-    print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}")
+    masked = f"; {totals.masked} calls skipped as shaped like a known crash" if totals.masked else ""
+    print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}{masked}")
     native_edges = max(0, cov - totals.signatures)
     print(
         f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}"
@@ -694,6 +775,7 @@ def _summary(
         "signatures": totals.signatures,
         "native_edges": native_edges,
         "excluded": excluded,
+        "masked_calls": totals.masked,
         "notes": notes,
         "findings": [
             {

@@ -3,7 +3,9 @@
 //! `sys.path`, `PYTHONMALLOC=malloc` for ASan), [`FuzzTarget::fuzz_one`] runs one input as a
 //! [`Scenario`] under the oracles and turns a failure into a `repro.py` before it panics (libFuzzer
 //! then saves the input), and [`sanitizer_defaults!`](crate::sanitizer_defaults) makes a bare
-//! `cargo fuzz run T` use the same ASan/LSan settings as CI.
+//! `cargo fuzz run T` use the same ASan/LSan settings as CI. An input that runs past
+//! `FFI_HARNESS_INPUT_TIMEOUT` (25 s) is a finding: every Python thread's stack, then the input
+//! thread's native stack and a crash artifact (libFuzzer's own `-timeout` defaults to 20 minutes).
 //!
 //! ```ignore
 //! // fuzz/fuzz_targets/sum.rs: a whole PyO3 fuzz target.
@@ -20,7 +22,9 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -128,7 +132,10 @@ impl FuzzTarget {
             let path = self.write_repro(input, None);
             eprintln!("ffi-harness: repro written to {}", path.display());
         }
-        if let Err(failure) = Python::attach(|py| input.run(py, &mut ())) {
+        let watch = Watchdog::start();
+        let result = Python::attach(|py| input.run(py, &mut ()));
+        watch.done();
+        if let Err(failure) = result {
             let path = self.write_repro(input, Some(&failure));
             eprintln!(
                 "ffi-harness: {failure}\nffi-harness: repro written to {}",
@@ -136,6 +143,97 @@ impl FuzzTarget {
             );
             panic!("oracle failure in {}: {failure}", self.name);
         }
+    }
+}
+
+/// Default bound on one input's run, in seconds (`FFI_HARNESS_INPUT_TIMEOUT` overrides it; 0 = none).
+/// libFuzzer's own `-timeout` defaults to 1200 s, so a bare `cargo fuzz run` on a deadlock would sit
+/// for 20 minutes and then say only "timeout".
+pub const DEFAULT_INPUT_TIMEOUT_SECS: u64 = 25;
+
+/// Milliseconds since `EPOCH` at which the running input started (0: no input running).
+static INPUT_STARTED_MS: AtomicU64 = AtomicU64::new(0);
+/// `pthread_self()` of the thread running inputs (libFuzzer's main loop).
+static INPUT_THREAD: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG: Once = Once::new();
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    // +1: 0 means "idle".
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Stuck is a finding: an input that runs past the bound gets every Python thread's stack
+/// (faulthandler, no GIL needed: a deadlock may hold it), then SIGABRT on the input's own thread,
+/// which libFuzzer reports as a deadly signal with that thread's native stack, saving the input as a
+/// crash artifact like any other crash.
+struct Watchdog;
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        WATCHDOG.call_once(|| {
+            let bound = std::env::var("FFI_HARNESS_INPUT_TIMEOUT")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(DEFAULT_INPUT_TIMEOUT_SECS);
+            if bound == 0 {
+                return;
+            }
+            let Some(dump_signal) = Python::attach(register_stack_dump).ok() else {
+                eprintln!("ffi-harness: no faulthandler: a stuck input is reported without Python stacks");
+                return;
+            };
+            // SAFETY: pthread_self has no preconditions.
+            INPUT_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
+            let _ = std::thread::Builder::new()
+                .name("ffi-harness-watchdog".into())
+                .spawn(move || watch(Duration::from_secs(bound), dump_signal));
+        });
+        INPUT_STARTED_MS.store(now_ms(), Ordering::Relaxed);
+        Watchdog
+    }
+
+    fn done(self) {
+        INPUT_STARTED_MS.store(0, Ordering::Relaxed);
+    }
+}
+
+/// `faulthandler.register(<a real-time signal>, all_threads=True)`: that signal, sent to any thread,
+/// writes every Python thread's stack to stderr. Registered at the first input, after libFuzzer has
+/// installed its own handlers, and on a signal neither libFuzzer nor the sanitizers use.
+fn register_stack_dump(py: Python<'_>) -> PyResult<i32> {
+    let signal = py.import("signal")?;
+    let signum: i32 = signal.getattr("SIGRTMAX")?.extract::<i32>()? - 1;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("all_threads", true)?;
+    py.import("faulthandler")?
+        .call_method("register", (signum,), Some(&kwargs))?;
+    Ok(signum)
+}
+
+fn watch(bound: Duration, dump_signal: i32) {
+    let tick = (bound / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    loop {
+        std::thread::sleep(tick);
+        let started = INPUT_STARTED_MS.load(Ordering::Relaxed);
+        if started == 0 || now_ms().saturating_sub(started) < bound.as_millis() as u64 {
+            continue;
+        }
+        let thread = INPUT_THREAD.load(Ordering::Relaxed) as libc::pthread_t;
+        eprintln!(
+            "ffi-harness: STUCK: one input has run for more than {} s (FFI_HARNESS_INPUT_TIMEOUT); \
+             every Python thread's stack follows, then the input thread's native stack",
+            bound.as_secs()
+        );
+        // SAFETY: `thread` is the input thread's pthread_t, alive (it is running the input); both
+        // signals have handlers installed (faulthandler's; libFuzzer's deadly-signal handler).
+        unsafe { libc::pthread_kill(thread, dump_signal) };
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: as above.
+        unsafe { libc::pthread_kill(thread, libc::SIGABRT) };
+        std::thread::sleep(Duration::from_secs(5));
+        eprintln!("ffi-harness: the stuck input did not end on SIGABRT; exiting");
+        std::process::abort();
     }
 }
 

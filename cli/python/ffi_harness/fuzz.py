@@ -88,13 +88,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # minimised and later engine runs skip only the calls shaped like its minimised call (runtime.py:
 # `mask_features`), so the rest of the callable is still fuzzed. Leaving the whole callable out hid
 # deeper bugs behind a shallow one (ujson 5.1.0's `dumps`: a lone-surrogate key crashed it within
-# seconds, so its `indent` overflow, a CVE, was never reached). Only a crash that still repeats with its
-# mask in place leaves its callable out, after REPEATS_BEFORE_EXCLUSION repeats in all. Each repeat
+# seconds, so its `indent` overflow, a CVE, was never reached). Only a crash that still repeats with
+# MASKS_PER_CRASH masks in place leaves its callable out, after REPEATS_BEFORE_EXCLUSION repeats in all. Each repeat
 # costs one engine restart (about a second).
 MASK_AFTER_REPEATS = 3
+# One crash site may be reached in several shapes: each gets its mask, up to this many per callable.
+MASKS_PER_CRASH = 3
 REPEATS_BEFORE_EXCLUSION = 8
-# Minimisation for a mask is done while the other jobs run on; bounded so the loop restarts them.
-MASK_MINIMISE_TIME = 30.0
+# Minimisation for a mask runs while the engines run on; bounded so the loop gets back to them.
+MASK_MINIMISE_TIME = 15.0
 
 
 @dataclass
@@ -269,7 +271,7 @@ def _plan_without(
     p = dict(plan)
     p["callables"] = [c for c in plan["callables"] if c["name"] not in excluded]
     if masks:
-        p["masks"] = [{"callable": m["callable"], "source": m["source"]} for m in masks]
+        p["masks"] = [{"callable": m["callable"], "source": m["source"]} for m in masks if "source" in m]
     tag = json.dumps([sorted(excluded), p.get("masks", [])])
     path = workdir / f"plan-{hashlib.sha1(tag.encode()).hexdigest()[:8]}.json"
     path.write_text(json.dumps(p))
@@ -464,19 +466,29 @@ def run(args: argparse.Namespace) -> int:
                     if f.kind == "hang" or not first.reproduced:
                         pass  # nothing to shape a mask from (or a hang: its timeout is too dear to repeat)
                     elif not key_masks and crash_counts[f.key] >= MASK_AFTER_REPEATS:
-                        mask = _mask_for(first, target, artifacts, args)
+                        mask = {"callable": first.callable, "key": f.key, "pending": first}
                     elif key_masks and f.reproduced and f.callable not in {m["callable"] for m in key_masks}:
                         # The same crash through another callable (an alias, a wrapper): the same shape.
-                        mask = _mask_named(key_masks[0], f.callable)
+                        shaped = [m for m in key_masks if "step" in m]
+                        mask = _mask_named(shaped[0], f.callable) if shaped else None
+                    elif (
+                        f.reproduced
+                        and f.callable in masked_callables
+                        and sum(m["callable"] == f.callable for m in key_masks) < MASKS_PER_CRASH
+                    ):
+                        # Through a masked callable, in another shape (a key whose str() raises instead of
+                        # a lone surrogate, both ending in the same NULL dereference): mask that shape too.
+                        mask = {"callable": f.callable, "key": f.key, "pending": f}
                     if mask is not None and mask["callable"] not in excluded:
+                        mask["repeats"] = crash_counts[f.key]
                         masks.append(mask)
-                        notes.append(
-                            f"{f.kind} in {f.site} repeated {crash_counts[f.key]} times: later runs skip calls shaped"
-                            f" like {mask['call']} (the rest of {mask['callable']} is still fuzzed)"
-                        )
+                        if "pending" not in mask:
+                            notes.append(_mask_note(mask))
                     # Left out: a hang at once; a crash its mask does not stop (it keeps coming back through
                     # the masked callable, or could not be masked) after REPEATS_BEFORE_EXCLUSION repeats.
-                    unstoppable = not key_masks or f.callable in masked_callables
+                    unstoppable = (
+                        not key_masks or sum(m["callable"] == f.callable for m in key_masks) >= MASKS_PER_CRASH
+                    )
                     if (
                         (f.kind == "hang" or crash_counts[f.key] >= REPEATS_BEFORE_EXCLUSION and unstoppable)
                         and mask is None
@@ -491,6 +503,15 @@ def run(args: argparse.Namespace) -> int:
                 if rc != 0 and not new and time.monotonic() < deadline - 1:
                     notes.append(f"engine run {er.index} exited with status {rc} without an artifact (log: {er.log})")
                 start(job)
+                # Masks that need a minimised crash are shaped while the engine runs on (a minimisation
+                # takes seconds; an idle engine would waste them), and apply from the next engine run.
+                for waiting in [w for w in masks if "pending" in w]:
+                    mask_shape = _mask_for(waiting.pop("pending"), target, artifacts, args)
+                    if mask_shape is None:
+                        masks.remove(waiting)
+                        continue
+                    waiting.update(mask_shape)
+                    notes.append(_mask_note(waiting))
     except KeyboardInterrupt:
         for er in active.values():
             er.proc.kill()
@@ -636,6 +657,14 @@ def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Na
     if not crashing:
         return None
     return _mask_of(crashing[-1], f.key)
+
+
+def _mask_note(mask: dict[str, Any]) -> str:
+    kind, _, site = mask["key"].partition(":")
+    return (
+        f"{kind} in {site} repeated {mask['repeats']} times: later runs skip calls shaped"
+        f" like {mask['call']} (the rest of {mask['callable']} is still fuzzed)"
+    )
 
 
 def _key(kind: str, site: str) -> str:

@@ -75,14 +75,22 @@ def test_flush_from_two_threads_overlaps(store_path, flush_delay, tmp_path):
     flush_delay(300)
     a = native.connect(store_path)
     b = native.connect(str(tmp_path / "other.db"))
+    # Held GIL: every attempt takes >= 0.6 s, deterministically. Released: about 0.3 s, unless a loaded
+    # machine delays the second thread's start; a few attempts keep that from failing the test.
+    attempts = []
     try:
-        t = threading.Thread(target=b.flush)
-        t0 = time.monotonic()
-        t.start()
-        a.flush()
-        t.join(10)
-        elapsed = time.monotonic() - t0
+        for _ in range(3):
+            t = threading.Thread(target=b.flush)
+            t0 = time.monotonic()
+            t.start()
+            a.flush()
+            t.join(10)
+            attempts.append(time.monotonic() - t0)
+            if attempts[-1] < 0.55:
+                break
     finally:
         a.close()
         b.close()
-    assert elapsed < 0.55, f"flushes serialised ({elapsed:.3f}s): GIL held during flush"
+    assert min(attempts) < 0.55, (
+        f"flushes serialised ({', '.join(f'{e:.3f}' for e in attempts)} s): GIL held during flush"
+    )

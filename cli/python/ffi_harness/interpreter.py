@@ -9,9 +9,7 @@ engine and the test workers run in other working directories.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from pathlib import Path
 
 from ffi_harness.cli import UsageError
 
@@ -20,13 +18,14 @@ def resolve_python(arg: str | None) -> str:
     """The interpreter named by `--python` (None: the one running ffi-harness)."""
     if arg is None:
         return sys.executable
-    p = Path(arg)
-    if p.is_dir():
-        for cand in (p / "bin" / "python3", p / "bin" / "python"):
-            if cand.exists():
+    if os.path.isdir(arg):
+        for cand in (os.path.join(arg, "bin", "python3"), os.path.join(arg, "bin", "python")):
+            if os.path.exists(cand):
                 return os.path.abspath(cand)
         raise UsageError(f"--python {arg}: a directory without bin/python (not a venv)")
-    found = os.path.abspath(p) if p.exists() else shutil.which(arg)
+    import shutil  # here, not at the top: `ffi-harness test` pays for every import before its worker starts
+
+    found = os.path.abspath(arg) if os.path.exists(arg) else shutil.which(arg)
     if not found or not os.access(found, os.X_OK):
         raise UsageError(f"--python {arg}: no such interpreter")
     return found

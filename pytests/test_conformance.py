@@ -414,8 +414,9 @@ def test_function_bad_argument(
     if isinstance(result, native.Connection):
         result.close()
     assert isinstance(error, expected), f"{name}({pname}={what}): {error!r} (result {result!r})"
-    # A refused call changes nothing: the same call with good values still gives a good answer.
-    _function_outcome(name, _function_call(name, tmp_path)(), None)
+    # A refused call changes nothing: the same call with good values promptly gives a good answer.
+    result, error = _bounded(f"{name} right after refusing {what} as {pname}", _function_call(name, tmp_path))
+    _function_outcome(name, result, error)
 
 
 # --- Subscription -----------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ impl ErrorCase {
                     model.iter().map(|(k, v)| format!("{}: {}", py_bytes(k), py_bytes(v))).collect();
                 let damage: Vec<String> = damage.iter().take(4).map(damage_source).collect();
                 format!(
-                    "_p = os.path.join(_TMP, 'c.db')\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n_check_model(bytes(_data), {{{}}})\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_against_reference(_p, bytes(_data)))",
+                    "_p = os.path.join(_TMP, 'c.db')\nif os.path.exists(_p):\n    os.remove(_p)  # a fresh store per case: the model is this case's puts\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n_check_model(bytes(_data), {{{}}})\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_against_reference(_p, bytes(_data)))",
                     if puts.is_empty() { "pass".into() } else { puts.join("\n") },
                     model.join(", "),
                     if damage.is_empty() { "pass".into() } else { damage.join("\n") }

@@ -248,8 +248,9 @@ def test_from_another_thread(conn: Any, method: str) -> None:
     _open_outcome(method, error)
 
 
-@pytest.mark.parametrize("method", [m for m in DATA_METHODS if m != "subscribe"])
-def test_inside_a_callback(conn: Any, method: str) -> None:
+def _in_a_callback(conn: Any, what: str, call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Run `call` once inside a subscription callback (on libnative's notifier thread, triggered by a put,
+    which also makes any open iterator stale) and return its result and exception; bounded."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -257,19 +258,22 @@ def test_inside_a_callback(conn: Any, method: str) -> None:
         if done.is_set():
             return
         try:
-            outcome["result"] = _call(conn, method)()
-        except BaseException as e:  # noqa: BLE001 - judged below
+            outcome["result"] = call()
+        except BaseException as e:  # noqa: BLE001 - judged by the caller
             outcome["error"] = e
         done.set()
 
-    sub = conn.subscribe(callback)
-    try:
+    with conn.subscribe(callback):
         conn.put(b"trigger", b"t")
-        _bounded(f"flush to deliver the event ({method} in the callback)", conn.flush)
-        assert done.wait(BOUND_S), f"STUCK: the callback calling {method} did not finish within {BOUND_S} s"
-    finally:
-        sub.cancel()
-    _open_outcome(method, outcome.get("error"))
+        _bounded(f"flush to deliver the event ({what} in the callback)", conn.flush)
+        assert done.wait(BOUND_S), f"STUCK: the callback calling {what} did not finish within {BOUND_S} s"
+    return outcome.get("result"), outcome.get("error")
+
+
+@pytest.mark.parametrize("method", [m for m in DATA_METHODS if m != "subscribe"])
+def test_inside_a_callback(conn: Any, method: str) -> None:
+    _result, error = _in_a_callback(conn, method, _call(conn, method))
+    _open_outcome(method, error)
 
 
 BAD_CASES = [
@@ -371,22 +375,7 @@ def test_the_stub_declares_every_function() -> None:
 def test_function(conn: Any, tmp_path: Path, name: str, where: str) -> None:
     call = _function_call(name, tmp_path)
     if where == "a callback":
-        outcome: dict[str, Any] = {}
-        done = threading.Event()
-
-        def callback(_event: Any) -> None:
-            if not done.is_set():
-                try:
-                    outcome["result"] = call()
-                except BaseException as e:  # noqa: BLE001 - judged below
-                    outcome["error"] = e
-                done.set()
-
-        with conn.subscribe(callback):
-            conn.put(b"trigger", b"t")
-            _bounded(f"flush to deliver the event ({name} in the callback)", conn.flush)
-            assert done.wait(BOUND_S), f"STUCK: the callback calling {name} did not finish within {BOUND_S} s"
-        result, error = outcome.get("result"), outcome.get("error")
+        result, error = _in_a_callback(conn, name, call)
     elif where == "another thread":
         result, error = _bounded(f"{name} (another thread)", call)
     else:
@@ -554,22 +543,8 @@ def test_iterator(conn: Any, method: str, state: str) -> None:
         conn.delete(b"k2")
     elif state == "connection closed":
         conn.close()
-    if state == "a callback":
-        outcome: dict[str, Any] = {}
-        done = threading.Event()
-
-        def callback(_event: Any) -> None:
-            if not done.is_set():
-                try:
-                    outcome["result"] = next(it)
-                except BaseException as e:  # noqa: BLE001 - judged below
-                    outcome["error"] = e
-                done.set()
-
-        with conn.subscribe(callback):
-            conn.put(b"k", b"v")  # an overwrite: an event, and a write, so the iterator is stale now
-            assert done.wait(BOUND_S), f"STUCK: next() in a callback did not finish within {BOUND_S} s"
-        result, error = outcome.get("result"), outcome.get("error")
+    if state == "a callback":  # the put that triggers the callback has made the iterator stale
+        result, error = _in_a_callback(conn, f"next({method}())", lambda: next(it))
         assert isinstance(error, native.InvalidStateError), f"next() after a write, in a callback: {error!r}"
         return
     result, error = _bounded(f"next({method}()) ({state})", lambda: next(it))

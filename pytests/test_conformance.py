@@ -7,6 +7,13 @@ each parameter. Each call must give exactly the documented outcome (a result, `K
 key, `InvalidStateError` once closed, `TypeError` for a wrong type) and return within a bound: a call
 that does not is reported as stuck with every thread's stack. A method added to the stub is covered
 without touching this file; a method missing from the stub fails `test_the_stub_declares_every_method`.
+
+The same holds for the rest of the stub: every public module function (its result of the declared type,
+every parameter with every bad value, from another thread and inside a callback), every member of
+`Subscription` in each of its states (whether events still arrive must agree with `active`), and every
+iterator the connection hands out in each state (fresh, exhausted, after a write, after close, another
+thread, inside a callback; a full pass gives exactly what the store holds). Under `ffi-harness test
+--leaks` (how CI runs the pytests) every one of these calls is also a leak check.
 """
 
 from __future__ import annotations
@@ -30,53 +37,106 @@ BOUND_S = 5.0
 LIFECYCLE = {"close", "__enter__", "__exit__"}
 
 
+STUB_TREE = ast.parse(STUB.read_text())
+
+
+def _is_property(f: ast.FunctionDef) -> bool:
+    return any(isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list)
+
+
+def _stub_class(cls: str) -> ast.ClassDef:
+    for node in STUB_TREE.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return node
+    raise AssertionError(f"no class {cls} in {STUB}")
+
+
 def _stub_methods(cls: str) -> dict[str, list[str]]:
     """`{method: [annotation of each parameter after self]}` for the stub's class `cls` (no properties)."""
-    tree = ast.parse(STUB.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            out = {}
-            for f in node.body:
-                if not isinstance(f, ast.FunctionDef):
-                    continue
-                if any(isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list):
-                    continue
-                params = [*f.args.posonlyargs, *f.args.args][1:]
-                out[f.name] = [ast.unparse(p.annotation) if p.annotation else "Any" for p in params]
-            return out
-    raise AssertionError(f"no class {cls} in {STUB}")
+    out = {}
+    for f in _stub_class(cls).body:
+        if isinstance(f, ast.FunctionDef) and not _is_property(f):
+            params = [*f.args.posonlyargs, *f.args.args][1:]
+            out[f.name] = [ast.unparse(p.annotation) if p.annotation else "Any" for p in params]
+    return out
+
+
+def _stub_properties(cls: str) -> list[str]:
+    return [f.name for f in _stub_class(cls).body if isinstance(f, ast.FunctionDef) and _is_property(f)]
+
+
+def _stub_returns(cls: str) -> dict[str, str]:
+    """`{method: its return annotation}` for the stub's class `cls`."""
+    return {
+        f.name: ast.unparse(f.returns) if f.returns else "Any"
+        for f in _stub_class(cls).body
+        if isinstance(f, ast.FunctionDef) and not _is_property(f)
+    }
 
 
 METHODS = _stub_methods("Connection")
 DATA_METHODS = sorted(m for m in METHODS if m not in LIFECYCLE)
 
 
-def _good(annotation: str, position: int) -> Any:
-    if annotation == "Buffer":
-        return b"k" if position == 0 else b"v"
+def _kind(annotation: str) -> str:
+    """The kind of value a parameter takes, from its annotation in the stub."""
+    if annotation in ("int", "Buffer"):
+        return annotation
+    if "PathLike" in annotation:
+        return "path"
+    if annotation.startswith("Options"):
+        return "options"
+    if annotation.startswith("float"):
+        return "seconds"
     if annotation.startswith("Callable"):
+        return "callable"
+    raise AssertionError(f"a parameter annotated {annotation!r}: teach _kind, _good and _bad")
+
+
+def _good(annotation: str, position: int) -> Any:
+    kind = _kind(annotation)
+    if kind == "Buffer":
+        return b"k" if position == 0 else b"v"
+    if kind == "callable":
         return lambda _event: None
+    if kind == "int":
+        return 1
     raise AssertionError(f"no good value for a parameter annotated {annotation!r}: teach _good")
 
 
-def _bad(annotation: str) -> list[tuple[str, Any, tuple[type[BaseException], ...]]]:
-    """(what, value, exceptions that document refusing it)."""
-    common: list[tuple[str, Any, tuple[type[BaseException], ...]]] = [
+Refusal = tuple[str, Any, tuple[type[BaseException], ...]]
+
+
+def _bad(annotation: str) -> list[Refusal]:
+    """(what, value, exceptions that document refusing it), for every kind of wrong value a parameter of
+    this annotation can get: other types, and values of its type out of range."""
+    kind = _kind(annotation)
+    wrong_types: list[Refusal] = [
         ("None", None, (TypeError,)),
         ("int", 1, (TypeError,)),
         ("float", 1.5, (TypeError,)),
+        ("str", "s", (TypeError,)),
         ("object()", object(), (TypeError,)),
         ("list", [1], (TypeError,)),
     ]
-    if annotation == "Buffer":
-        return [
-            *common,
-            ("str", "k", (TypeError,)),
-            ("non-contiguous memoryview", memoryview(b"abcd")[::2], (TypeError, BufferError)),
-        ]
-    if annotation.startswith("Callable"):
-        return [*common, ("str", "f", (TypeError,))]
-    raise AssertionError(f"no bad values for a parameter annotated {annotation!r}: teach _bad")
+    allowed = {
+        "Buffer": {"None": False},
+        "callable": {},
+        "int": {"int": True},
+        "path": {"str": True},
+        "options": {"None": True},
+        "seconds": {"None": True, "int": True, "float": True},
+    }[kind]
+    out = [r for r in wrong_types if not allowed.get(r[0], False)]
+    if kind == "Buffer":
+        out.append(("non-contiguous memoryview", memoryview(b"abcd")[::2], (TypeError, BufferError)))
+    if kind == "int":
+        out.append(("an int over 64 bits", 2**70, (OverflowError, ValueError)))
+    if kind == "options":
+        out.append(("a mapping with an unknown field", {"bogus": 1}, (TypeError, ValueError)))
+    if kind == "seconds":
+        out.append(("a negative timeout", -1.0, (ValueError,)))
+    return out
 
 
 def _args(method: str) -> list[Any]:
@@ -188,8 +248,9 @@ def test_from_another_thread(conn: Any, method: str) -> None:
     _open_outcome(method, error)
 
 
-@pytest.mark.parametrize("method", [m for m in DATA_METHODS if m != "subscribe"])
-def test_inside_a_callback(conn: Any, method: str) -> None:
+def _in_a_callback(conn: Any, what: str, call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Run `call` once inside a subscription callback (on libnative's notifier thread, triggered by a put,
+    which also makes any open iterator stale) and return its result and exception; bounded."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -197,19 +258,22 @@ def test_inside_a_callback(conn: Any, method: str) -> None:
         if done.is_set():
             return
         try:
-            outcome["result"] = _call(conn, method)()
-        except BaseException as e:  # noqa: BLE001 - judged below
+            outcome["result"] = call()
+        except BaseException as e:  # noqa: BLE001 - judged by the caller
             outcome["error"] = e
         done.set()
 
-    sub = conn.subscribe(callback)
-    try:
+    with conn.subscribe(callback):
         conn.put(b"trigger", b"t")
-        _bounded(f"flush to deliver the event ({method} in the callback)", conn.flush)
-        assert done.wait(BOUND_S), f"STUCK: the callback calling {method} did not finish within {BOUND_S} s"
-    finally:
-        sub.cancel()
-    _open_outcome(method, outcome.get("error"))
+        _bounded(f"flush to deliver the event ({what} in the callback)", conn.flush)
+        assert done.wait(BOUND_S), f"STUCK: the callback calling {what} did not finish within {BOUND_S} s"
+    return outcome.get("result"), outcome.get("error")
+
+
+@pytest.mark.parametrize("method", [m for m in DATA_METHODS if m != "subscribe"])
+def test_inside_a_callback(conn: Any, method: str) -> None:
+    _result, error = _in_a_callback(conn, method, _call(conn, method))
+    _open_outcome(method, error)
 
 
 BAD_CASES = [
@@ -235,3 +299,264 @@ def test_bad_argument(
     # The refusal left the connection usable and unchanged.
     assert conn.get(b"k") == b"v"
     assert len(conn) == 2
+
+
+# --- module functions -------------------------------------------------------------------------------
+
+
+def _stub_functions() -> dict[str, ast.FunctionDef]:
+    """The public module-level functions of the stub (a leading underscore marks test knobs and hooks)."""
+    return {f.name: f for f in STUB_TREE.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
+
+
+FUNCTIONS = _stub_functions()
+# What each declared return annotation means at run time.
+RETURNS: dict[str, type] = {"int": int, "None": type(None), "Connection": native.Connection, "dict[str, int]": dict}
+
+
+def _params(f: ast.FunctionDef) -> list[tuple[str, str, bool, bool]]:
+    """(name, annotation, keyword-only, has a default) of each parameter."""
+    positional = [*f.args.posonlyargs, *f.args.args]
+    first_default = len(positional) - len(f.args.defaults)
+    out = [
+        (p.arg, ast.unparse(p.annotation) if p.annotation else "Any", False, i >= first_default)
+        for i, p in enumerate(positional)
+    ]
+    out += [
+        (p.arg, ast.unparse(p.annotation) if p.annotation else "Any", True, d is not None)
+        for p, d in zip(f.args.kwonlyargs, f.args.kw_defaults)
+    ]
+    return out
+
+
+def _function_call(name: str, tmp_path: Path, override: tuple[str, Any] | None = None) -> Callable[[], Any]:
+    """A call of `name` with good values for the parameters without a default (a writable buffer, a
+    store path, 1 for an int), `override` = (parameter, value) replacing or adding one of them."""
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for i, (pname, annotation, kw_only, has_default) in enumerate(_params(FUNCTIONS[name])):
+        value: Any
+        if override is not None and override[0] == pname:
+            value = override[1]
+        elif has_default:
+            continue
+        elif _kind(annotation) == "path":
+            value = os.fspath(tmp_path / f"{name}.db")
+        elif _kind(annotation) == "Buffer":
+            value = bytearray(b"payload")  # writable: process() transforms in place
+        else:
+            value = _good(annotation, i)
+        if kw_only:
+            keywords[pname] = value
+        else:
+            positional.append(value)
+    fn = getattr(native, name)
+    return lambda: fn(*positional, **keywords)
+
+
+def _function_outcome(name: str, result: Any, error: BaseException | None) -> None:
+    assert error is None, f"{name} with good arguments raised {type(error).__name__}: {error}"
+    returns = ast.unparse(FUNCTIONS[name].returns) if FUNCTIONS[name].returns else "Any"
+    assert returns in RETURNS, f"{name} returns {returns!r}: teach RETURNS what that is at run time"
+    assert isinstance(result, RETURNS[returns]), f"{name} returned {result!r}, declared {returns}"
+    if isinstance(result, native.Connection):
+        result.close()
+
+
+def test_the_stub_declares_every_function() -> None:
+    public = {n for n in dir(native) if not n.startswith("_") and callable(getattr(native, n))}
+    classes = {n for n in public if isinstance(getattr(native, n), type)}
+    assert public - classes <= set(FUNCTIONS), f"not in {STUB.name}: {sorted(public - classes - set(FUNCTIONS))}"
+    assert len(FUNCTIONS) >= 6, sorted(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("where", ["this thread", "another thread", "a callback"])
+def test_function(conn: Any, tmp_path: Path, name: str, where: str) -> None:
+    call = _function_call(name, tmp_path)
+    if where == "a callback":
+        result, error = _in_a_callback(conn, name, call)
+    elif where == "another thread":
+        result, error = _bounded(f"{name} (another thread)", call)
+    else:
+        result, error = call(), None
+    _function_outcome(name, result, error)
+
+
+FUNCTION_BAD_CASES = [
+    (name, pname, what, value, expected)
+    for name, f in sorted(FUNCTIONS.items())
+    for pname, annotation, _kw, _default in _params(f)
+    for what, value, expected in _bad(annotation)
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "pname", "what", "value", "expected"),
+    FUNCTION_BAD_CASES,
+    ids=[f"{n}-{p}-{w}" for n, p, w, _v, _e in FUNCTION_BAD_CASES],
+)
+def test_function_bad_argument(
+    tmp_path: Path, name: str, pname: str, what: str, value: Any, expected: tuple[type[BaseException], ...]
+) -> None:
+    result, error = _bounded(f"{name} with {what} as {pname}", _function_call(name, tmp_path, (pname, value)))
+    if isinstance(result, native.Connection):
+        result.close()
+    assert isinstance(error, expected), f"{name}({pname}={what}): {error!r} (result {result!r})"
+    # A refused call changes nothing: the same call with good values promptly gives a good answer.
+    result, error = _bounded(f"{name} right after refusing {what} as {pname}", _function_call(name, tmp_path))
+    _function_outcome(name, result, error)
+
+
+# --- Subscription -----------------------------------------------------------------------------------
+
+SUB_METHODS = _stub_methods("Subscription")
+SUB_MEMBERS = sorted([*SUB_METHODS, *_stub_properties("Subscription")])
+# Where the subscription is when the member is used, and whether it is still active there.
+SUB_STATES = {
+    "active": True,
+    "cancelled": False,
+    "connection closed": False,
+    "another thread": True,
+    "its own callback": True,
+}
+
+
+def _deliver(conn: Any, key: bytes) -> None:
+    """Put `key` and return once every subscription made before this call has been offered its event:
+    delivery is asynchronous, in subscription order, so a sentinel subscribed last that has seen the
+    event proves the notifier got past the others."""
+    seen = threading.Event()
+    with conn.subscribe(lambda e: seen.set() if e.key == key else None):
+        conn.put(key, b"x")
+        assert seen.wait(BOUND_S), f"STUCK: the event for {key!r} was not delivered within {BOUND_S} s"
+
+
+def _use(sub: Any, member: str) -> Any:
+    if member in SUB_METHODS:
+        args = [None] * len(SUB_METHODS[member])  # __exit__(None, None, None): a clean exit
+        return getattr(sub, member)(*args)
+    return getattr(sub, member)
+
+
+def _sub_outcome(sub: Any, member: str, active_before: bool, result: Any) -> bool:
+    """The documented result of `member`; whether the subscription is active afterwards."""
+    if member == "active":
+        assert result is active_before, f"active is {result!r}, expected {active_before}"
+        return active_before
+    if member == "__enter__":
+        assert result is sub, f"__enter__ returned {result!r}, not the subscription"
+        return active_before
+    if member == "__exit__":
+        assert not result, f"__exit__ returned {result!r}: it would swallow the with-block's exception"
+    else:
+        assert result is None, f"{member} returned {result!r}"
+    return False  # cancel and __exit__ end it, in every state (idempotent)
+
+
+@pytest.mark.parametrize("state", sorted(SUB_STATES))
+@pytest.mark.parametrize("member", SUB_MEMBERS)
+def test_subscription(conn: Any, member: str, state: str) -> None:
+    calls: list[Any] = []
+    inside: dict[str, Any] = {}
+    done = threading.Event()
+
+    def callback(event: Any) -> None:
+        calls.append(event)
+        if state == "its own callback" and not done.is_set():
+            try:
+                inside["result"] = _use(sub, member)
+            except BaseException as e:  # noqa: BLE001 - judged below
+                inside["error"] = e
+            done.set()
+
+    sub = conn.subscribe(callback)
+    if state == "cancelled":
+        sub.cancel()
+    elif state == "connection closed":
+        conn.close()
+    if state == "its own callback":
+        conn.put(b"trigger", b"t")
+        assert done.wait(BOUND_S), f"STUCK: {member} in its own callback did not finish within {BOUND_S} s"
+        result, error = inside.get("result"), inside.get("error")
+    elif state == "another thread":
+        result, error = _bounded(f"Subscription.{member} (another thread)", lambda: _use(sub, member))
+    else:
+        result, error = _bounded(f"Subscription.{member} ({state})", lambda: _use(sub, member))
+    assert error is None, f"Subscription.{member} ({state}) raised {type(error).__name__}: {error}"
+    active = _sub_outcome(sub, member, SUB_STATES[state], result)
+    assert sub.active is active, f"after {member} ({state}) active is {sub.active}, expected {active}"
+    # `active` must agree with what the subscription does: events arrive exactly while it is active.
+    if not conn.closed:
+        before = len(calls)
+        _deliver(conn, b"after")
+        delivered = any(e.key == b"after" for e in calls[before:])
+        assert delivered is active, f"after {member} ({state}): active={active} but delivered={delivered}"
+    sub.cancel()
+
+
+# --- iterators --------------------------------------------------------------------------------------
+
+ITERATORS = {m: r for m, r in _stub_returns("Connection").items() if r.startswith("Iterator[")}
+ITER_STATES = [
+    "fresh",
+    "exhausted",
+    "after a put",
+    "after a delete",
+    "connection closed",
+    "another thread",
+    "a callback",
+]
+STORE = {b"k": b"v", b"k2": b"v2"}  # what the `conn` fixture holds
+
+
+def _item_shape(method: str, item: Any) -> None:
+    if ITERATORS[method] == "Iterator[tuple[bytes, bytes]]":
+        assert isinstance(item, tuple) and len(item) == 2, f"{method}() gave {item!r}"
+        assert STORE.get(item[0]) == item[1], f"{method}() gave {item!r}, not a stored pair"
+    else:
+        assert ITERATORS[method] == "Iterator[bytes]", f"{method} returns {ITERATORS[method]}: teach _item_shape"
+        assert item in STORE, f"{method}() gave {item!r}, not a stored key"
+
+
+def test_the_stub_declares_the_iterators() -> None:
+    assert {"items", "keys", "__iter__"} <= set(ITERATORS), sorted(ITERATORS)
+    assert set(_stub_methods("ItemsIter")) == {"__next__"}
+
+
+@pytest.mark.parametrize("method", sorted(ITERATORS))
+def test_iterator_gives_the_store(conn: Any, method: str) -> None:
+    got = list(getattr(conn, method)())
+    want = list(STORE.items()) if ITERATORS[method].startswith("Iterator[tuple") else list(STORE)
+    assert sorted(got) == sorted(want), f"{method}(): {got!r}"
+
+
+@pytest.mark.parametrize("state", ITER_STATES)
+@pytest.mark.parametrize("method", sorted(ITERATORS))
+def test_iterator(conn: Any, method: str, state: str) -> None:
+    it = getattr(conn, method)()
+    if state == "exhausted":
+        assert len(list(it)) == len(STORE)
+    elif state == "after a put":
+        conn.put(b"k3", b"v3")
+    elif state == "after a delete":
+        conn.delete(b"k2")
+    elif state == "connection closed":
+        conn.close()
+    if state == "a callback":  # the put that triggers the callback has made the iterator stale
+        result, error = _in_a_callback(conn, f"next({method}())", lambda: next(it))
+        assert isinstance(error, native.InvalidStateError), f"next() after a write, in a callback: {error!r}"
+        return
+    result, error = _bounded(f"next({method}()) ({state})", lambda: next(it))
+    if state in ("fresh", "another thread"):
+        assert error is None, f"next({method}()) ({state}) raised {error!r}"
+        _item_shape(method, result)
+    elif state == "exhausted":
+        assert isinstance(error, StopIteration), f"next() of an exhausted {method}(): {error!r} ({result!r})"
+        assert next(it, "end") == "end", "an exhausted iterator started again"
+    else:
+        assert isinstance(error, native.InvalidStateError), f"next({method}()) {state}: {error!r} ({result!r})"
+        # The refusal is lasting, and the connection itself is unaffected by its stale iterator.
+        assert isinstance(_bounded("next again", lambda: next(it))[1], native.InvalidStateError)
+        if not conn.closed:
+            assert conn.get(b"k") == b"v"

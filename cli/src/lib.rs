@@ -345,12 +345,20 @@ fn prelude(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     ffi_harness::prelude(py).cloned()
 }
 
+/// The native half of a stuck report on process `pid` (`ffi-harness test` on a HANG): the threads
+/// waiting on a held mutex with its holder, and every thread's native stack (gdb).
+#[pyfunction]
+fn native_report(py: Python<'_>, pid: i32) -> String {
+    py.detach(|| ffi_harness::stuck::native_report(pid))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fuzz, m)?)?;
     m.add_function(wrap_pyfunction!(describe, m)?)?;
     m.add_function(wrap_pyfunction!(prelude_source, m)?)?;
     m.add_function(wrap_pyfunction!(prelude, m)?)?;
+    m.add_function(wrap_pyfunction!(native_report, m)?)?;
     m.add("PRELUDE_ALIAS", ffi_harness::PRELUDE_ALIAS)?;
     Ok(())
 }

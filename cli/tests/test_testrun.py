@@ -61,6 +61,8 @@ def test_plain_run_names_the_hang_and_continues(builds: dict[str, Path], tmp_pat
         assert verdict(v, t) == "passed", out
     hang = verdict(v, "test_wait_for_hangs")
     assert hang.startswith("HANG") and "test_buggy.py:" in hang and "test_wait_for_hangs" in hang, out
+    # The native half of the report: the self-deadlock on wait_lock, named, and the native stack.
+    assert re.search(r"locks: thread \d+ \(.*\) waits for the mutex at 0x[0-9a-f]+, which it holds itself", out), out
     assert verdict(v, "test_after_the_crashes") == "passed", out  # the suite went on after the hang
     assert verdict(v, "test_marked_once") == "passed", out
     # The summary is computed from the verdicts.

@@ -2,8 +2,10 @@
 //! a directory, NUL bytes, hostile os.PathLike objects, bytes), store files corrupted at fuzzed offsets
 //! (flipped bytes, truncation, garbage appended), lock contention with hostile timeouts. Oracles: only
 //! the documented exception classes, each carrying op/code/message (and errno/filename for
-//! ConnectionError), a store that opens after corruption is internally consistent, and the native
-//! ledger returns to baseline (no handle leaks on error paths). ASan watches the log parser.
+//! ConnectionError); a damaged store is refused exactly when an independent reader of the file format
+//! (`_ref_read`, checked against the model of what was written on every undamaged store) refuses it,
+//! and otherwise opens holding exactly what that reader finds and stays usable; the native ledger
+//! returns to baseline (no handle leaks on error paths). ASan watches the log parser.
 
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproScript};
@@ -96,12 +98,19 @@ impl ErrorCase {
                 path_source(p)
             ),
             ErrorCase::Corrupt { records, damage } => {
+                let records = &records[..records.len().min(8)];
                 let puts: Vec<String> =
-                    records.iter().take(8).map(|(k, v)| format!("_c.put({}, {})", py_bytes(&[b'k', *k]), py_bytes(v))).collect();
+                    records.iter().map(|(k, v)| format!("_c.put({}, {})", py_bytes(&[b'k', *k]), py_bytes(v))).collect();
+                // The model of what was written: the last value put under each key.
+                let model: std::collections::BTreeMap<[u8; 2], &Vec<u8>> =
+                    records.iter().map(|(k, v)| ([b'k', *k], v)).collect();
+                let model: Vec<String> =
+                    model.iter().map(|(k, v)| format!("{}: {}", py_bytes(k), py_bytes(v))).collect();
                 let damage: Vec<String> = damage.iter().take(4).map(damage_source).collect();
                 format!(
-                    "_p = os.path.join(_TMP, 'c.db')\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_store(native.connect(_p)))",
+                    "_p = os.path.join(_TMP, 'c.db')\nif os.path.exists(_p):\n    os.remove(_p)  # a fresh store per case: the model is this case's puts\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n_check_model(bytes(_data), {{{}}})\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_against_reference(_p, bytes(_data)))",
                     if puts.is_empty() { "pass".into() } else { puts.join("\n") },
+                    model.join(", "),
                     if damage.is_empty() { "pass".into() } else { damage.join("\n") }
                 )
             }
@@ -155,6 +164,69 @@ def _check_store(c):
         assert c.get(b"after") == b"corruption"
     finally:
         c.close()
+
+import struct as _struct, zlib as _zlib
+
+def _ref_read(data, max_key_size=1024):
+    """An independent reading of libnative's file format (store.c's layout comment): the dict of what
+    the file holds, or why a correct reader must refuse it. Forged records with valid checksums are
+    read as the library reads them, so comparing with it is never a false alarm."""
+    if not data:
+        return {}  # an empty file is a new store
+    if len(data) < 20:
+        return "truncated header"
+    committed, size = _struct.unpack_from("<Q", data, 8)[0], len(data)
+    header_ok = data[:4] == b"NKV1" and _zlib.crc32(data[:16]) == _struct.unpack_from("<I", data, 16)[0]
+    if header_ok and 20 <= committed < size:
+        size = committed  # bytes after the committed length are not part of the store
+    if data[:4] != b"NKV1" or _struct.unpack_from("<I", data, 4)[0] != 2 or not header_ok:
+        return "bad header"
+    store, off = {}, 20
+    while off < size:
+        if size - off < 9:
+            return "truncated record"
+        kind, klen, vlen = _struct.unpack_from("<BII", data, off)
+        end = off + 9 + klen + vlen
+        if end + 4 > size:
+            return "truncated record"
+        if _zlib.crc32(data[off:end]) != _struct.unpack_from("<I", data, end)[0]:
+            return "bad record checksum"
+        if kind not in (1, 2) or klen == 0 or klen > 65535 or vlen > 1 << 30 or (kind == 2 and vlen):
+            return "malformed record"
+        key = data[off + 9 : off + 9 + klen]
+        if kind == 1:
+            store[key] = data[off + 9 + klen : end]
+        else:
+            store.pop(key, None)
+        off = end + 4
+    if committed > len(data):
+        return "truncated log"
+    if any(len(k) > max_key_size for k in store):
+        return "key over max_key_size"
+    return store
+
+def _check_model(data, model):
+    # The reference reader is itself checked on every undamaged store: it must read back the model.
+    got = _ref_read(data)
+    assert got == model, f"reference reader: {got!r}, model of what was written: {model!r}"
+
+def _check_against_reference(p, data):
+    """A damaged store either is refused, as the reference refuses it, or opens holding exactly what the
+    reference reads from the same bytes: never other data, never silently less."""
+    want = _ref_read(data)
+    try:
+        c = native.connect(p)
+    except (native.Error, ValueError) as e:
+        assert not isinstance(want, dict), f"refused a store the reference reads ({len(want)} keys): {e!r}"
+        raise
+    try:
+        assert isinstance(want, dict), f"opened a store the reference refuses ({want})"
+        got = dict(c.items())
+        assert got == want, f"reopened store {got!r}, the file holds {want!r}"
+    except BaseException:
+        c.close()
+        raise
+    _check_store(c)
 
 def _check_error(fn):
     try:

@@ -212,7 +212,8 @@ fn now_ms() -> u64 {
 }
 
 /// Stuck is a finding: an input that runs past the bound gets every Python thread's stack
-/// (faulthandler, no GIL needed: a deadlock may hold it), then SIGABRT on the input's own thread,
+/// (faulthandler, no GIL needed: a deadlock may hold it), the threads waiting on a held mutex with
+/// its holder and every native stack ([`crate::stuck`]), then SIGABRT on the input's own thread,
 /// which libFuzzer reports as a deadly signal with that thread's native stack, saving the input as a
 /// crash artifact like any other crash.
 struct Watchdog;
@@ -272,13 +273,15 @@ fn watch(bound: Duration, dump_signal: i32) {
         let thread = INPUT_THREAD.load(Ordering::Relaxed) as libc::pthread_t;
         eprintln!(
             "ffi-harness: STUCK: one input has run for more than {} s (FFI_HARNESS_INPUT_TIMEOUT); \
-             every Python thread's stack follows, then the input thread's native stack",
+             every Python thread's stack follows, then the lock owners and every thread's native \
+             stack, then the input thread's stack again from libFuzzer",
             bound.as_secs()
         );
         // SAFETY: `thread` is the input thread's pthread_t, alive (it is running the input); both
         // signals have handlers installed (faulthandler's; libFuzzer's deadly-signal handler).
         unsafe { libc::pthread_kill(thread, dump_signal) };
         std::thread::sleep(Duration::from_millis(300));
+        eprintln!("{}", crate::stuck::native_report(std::process::id() as i32));
         // SAFETY: as above.
         unsafe { libc::pthread_kill(thread, libc::SIGABRT) };
         std::thread::sleep(Duration::from_secs(5));

@@ -87,7 +87,7 @@ impl fmt::Display for Outcome {
             Termination::Signalled { signal, name } => {
                 write!(f, "crashed: killed by {name} (signal {signal})")?
             }
-            Termination::TimedOut(after) => write!(f, "timed out after {after:?} (killed)")?,
+            Termination::TimedOut(after) => write!(f, "STUCK: timed out after {after:?} (killed)")?,
         }
         for (label, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             if !text.trim().is_empty() {
@@ -155,6 +155,9 @@ where
         unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
         // SAFETY: read_fd is our own pipe end; the child only writes.
         unsafe { libc::close(read_fd) };
+        // A stuck child is asked for its Python stacks (SIGUSR2) before it is killed; they go down
+        // the same pipe as the failure message.
+        let _ = register_stack_dump(py, write_fd);
         let (code, message) = match catch_unwind(AssertUnwindSafe(|| scenario(py))) {
             Ok(Ok(())) => (0, String::new()),
             Ok(Err(message)) => (1, message),
@@ -180,6 +183,17 @@ where
     }
     // Let other threads run Python while we wait.
     py.detach(|| wait_for_child(pid, read_fd, timeout))
+}
+
+/// `faulthandler.register(SIGUSR2, file=fd, all_threads=True)`: the signal writes every Python thread's
+/// stack to `fd` without taking the GIL (a stuck child may hold it).
+fn register_stack_dump(py: Python<'_>, fd: libc::c_int) -> PyResult<()> {
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("file", fd)?;
+    kwargs.set_item("all_threads", true)?;
+    py.import("faulthandler")?
+        .call_method("register", (libc::SIGUSR2,), Some(&kwargs))?;
+    Ok(())
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -232,8 +246,14 @@ fn wait_for_child(
             Some(limit) => {
                 let left = limit.saturating_sub(start.elapsed());
                 if left.is_zero() {
+                    message.extend_from_slice(b"\n--- Python stacks (faulthandler) ---\n");
                     // SAFETY: `pid` is our child, not yet reaped, so the pid cannot
-                    // have been reused by another process.
+                    // have been reused by another process; the child handles SIGUSR2.
+                    unsafe { libc::kill(pid, libc::SIGUSR2) };
+                    drain_for(read_fd, &mut message, Duration::from_millis(500));
+                    message.extend_from_slice(b"--- native ---\n");
+                    message.extend_from_slice(crate::stuck::native_report(pid).as_bytes());
+                    // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     timed_out = Some(limit);
                     break;
@@ -306,6 +326,28 @@ fn wait_for_child(
     })
 }
 
+/// Append what arrives on `fd` until it stays quiet for `quiet` (or reaches EOF).
+fn drain_for(fd: libc::c_int, out: &mut Vec<u8>, quiet: Duration) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd, and we pass a count of 1.
+        if unsafe { libc::poll(&mut pfd, 1, quiet.as_millis() as libc::c_int) } <= 0 {
+            return;
+        }
+        // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Subprocess.
 
@@ -365,6 +407,7 @@ pub fn run_command(command: &mut Command, timeout: Option<Duration>) -> io::Resu
     });
     let start = Instant::now();
     let mut timed_out = None;
+    let mut native = String::new();
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -372,6 +415,7 @@ pub fn run_command(command: &mut Command, timeout: Option<Duration>) -> io::Resu
         if let Some(limit) = timeout
             && start.elapsed() >= limit
         {
+            native = crate::stuck::native_report(child.id() as i32);
             let _ = child.kill();
             timed_out = Some(limit);
             break child.wait()?;
@@ -379,7 +423,11 @@ pub fn run_command(command: &mut Command, timeout: Option<Duration>) -> io::Resu
         std::thread::sleep(Duration::from_millis(5));
     };
     let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let mut stderr = err_reader.join().unwrap_or_default();
+    if !native.is_empty() {
+        stderr.extend_from_slice(b"\n--- native (the command was stuck) ---\n");
+        stderr.extend_from_slice(native.as_bytes());
+    }
     let termination = match (timed_out, status.code(), status.signal()) {
         (Some(limit), _, _) => Termination::TimedOut(limit),
         (None, Some(code), _) => Termination::Exited(code),

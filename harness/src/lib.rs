@@ -30,6 +30,7 @@ pub mod pyvalue;
 pub mod repro;
 pub mod scenario;
 pub mod strategies;
+pub mod stuck;
 
 pub use env::{add_venv_site_packages, embedded_env_plan, prepare_embedded_python_env};
 pub use fuzz_target::{FuzzTarget, Scratch, init_embedded, py_bytes_literal};

@@ -38,14 +38,48 @@ fn forked_scenarios_report_success_failure_panic_crash_and_timeout() {
         let aborted = run_in_fork(py, None, |py| run_py(py, c"import os; os.abort()")).unwrap();
         assert_eq!(aborted.crash_signal(), Some("SIGABRT"), "{aborted}");
 
-        let hung = run_in_fork(py, Some(Duration::from_millis(200)), |py| {
-            run_py(py, c"import time; time.sleep(30)")
+        // Stuck: the main thread holds a pthread mutex and sleeps in a Python function; a second
+        // thread blocks on that mutex. The report has both Python stacks and names the holder.
+        let hung = run_in_fork(py, Some(Duration::from_millis(1500)), |py| {
+            run_py(
+                py,
+                cr#"
+import ctypes, threading, time
+libc = ctypes.CDLL(None)
+mutex = ctypes.create_string_buffer(64)  # all zero: PTHREAD_MUTEX_INITIALIZER on glibc
+libc.pthread_mutex_lock(mutex)
+threading.Thread(target=lambda: libc.pthread_mutex_lock(mutex), name="waiter").start()
+def sleeps_holding_the_mutex():
+    time.sleep(30)
+sleeps_holding_the_mutex()
+"#,
+            )
         })
         .unwrap();
         assert_eq!(
             hung.termination,
-            Termination::TimedOut(Duration::from_millis(200))
+            Termination::TimedOut(Duration::from_millis(1500))
         );
+        let report = hung.to_string();
+        assert!(report.contains("STUCK"), "{report}");
+        assert!(
+            report.contains("sleeps_holding_the_mutex"),
+            "no Python stack: {report}"
+        );
+        assert!(
+            report.contains("waits for the mutex"),
+            "no lock owner: {report}"
+        );
+        if std::process::Command::new("gdb")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            assert!(
+                report.contains("pthread_mutex_lock"),
+                "no native stack: {report}"
+            );
+        }
 
         // The parent's interpreter is unharmed.
         assert_eq!(

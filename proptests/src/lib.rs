@@ -122,8 +122,10 @@ macro_rules! regressions {
     };
 }
 
-/// How long one isolated case may run before the child is killed (a deadlock is a failure too).
-pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one isolated case may run before it is reported stuck (every thread's Python and native
+/// stack, the holder of each mutex a thread waits for) and killed. A case takes well under a second,
+/// a few under ASan: 20 s is a deadlock, not a slow machine.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Run `scenario` in a forked child (see `ffi_harness::isolate`); a crash, a timeout, an `Err` or a
 /// panic in the child is returned as `Err` with the details. `FFI_HARNESS_NO_FORK=1` runs it in

@@ -402,6 +402,7 @@ class Runner:
         marker_offset = 0
         deadline: float | None = None
         hung = False
+        native = ""
         done = False
         buf = b""
         # The worker appends its events to a file; the parent reads them POLL seconds apart (and when the
@@ -439,14 +440,19 @@ class Runner:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     if not hung:
-                        # faulthandler dumps every thread's Python stack on SIGABRT, even with the GIL
-                        # held by a deadlocked C call; the process then dies of it.
+                        # The native half first (lock owners, every thread's native stack), while the
+                        # worker is still stuck; then faulthandler dumps every thread's Python stack on
+                        # SIGABRT, even with the GIL held by a deadlocked C call, and the process dies.
                         hung = True
+                        native = _native_report(proc.pid)
                         _signal(proc, signal.SIGABRT)
                         deadline = time.monotonic() + KILL_GRACE
                     else:
                         _kill(proc)
         rc = proc.wait()
+        if hung and native:  # into the worker's log, after its own last words: kept with --logs
+            with open(self.log_path, "a", encoding="utf-8") as log_text:
+                log_text.write("\n--- native (ffi-harness, while the test was stuck) ---\n" + native)
         if current is not None:
             report = _sanitizer_logs(self.setup.env, proc.pid) + _read_from(self.log_path, marker_offset)
             self._emit(_death_verdict(current, rc, report, hung, self.args.timeout))
@@ -502,6 +508,16 @@ def _read_from(log: str, offset: int) -> str:
     with open(log, "rb") as f:
         f.seek(offset)
         return f.read().decode(errors="replace")
+
+
+def _native_report(pid: int) -> str:
+    """Lock owners and every thread's native stack of a stuck worker, from the compiled engine (gdb
+    under the hood); empty when the engine is not built (a source checkout run as `python -m`)."""
+    try:
+        from ffi_harness._engine import native_report
+    except ImportError:
+        return ""
+    return native_report(pid)
 
 
 def _exit_waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
@@ -563,12 +579,24 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def _report_excerpt(lines: list[str]) -> list[str]:
     """The lines worth a screen: the sanitizer's headline and first frames, the fatal error, the Python
-    stacks (pytest's and pluggy's own frames left out)."""
+    stacks (pytest's and pluggy's own frames left out); for a hang, the lock owners and each thread's
+    first native frame outside the C library (where it waits)."""
     noise = re.compile(r'File "(<frozen runpy>|[^"]*/(_pytest|pluggy|pytest|_pytest_worker)/)')
+    libc_frame = re.compile(r" at \.\.?/(sysdeps|nptl|misc)/| in \?\? ")
     lines = [ln for ln in lines if not noise.search(ln)]
     keep: list[int] = []
+    native = thread_pending = False
     for i, ln in enumerate(lines):
-        if _SAN.search(ln) or _FATAL.search(ln) or ln.startswith(("Timeout (", "Current thread", "Thread 0x")):
+        if ln.startswith("locks: ") or ln == "native stacks (gdb):":  # the lock owners: one line each
+            native = native or ln == "native stacks (gdb):"
+            keep.extend(k for k in (i,) if k not in keep)
+        elif native and ln.startswith("Thread "):
+            thread_pending = True
+            keep.append(i)
+        elif native and thread_pending and ln.startswith("#") and not libc_frame.search(ln):
+            thread_pending = False
+            keep.append(i)
+        elif _SAN.search(ln) or _FATAL.search(ln) or ln.startswith(("Timeout (", "Current thread", "Thread 0x")):
             keep.extend(k for k in range(i, min(i + 8, len(lines))) if k not in keep)
     if not keep:
         keep = list(range(max(0, len(lines) - REPORT_LINES), len(lines)))

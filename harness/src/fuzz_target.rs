@@ -282,6 +282,12 @@ fn watch(bound: Duration, dump_signal: i32) {
         unsafe { libc::pthread_kill(thread, dump_signal) };
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("{}", crate::stuck::native_report(std::process::id() as i32));
+        if INPUT_STARTED_MS.load(Ordering::Relaxed) != started {
+            // The report took seconds (gdb); an input that finished meanwhile was slow, not stuck, and
+            // aborting now would save the next input as the crash.
+            eprintln!("ffi-harness: the input ended during the report (slow, not stuck); going on");
+            continue;
+        }
         // SAFETY: as above.
         unsafe { libc::pthread_kill(thread, libc::SIGABRT) };
         std::thread::sleep(Duration::from_secs(5));

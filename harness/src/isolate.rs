@@ -158,6 +158,7 @@ where
         // A stuck child is asked for its Python stacks (SIGUSR2) before it is killed; they go down
         // the same pipe as the failure message.
         let _ = register_stack_dump(py, write_fd);
+        crate::stuck::allow_ancestor_debuggers();
         let (code, message) = match catch_unwind(AssertUnwindSafe(|| scenario(py))) {
             Ok(Ok(())) => (0, String::new()),
             Ok(Err(message)) => (1, message),

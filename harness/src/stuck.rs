@@ -6,16 +6,18 @@
 //! stacks come from faulthandler inside the process; this is the native half.
 //!
 //! - **Lock owners** need nothing installed. A thread blocked on a contended glibc mutex sleeps in
-//!   `futex(&mutex->__lock, FUTEX_WAIT…)`: `/proc/PID/task/TID/syscall` shows that address, and on
-//!   x86-64 glibc the owner's thread id sits 8 bytes after it (`__data.__owner`), read through
-//!   `/proc/PID/mem`. An owner that is not a thread of the process means the futex is not a mutex
-//!   (a condition variable, Rust's own futex locks, the GIL's condvar): such waits are listed without
-//!   an owner.
+//!   `futex(&mutex->__lock, FUTEX_WAIT, 2)`: `/proc/PID/task/TID/syscall` shows the call, and on
+//!   x86-64 glibc the owner's thread id sits 8 bytes after the address (`__data.__owner`), read
+//!   through `/proc/PID/mem`. Only that shape counts as a mutex wait (condition variables, Rust's own
+//!   locks and the GIL's condvar wait with `FUTEX_WAIT_BITSET`), and the owner must be a thread of the
+//!   process; other futex waits are counted without an owner.
 //! - **Native stacks** come from `gdb -p PID -batch` (`ci/setup` installs gdb); without gdb the report
 //!   says so and still lists the waits.
 //!
-//! Reading another process needs ptrace access to it: the parent of a forked child, or the process
-//! itself, has it under the default Yama policy.
+//! Reading another process needs ptrace access to it. Under Yama's `ptrace_scope` 1 (Ubuntu's default
+//! for non-root users) the `/proc` reads work from an ancestor or the process itself, but gdb, a
+//! sibling of the stuck process, may attach only if that process allowed it (`PR_SET_PTRACER`, which
+//! [`allow_ancestor_debuggers`] does; `run_in_fork`'s child and `ffi-harness test`'s worker call it).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -25,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// `futex` on x86-64 (the only architecture whose mutex layout the owner lookup knows).
 const SYS_FUTEX_X86_64: u64 = 202;
+/// `FUTEX_WAIT` (with or without `FUTEX_PRIVATE_FLAG`), and the value glibc waits for on a contended
+/// mutex: "locked, with waiters".
+const FUTEX_WAIT: u64 = 0;
+const MUTEX_CONTENDED: u64 = 2;
 /// How long gdb may take to attach and walk every thread.
 const GDB_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -67,21 +73,25 @@ pub fn futex_waits(pid: i32) -> Vec<FutexWait> {
         let Ok(syscall) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
             continue;
         };
+        // "NR arg0 .. arg5 sp pc", the arguments in hex.
         let mut fields = syscall.split_whitespace();
         let nr = fields.next().and_then(|f| f.parse::<u64>().ok());
-        let addr = fields
-            .next()
-            .and_then(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok());
-        let (Some(SYS_FUTEX_X86_64), Some(addr)) = (nr, addr) else {
+        let mut arg = || {
+            fields
+                .next()
+                .and_then(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+        };
+        let (addr, op, val) = (arg(), arg(), arg());
+        if !cfg!(all(target_arch = "x86_64", target_env = "gnu")) || nr != Some(SYS_FUTEX_X86_64) {
             continue;
-        };
-        let owner = if cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
-            mem.as_mut()
-                .and_then(|m| read_i32(m, addr + 8))
-                .filter(|o| tids.contains(o))
-        } else {
-            None
-        };
+        }
+        let Some(addr) = addr else { continue };
+        let mutex_wait =
+            op.is_some_and(|op| op & 0x7f == FUTEX_WAIT) && val == Some(MUTEX_CONTENDED);
+        let owner = mutex_wait
+            .then(|| mem.as_mut().and_then(|m| read_i32(m, addr + 8)))
+            .flatten()
+            .filter(|o| tids.contains(o));
         out.push(FutexWait { tid, addr, owner });
     }
     out
@@ -92,6 +102,22 @@ fn read_i32(mem: &mut fs::File, addr: u64) -> Option<i32> {
     mem.seek(SeekFrom::Start(addr)).ok()?;
     mem.read_exact(&mut buf).ok()?;
     Some(i32::from_ne_bytes(buf))
+}
+
+/// Let this process's parent, and the parent's descendants (a gdb it starts), attach to it: what
+/// Yama's `ptrace_scope` 1 otherwise refuses to a sibling. Call it in a process that may get stuck.
+pub fn allow_ancestor_debuggers() {
+    // SAFETY: getppid and prctl(PR_SET_PTRACER) take plain integers; the call only widens who may
+    // trace this process (to its parent's descendants), and fails harmlessly without Yama.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PTRACER,
+            libc::getppid() as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 /// Every thread's native stack, from `gdb -p pid -batch`; `None` when gdb is missing or failed.
@@ -116,6 +142,13 @@ pub fn gdb_stacks(pid: i32) -> Option<String> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
+    // Read while gdb writes: many threads' stacks overflow a pipe, and gdb would block on it.
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -130,8 +163,7 @@ pub fn gdb_stacks(pid: i32) -> Option<String> {
             }
         }
     }
-    let mut text = String::new();
-    child.stdout.take()?.read_to_string(&mut text).ok()?;
+    let text = reader.join().ok()?;
     // gdb's chatter about symbols and the attach itself: only the thread lines and frames matter.
     let kept: Vec<&str> = text
         .lines()
@@ -216,10 +248,17 @@ mod tests {
             // SAFETY: locked above by this thread.
             unsafe { libc::pthread_mutex_unlock(std::ptr::addr_of_mut!(MUTEX)) };
         });
-        std::thread::sleep(Duration::from_millis(300));
         let pid = std::process::id() as i32;
-        let waits = futex_waits(pid);
         let holder_tid = HOLDER.load(Ordering::SeqCst);
+        // Until the waiter is blocked (bounded: the holder lets go after 1.5 s).
+        let mut waits = futex_waits(pid);
+        let deadline = std::time::Instant::now() + Duration::from_millis(1200);
+        while !waits.iter().any(|w| w.owner == Some(holder_tid))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            waits = futex_waits(pid);
+        }
         holder.join().unwrap();
         waiter.join().unwrap();
         assert!(

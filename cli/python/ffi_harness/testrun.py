@@ -546,16 +546,23 @@ def _exit_waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
 
 
 def _private_dir(prefix: str) -> str:
-    """tempfile.mkdtemp's contract (a new 0700 directory under $TMPDIR) without importing tempfile, which
-    pulls in random, hashlib and shutil before the worker can start."""
-    base = os.environ.get("TMPDIR") or "/tmp"
-    while True:
-        path = os.path.join(base, prefix + os.urandom(6).hex())
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
+    """tempfile.mkdtemp's contract (a new 0700 directory in the first usable of $TMPDIR, /tmp, /var/tmp,
+    the current directory) without importing tempfile, which pulls in random, hashlib and shutil before
+    the worker can start."""
+    bases = [os.environ.get("TMPDIR", ""), "/tmp", "/var/tmp", os.curdir]
+    last: OSError | None = None
+    for base in filter(None, bases):
+        for _ in range(100):
+            path = os.path.abspath(os.path.join(base, prefix + os.urandom(6).hex()))
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as e:  # not there, not writable: the next candidate
+                last = e
+                break
+    raise UsageError(f"no writable temporary directory (TMPDIR, /tmp, /var/tmp, .): {last}")
 
 
 def _write_file(path: str, text: str) -> None:
@@ -600,7 +607,10 @@ def _report_excerpt(lines: list[str]) -> list[str]:
             keep.extend(k for k in range(i, min(i + 8, len(lines))) if k not in keep)
     if not keep:
         keep = list(range(max(0, len(lines) - REPORT_LINES), len(lines)))
-    return [lines[k] for k in sorted(keep)][:REPORT_LINES]
+    # The lock owners come last in the report but must survive the cap: they go first.
+    locks = [k for k in keep if lines[k].startswith("locks: ")]
+    rest = [k for k in sorted(keep) if k not in locks]
+    return [lines[k] for k in locks + rest][:REPORT_LINES]
 
 
 # --- output -----------------------------------------------------------------------------------------

@@ -79,6 +79,25 @@ def _sanitizer_death_callback() -> object:
 _DEATH_CALLBACK = _sanitizer_death_callback()
 
 
+def _allow_parent_debuggers() -> None:
+    """Under Yama's ptrace_scope 1 (Ubuntu's default for non-root users) the gdb that `ffi-harness test`
+    starts on a stuck worker is the worker's sibling and may not attach unless the worker allows its
+    parent's descendants (PR_SET_PTRACER). Only then is ctypes imported: elsewhere it costs start-up."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as f:
+            if f.read().strip() != "1":
+                return
+        import ctypes
+
+        pr_set_ptracer = 0x59616D61
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_ptracer, os.getppid(), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_allow_parent_debuggers()
+
+
 def _send(event: dict[str, Any]) -> None:
     if _EVENTS_FD < 0:
         return

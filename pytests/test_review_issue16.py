@@ -4,7 +4,9 @@
 2. after ``cancel()``/``close()`` returns, the callback is never called again, also while a close is
    deferred because another thread holds the handle (flush);
 3. ``sync=True`` writes fsync with the GIL released;
-4. keys stored under a larger ``max_key_size`` stay reachable from a connection with a smaller one.
+4. keys stored under a larger ``max_key_size`` stay reachable from a connection with a smaller one;
+5. (found later by the callbacks fuzz target) ``close()`` inside a callback racing ``cancel()`` of the
+   same subscription on another thread does not deadlock.
 """
 
 from __future__ import annotations
@@ -341,3 +343,36 @@ def test_the_extension_is_the_private_submodule_native_native():
         importlib.import_module("native.native")  # the old double name is gone
     # Public classes and exceptions keep the public module name.
     assert native.Connection.__module__ == "native" and native.Error.__module__ == "native"
+
+
+# --- found by the callbacks fuzz target (its stuck watchdog, stop 20): close() inside a callback racing
+# the same subscription's cancel() on another thread. cancel() pinned the handle just after close() had
+# decided there was no pin to wait for; close() then waited for that pin while the pin's
+# native_unsubscribe waited for the callback that was running close(). Before the fix this deadlocked
+# within a few hundred rounds.
+def _cancel_races_close_in_callback(path: str) -> None:
+    conn = native.connect(path)
+    entered = threading.Event()
+
+    def callback(_event: object) -> None:
+        entered.set()
+        conn.close()
+
+    sub = conn.subscribe(callback)
+    writer = threading.Thread(target=lambda: conn.put(b"k", b"v"))
+    writer.start()
+    entered.wait(1)
+    sub.__exit__(None, None, None)
+    writer.join()
+    conn.close()
+
+
+def test_cancel_racing_close_inside_the_callback_does_not_deadlock(tmp_path):
+    def rounds() -> None:
+        for i in range(2000):
+            _cancel_races_close_in_callback(str(tmp_path / f"race{i}.db"))
+
+    t = threading.Thread(target=rounds, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "deadlock: cancel() and close() inside the callback wait for each other"

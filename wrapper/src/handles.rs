@@ -46,6 +46,9 @@ struct DbState {
     busy: usize,
     /// Logically closed: new calls fail; the last pin (or close itself) finishes the native close.
     close_pending: bool,
+    /// finish_close is waiting for the pins to drain: no new pin, not even a teardown one (a callback
+    /// closing its connection would wait for that pin while the pin's unsubscribe waits for it).
+    closing: bool,
     /// native_close has returned: no callback of this connection runs or will run.
     closed: bool,
 }
@@ -102,7 +105,9 @@ impl Drop for Pin<'_> {
             if g.busy == 0 {
                 self.inner.idle.notify_all();
             }
-            g.busy == 0 && g.close_pending && !g.db.is_null()
+            let finish = g.busy == 0 && g.close_pending && !g.db.is_null();
+            g.closing |= finish;
+            finish
         };
         if finish {
             self.inner.finish_close();
@@ -167,7 +172,7 @@ impl ConnInner {
     /// open (unsubscribing is part of closing, and the notifier still delivers until the native close).
     fn try_pin(&self, teardown: bool) -> Option<Pin<'_>> {
         let mut g = lock(&self.state);
-        if g.db.is_null() || (g.close_pending && !teardown) {
+        if g.db.is_null() || g.closing || (g.close_pending && !teardown) {
             return None;
         }
         g.busy += 1;
@@ -213,6 +218,8 @@ impl ConnInner {
                 self.cancel_all(py);
                 return;
             }
+            // Decided under the lock: from here no pin is granted (see `closing`).
+            g.closing = true;
         }
         // GIL: waiting for pins and joining the notifier both block on threads that may need the GIL.
         self.finish_close();
@@ -222,6 +229,7 @@ impl ConnInner {
     fn finish_close(&self) {
         let closer = |inner: &ConnInner| {
             let mut g = lock(&inner.state);
+            g.closing = true;
             while g.busy > 0 {
                 g = inner.idle.wait(g).unwrap_or_else(|e| e.into_inner());
             }
@@ -790,6 +798,7 @@ pub(crate) fn connect(
             db: db.0,
             busy: 0,
             close_pending: false,
+            closing: false,
             closed: false,
         }),
         idle: Condvar::new(),

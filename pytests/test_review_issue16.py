@@ -350,29 +350,44 @@ def test_the_extension_is_the_private_submodule_native_native():
 # decided there was no pin to wait for; close() then waited for that pin while the pin's
 # native_unsubscribe waited for the callback that was running close(). Before the fix this deadlocked
 # within a few hundred rounds.
-def _cancel_races_close_in_callback(path: str) -> None:
-    conn = native.connect(path)
-    entered = threading.Event()
+CANCEL_RACES_CLOSE = textwrap.dedent(
+    """
+    import os, sys, threading
+    import native
 
-    def callback(_event: object) -> None:
-        entered.set()
+    def one(path):
+        conn = native.connect(path)
+        entered = threading.Event()
+
+        def callback(_event):
+            entered.set()
+            conn.close()
+
+        sub = conn.subscribe(callback)
+        writer = threading.Thread(target=lambda: conn.put(b"k", b"v"))
+        writer.start()
+        entered.wait(1)
+        sub.__exit__(None, None, None)
+        writer.join()
         conn.close()
 
-    sub = conn.subscribe(callback)
-    writer = threading.Thread(target=lambda: conn.put(b"k", b"v"))
-    writer.start()
-    entered.wait(1)
-    sub.__exit__(None, None, None)
-    writer.join()
-    conn.close()
+    for i in range(2000):
+        one(os.path.join(sys.argv[1], "race%d.db" % i))
+    print("rounds done")
+    """
+)
 
 
 def test_cancel_racing_close_inside_the_callback_does_not_deadlock(tmp_path):
-    def rounds() -> None:
-        for i in range(2000):
-            _cancel_races_close_in_callback(str(tmp_path / f"race{i}.db"))
-
-    t = threading.Thread(target=rounds, daemon=True)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "deadlock: cancel() and close() inside the callback wait for each other"
+    # In a child process: a deadlocked one cannot be unstuck, and would hang this one at exit.
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", CANCEL_RACES_CLOSE, str(tmp_path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: cancel() and close() inside the callback wait for each other (60 s)")
+    assert out.returncode == 0 and "rounds done" in out.stdout, out.stderr[-2000:]

@@ -92,10 +92,16 @@ def wall(cmds: dict[str, list[str]], cwd: Path, runs: int, tests: int) -> dict[s
     return times
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5, help="wall-clock runs per side (alternating)")
+    parser.add_argument("--tests", type=_positive, default=500)
+    parser.add_argument("--runs", type=_positive, default=5, help="wall-clock runs per side (alternating)")
     parser.add_argument("--python", default=sys.executable, help="interpreter with pytest and ffi-harness")
     parser.add_argument("--no-callgrind", action="store_true", help="wall clock only")
     parser.add_argument("--max-ratio", type=float, default=1.20, help="instruction-ratio gate (default 1.20)")

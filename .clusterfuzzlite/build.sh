@@ -24,7 +24,7 @@ pyroot=$("$python" -c 'import sys; print(sys.base_prefix)')
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # OSS-Fuzz provides CC/CFLAGS with its sanitizer and coverage flags: instrument libnative's C with them.
-# Locally (no CC), wrapper/build.rs picks clang-19 with ASan + fuzzer-no-link under `cargo fuzz` itself.
+# Locally (no CC), libnative-sys/build.rs picks clang-19 with ASan + fuzzer-no-link under `cargo fuzz` itself.
 if [ -n "${CC:-}" ] && [ -n "${CFLAGS:-}" ]; then
   export NATIVE_CC=$CC NATIVE_CFLAGS="$CFLAGS -Wno-error"
 fi

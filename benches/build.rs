@@ -1,7 +1,7 @@
 //! Builds everything the benchmarks call, so `cargo bench` needs nothing but the README's one-time set-up:
 //! - `make -C ../libnative`: libnative.so, which ctypes, cffi and the C-API extension load;
-//! - libnative + capi/shapes.c compiled statically into the bench binary (cc crate): the bare-C floor
-//!   and the C side of the bench's own PyO3 shapes module;
+//! - capi/shapes.c compiled statically into the bench binary (cc crate): with libnative (linked through
+//!   the libnative-sys dependency) the bare-C floor and the C side of the bench's own PyO3 shapes module;
 //! - `py/build_ext.py` run by the venv python: libbenchshapes.so, the C-API extension `_capi_bench`
 //!   and the cffi API-mode module `_bench_cffi`, into $OUT_DIR/py (exported as BENCH_PY_DIR);
 //! - an rpath to the libpython PyO3 links, so the binary does not depend on LD_LIBRARY_PATH.
@@ -37,34 +37,19 @@ fn main() {
     run(Command::new("make").arg("-s").arg("-C").arg(&native));
     let libnative = native.join("build/libnative.so");
 
-    // 2. The floor: libnative and the shapes linked statically, called directly from Rust.
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&native)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "c"))
-        .collect();
-    sources.sort();
-    for p in &sources {
-        println!("cargo:rerun-if-changed={}", p.display());
-    }
-    println!(
-        "cargo:rerun-if-changed={}",
-        native.join("native.h").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        native.join("internal.h").display()
-    );
-    sources.push(here.join("capi/shapes.c"));
+    // 2. The floor: the shapes linked statically, called directly from Rust (libnative itself comes
+    //    from the libnative-sys dependency, compiled by its build script).
+    let include =
+        std::env::var("DEP_NATIVE_INCLUDE").expect("libnative-sys exports its include dir");
     cc::Build::new()
-        .files(&sources)
-        .include(&native)
+        .file(here.join("capi/shapes.c"))
+        .include(&include)
         .include(here.join("capi"))
         .std("c11")
-        .flag("-pthread")
-        .warnings(false)
-        .compile("bench_floor");
-    println!("cargo:rustc-link-lib=pthread");
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .compile("bench_shapes");
 
     // 3. Python-side extensions, built by the venv interpreter (its headers, its EXT_SUFFIX, its cffi).
     let python = std::env::var_os("BENCH_PYTHON")

@@ -5,7 +5,7 @@
 #
 #   name        what runs (in the tree)                                              timeout (s)
 #   pytest      C self-test + the whole pytest suite on the release wrapper, -x      300
-#   cargo-test  cargo test -p native (unit tests, the FFI layout check vs native.h)  300
+#   cargo-test  cargo test -p libnative-sys -p native (layout check vs native.h, units) 300
 #   leak-hunt   ci/leak-hunt (regrtest -R style, debug + release CPython)            900
 #   gil-check   ci/gil-check: python3.11d + debug wrapper, PYTHONMALLOC=debug, -X dev 420
 #   proptests   cargo test -p proptests (leak hunt excluded: see leak-hunt)           600
@@ -49,7 +49,7 @@ det_pytest() {
 
 det_cargo_test() {
   source ci/lib.sh
-  PYO3_PYTHON="$PY" cargo test -q -p native
+  PYO3_PYTHON="$PY" cargo test -q -p libnative-sys -p native
 }
 
 det_gil_check() { ci/gil-check; }

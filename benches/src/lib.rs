@@ -2,19 +2,18 @@
 //! tiny PyO3 module (the 0/1/5-argument shapes `native` does not have), the bare-C declarations of the
 //! floor, and the recorder that turns criterion samples into the Markdown table and the SVG plot.
 
-use std::ffi::{c_int, c_long, c_void};
+use std::ffi::c_long;
 use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 
 pub mod report;
 
-/// The C the floor calls directly (linked statically by build.rs: libnative/*.c and capi/shapes.c).
+/// The C the floor calls directly: libnative (libnative-sys) and capi/shapes.c (linked by build.rs).
 pub mod floor {
     use super::*;
+    pub use libnative_sys::{native_add, native_checksum};
     extern "C" {
-        pub fn native_add(a: c_long, b: c_long, out: *mut c_long) -> c_int;
-        pub fn native_checksum(buf: *const c_void, len: usize) -> u64;
         pub fn shapes_zero() -> c_long;
         pub fn shapes_one(a: c_long) -> c_long;
         pub fn shapes_five(a: c_long, b: c_long, c: c_long, d: c_long, e: c_long) -> c_long;

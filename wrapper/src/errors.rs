@@ -83,7 +83,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// Every status libnative names, in native.h's order; any other code is `UNKNOWN_STATUS`. A copy of
 /// libnative's `native_status_name()` (the one source of truth, which the ctypes/cffi/Cython bindings
-/// call), kept so errors the wrapper raises by itself (use after close) never touch C: `layout_check`
+/// call), kept so errors the wrapper raises by itself (use after close) never touch C: `mirror_check`
 /// proves the copy gives C's name for every code, unknown ones included.
 pub(crate) const STATUS_NAMES: [(c_int, &str); 10] = [
     (sys::NATIVE_OK, "NATIVE_OK"),

@@ -2,7 +2,8 @@
 //! "Calling C from Python" checklist (§71.27): `errors` (error translation), `buffers` (raw memory,
 //! pinning, GIL release, signals), `handles` (ownership, blocking calls, API shape, shutdown),
 //! `callbacks` (callbacks and native threads), `structs` (structs both ways), `fastcall` (a hand-rolled
-//! METH_FASTCALL entry point with the same safety net), `sys` (the raw C declarations).
+//! METH_FASTCALL entry point with the same safety net). The raw C declarations and the C build are
+//! the `libnative-sys` crate, re-exported as `sys`.
 
 use std::ffi::c_long;
 
@@ -17,9 +18,9 @@ mod errors;
 mod fastcall;
 mod handles;
 #[cfg(test)]
-mod layout_check;
+mod mirror_check;
 mod structs;
-pub mod sys;
+pub use libnative_sys as sys;
 
 pub use callbacks::{Event, Subscription};
 pub use handles::{Connection, ItemsIter};

@@ -33,7 +33,7 @@ pub struct Options {
 }
 
 /// Mirrors native_options_default() without calling C, so rejected input never causes a native call
-/// (the `calls` ledger proves it); `tests/layout.rs` checks the two agree.
+/// (the `calls` ledger proves it); `mirror_check.rs` checks the two agree.
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -2,22 +2,18 @@
 //! offers, one `#[pyfunction]` each, for benches/pyo3-variants/measure.sh (callgrind instructions per
 //! call). Every variant has the same contract as `native.add`: two ints that fit a C long, OverflowError
 //! if an argument or the sum does not fit, TypeError for non-ints, and the sum is computed by
-//! libnative's `native_add` (libnative/compute.c, compiled in by build.rs, statically linked as
-//! in `native`). Build-level knobs (`--cfg pyo3_disable_reference_pool`, LTO, abi3) are separate builds
+//! libnative's `native_add` (libnative/compute.c, through the libnative-sys crate, statically linked
+//! as in `native`). Build-level knobs (`--cfg pyo3_disable_reference_pool`, LTO, abi3) are separate builds
 //! of this same source.
 
-use std::ffi::{c_int, c_long};
+use std::ffi::c_long;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-const NATIVE_OK: c_int = 0;
-
-extern "C" {
-    fn native_add(a: c_long, b: c_long, out: *mut c_long) -> c_int;
-}
+use libnative_sys::{native_add, NATIVE_OK};
 
 /// The shared body: libnative's checked add, its status turned into OverflowError.
 #[inline(always)]

@@ -1,6 +1,10 @@
-//! Raw declarations of libnative (`native/native.h`), kept by hand in the same order as the header.
-//! Nothing here is safe to call directly: the other modules wrap each function and state the
-//! invariants that make the call sound. `tests/layout.rs` checks these layouts against the C compiler.
+//! Raw declarations of libnative (`libnative/native.h`), kept by hand in the same order as the header,
+//! and (build.rs) the C library itself, compiled and linked statically. Every Rust crate that calls
+//! libnative (the `native` wrapper, the benchmarks' floor, the PyO3 call-overhead variants) depends on
+//! this crate instead of declaring or compiling the C again.
+//!
+//! Nothing here is safe to call directly: the wrapper wraps each function and states the invariants
+//! that make the call sound. `tests/layout.rs` checks these layouts against the C compiler.
 #![allow(non_camel_case_types, dead_code)]
 
 use std::ffi::{c_char, c_int, c_long, c_void};

@@ -1,6 +1,7 @@
-//! Compiles libnative (libnative/*.c) into the extension with the same strict warnings as its
-//! Makefile. Under `cargo fuzz` (which passes `--cfg fuzzing` and `-Zsanitizer=address`) the C side is
-//! instrumented too, with clang-19: ASan sees C-side overflows and libFuzzer gets C coverage, with no
+//! The only Rust build script that compiles libnative (libnative/*.c): a static library with the same
+//! strict warnings as its Makefile, linked into every crate that depends on libnative-sys. Under
+//! `cargo fuzz` (which passes `--cfg fuzzing` and `-Zsanitizer=address`) the C side is instrumented
+//! too, with clang-19: ASan sees C-side overflows and libFuzzer gets C coverage, with no
 //! environment to remember. `NATIVE_CC` / `NATIVE_CFLAGS` override (the sanitizer CI builds use them).
 use std::path::Path;
 use std::process::Command;
@@ -62,4 +63,9 @@ fn main() {
     }
     build.compile("native_c");
     println!("cargo:rustc-link-lib=pthread");
+    // DEP_NATIVE_INCLUDE for dependents that compile their own C against native.h (benches/capi).
+    println!(
+        "cargo:include={}",
+        dir.canonicalize().expect("libnative exists").display()
+    );
 }

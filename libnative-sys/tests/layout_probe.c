@@ -1,5 +1,6 @@
-/* Prints the layout of every struct shared with Rust, and the option defaults, as "name value" lines.
- * wrapper/src/layout_check.rs compiles this with the C compiler and compares with the Rust side. */
+/* Prints the layout of every struct shared with Rust and every constant it mirrors, as "name value"
+ * lines. libnative-sys/tests/layout.rs compiles this with the C compiler and compares with its
+ * declarations. Header-only: nothing here calls into libnative. */
 #include <stddef.h>
 #include <stdio.h>
 #include "native.h"
@@ -20,10 +21,10 @@ int main(void) {
     SIZE(native_debug_counters); OFF(native_debug_counters, live_handles);
     OFF(native_debug_counters, live_subscriptions); OFF(native_debug_counters, live_blocks);
     OFF(native_debug_counters, calls);
-    native_options o;
-    native_options_default(&o);
-    printf("default create %d\ndefault sync %d\ndefault max_key_size %u\ndefault max_value_size %u\n"
-           "default file_mode %u\n", o.create, o.sync, o.max_key_size, o.max_value_size, o.file_mode);
+#define CONST(c) printf("const %s %d\n", #c, (int)(c))
+    CONST(NATIVE_OK); CONST(NATIVE_ENOTFOUND); CONST(NATIVE_EIO); CONST(NATIVE_ETIMEOUT);
+    CONST(NATIVE_EPROTOCOL); CONST(NATIVE_ESTATE); CONST(NATIVE_EINVAL); CONST(NATIVE_ENOMEM);
+    CONST(NATIVE_ECANCELLED); CONST(NATIVE_EDONE);
     printf("const NATIVE_MAX_KEY_LIMIT %u\nconst NATIVE_MAX_VALUE_LIMIT %u\n", NATIVE_MAX_KEY_LIMIT,
            NATIVE_MAX_VALUE_LIMIT);
     printf("const NATIVE_EVENT_PUT %d\nconst NATIVE_EVENT_DELETE %d\n", NATIVE_EVENT_PUT, NATIVE_EVENT_DELETE);

@@ -1,8 +1,9 @@
 //! Buffers (checklist: "Does it need raw memory?" and "Can memory resize during use?"): raw memory
-//! comes from the buffer protocol, zero copy, and the export is held (pinned) for the whole native call,
-//! so a bytearray cannot be resized or freed under C: the resizer gets BufferError instead (§71.12).
-//! Only C-contiguous memory reaches C; read-only memory is never written (§71.26 "Data corruption").
-//! Long work runs with the GIL released (§71.13) and stays interruptible by signals (§71.23).
+//! comes from the buffer protocol, zero copy, and the export is held (pinned) for the whole native
+//! call, so a bytearray cannot be resized or freed under C: the resizer gets BufferError instead
+//! ("Passing Buffers to C"). Only C-contiguous memory reaches C; read-only memory is never written
+//! ("Common Bugs": data corruption). Long work runs with the GIL released ("Releasing the GIL") and
+//! stays interruptible by signals ("Signals and Interrupts").
 
 use std::ffi::{c_int, c_void};
 use std::pin::Pin;

@@ -1,8 +1,9 @@
-//! Callbacks from C into Python (checklist: "Can native code call back?"; §71.14–§71.16). The Python
-//! callable is owned (a strong reference) for as long as libnative may call it, and released only after
-//! native_unsubscribe/native_close guarantee no further call. The trampoline runs on libnative's
-//! notifier thread, so it attaches (takes the GIL) before touching any Python object, never lets a
-//! panic unwind into C, and sends callback exceptions to sys.unraisablehook.
+//! Callbacks from C into Python (checklist: "Can native code call back?"; "Callbacks From C Into
+//! Python" to "Native Threads Calling Python"). The Python callable is owned (a strong reference)
+//! for as long as libnative may call it, and released only after native_unsubscribe/native_close
+//! guarantee no further call. The trampoline runs on libnative's notifier thread, so it attaches
+//! (takes the GIL) before touching any Python object, never lets a panic unwind into C, and sends
+//! callback exceptions to sys.unraisablehook.
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;

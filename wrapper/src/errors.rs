@@ -1,6 +1,7 @@
 //! Error translation (checklist: "How are errors translated?"): every libnative status becomes a
-//! Python exception of the documented class that keeps the operation, the native code, errno and the
-//! library message. Python users never see raw C codes in normal control flow (chapter §71.6, §71.22).
+//! Python exception of the documented class that keeps the operation, the native code, errno and
+//! the library message. Python users never see raw C codes in normal control flow (chapter: "Error
+//! Translation", "Translating Native Error Codes").
 
 use std::ffi::{c_char, c_int, CStr};
 

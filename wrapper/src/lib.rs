@@ -1,9 +1,9 @@
 //! `native`: the reference PyO3 wrapper of libnative. Each module owns one boundary concern of the
-//! "Calling C from Python" checklist (§71.27): `errors` (error translation), `buffers` (raw memory,
-//! pinning, GIL release, signals), `handles` (ownership, blocking calls, API shape, shutdown),
-//! `callbacks` (callbacks and native threads), `structs` (structs both ways), `fastcall` (a hand-rolled
-//! METH_FASTCALL entry point with the same safety net). The raw C declarations and the C build are
-//! the `libnative-sys` crate, re-exported as `sys`.
+//! "Calling C from Python" checklist ("Practical Design Checklist"): `errors` (error translation),
+//! `buffers` (raw memory, pinning, GIL release, signals), `handles` (ownership, blocking calls, API
+//! shape, shutdown), `callbacks` (callbacks and native threads), `structs` (structs both ways),
+//! `fastcall` (a hand-rolled METH_FASTCALL entry point with the same safety net). The raw C
+//! declarations and the C build are the `libnative-sys` crate, re-exported as `sys`.
 
 use std::ffi::c_long;
 

@@ -1,6 +1,7 @@
-//! Structs in both directions (§71.19, §71.20). Python → C: `Options` validates every field before
-//! any of it reaches C (type, then range), so half-converted input never crosses the boundary.
-//! C → Python: `Stats` is copied out of `native_stats` into a read-only object with repr/==/hash.
+//! Structs in both directions ("Mapping C Structs to Python", "Mapping Python Objects to C
+//! Structs"). Python → C: `Options` validates every field before any of it reaches C (type, then
+//! range), so half-converted input never crosses the boundary. C → Python: `Stats` is copied out of
+//! `native_stats` into a read-only object with repr/==/hash.
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;

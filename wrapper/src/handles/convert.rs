@@ -67,7 +67,7 @@ impl ConnInner {
 }
 
 /// os.fspath, then the filesystem encoding, into a C string that we own: the bytes stay valid while
-/// the GIL is released, whatever happens to the Python object (§71.18 borrowed data).
+/// the GIL is released, whatever happens to the Python object ("Borrowed Data and GIL Release").
 pub(super) fn path_arg<'py>(path: &Bound<'py, PyAny>) -> PyResult<(CString, Bound<'py, PyAny>)> {
     let py = path.py();
     // SAFETY: PyOS_FSPath takes a borrowed live object and returns a new reference or NULL + error.

@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
 TRIPLE = "x86_64-unknown-linux-gnu"
-TARGETS = ["buffers", "handles", "callbacks", "structs", "errors", "differential"]
 
 
 def env_for_fuzzing() -> dict[str, str]:
@@ -33,9 +32,13 @@ def env_for_fuzzing() -> dict[str, str]:
     return env
 
 
+def all_targets(env: dict[str, str]) -> list[str]:
+    """Every target of fuzz/Cargo.toml, as cargo-fuzz itself lists them (no second list to keep)."""
+    out = subprocess.run(["cargo", "fuzz", "list"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.split()
+
+
 def build(env: dict[str, str]) -> None:
-    # cargo caches its rustc probe without keying on RUSTC_BOOTSTRAP: a stale probe fails the build.
-    (FUZZ / "target" / ".rustc_info.json").unlink(missing_ok=True)
     subprocess.run(["cargo", "fuzz", "build", "-O"], cwd=ROOT, env=env, check=True)
 
 
@@ -153,7 +156,7 @@ def main() -> int:
         default=int(os.environ.get("FUZZ_SECONDS", "60")),
         help="fuzzing time per target (default 60, or $FUZZ_SECONDS)",
     )
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default="", help="comma-separated (default: every target `cargo fuzz list` names)")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -169,7 +172,7 @@ def main() -> int:
     workdir = ROOT / "target" / "fuzz-run"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    targets = [t for t in args.targets.split(",") if t]
+    targets = [t for t in args.targets.split(",") if t] or all_targets(env)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda t: fuzz_one(t, args.seconds, env, workdir), targets))
     table = summary(results)

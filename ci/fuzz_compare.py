@@ -42,7 +42,7 @@ def exec_per_sec(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("COMPARE_SECONDS", "30")))
+    parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--summary-file", type=Path)
     args = parser.parse_args()
     env = dict(os.environ)

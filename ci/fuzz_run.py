@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=int(os.environ.get("FUZZ_JOBS", "2")),
+        default=2,
         help="targets fuzzed at once (default 2: one per core)",
     )
     parser.add_argument("--no-build", action="store_true")

@@ -3,39 +3,53 @@
 # a watchdog (a detector still running after its timeout is killed, and a hang counts as a catch:
 # "watchdog"). Every detector is a plain ci/ script, so what catches a mutant is what CI runs.
 #
-#   name        what runs (in the tree)                                              timeout (s)
-#   pytest      C self-test + the whole pytest suite on the release wrapper, -x      300
-#   cargo-test  cargo test -p libnative-sys -p native (layout check vs native.h, units) 300
-#   leak-hunt   ci/leak-hunt (regrtest -R style, debug + release CPython)            900
-#   gil-check   ci/gil-check: python3.11d + debug wrapper, PYTHONMALLOC=debug, -X dev 420
-#   proptests   cargo test -p proptests (leak hunt excluded: see leak-hunt)           600
-#   sanitize    ci/sanitize: ASan/UBSan C self-test + pytest (proptests under ASan
-#               only with FFI_HARNESS_SANITIZE_PROPTESTS=1)                            600
-#   fuzz-smoke  ci/fuzz-smoke with FUZZ_SECONDS=${MUTANTS_FUZZ_SECONDS:-20} per target 1200
-#   valgrind    ci/valgrind: memcheck over the pytest subset                          900
-#   ffi-test    ffi-harness test --leaks on the pytest suite (release wrapper and CPython):
-#               per-test LEAK (blocks, gc objects, fds, threads, native ledger) / CRASH / HANG 1200
-# To add one: append its name to DETECTORS, give it a timeout and a det_<name> function (dashes
-# become underscores), and make det_available answer for it.
+# The registry is one table. Columns, separated by "|":
+#   name     the detector's name in the matrix (and in `ci/mutants --detectors`)
+#   timeout  seconds before the watchdog kills it (a hang past it counts as a catch: "watchdog")
+#   present  a test run in the tree: is this detector there at all (else the cell reads n/a)
+#   expect   how a patch's `# expect:` header may name it: words, comma-separated; `word*` also
+#            matches longer words that start with it (fuzz* covers "fuzz-smoke", "fuzzing")
+#   run      what runs, in the tree: a ci/ script or one of the det_* functions below
+# To add a detector: add one row (and a det_* function if its command is more than one script).
+DETECTOR_TABLE='
+pytest     |  300 | true                                               | pytest                        | det_pytest
+cargo-test |  300 | true                                               | cargo-test                    | det_cargo_test
+leak-hunt  |  900 | test -x ci/leak-hunt                               | leak-hunt, leak hunt, leak_hunt | ci/leak-hunt
+gil-check  |  420 | true                                               | gil-check                     | ci/gil-check
+proptests  |  600 | test -d proptests                                  | proptests, proptest           | det_proptests
+sanitize   |  600 | true                                               | sanitize                      | ci/sanitize --no-proptests
+fuzz-smoke | 1200 | test -x ci/fuzz-smoke && test -d fuzz/fuzz_targets | fuzz*                         | det_fuzz_smoke
+valgrind   |  900 | true                                               | valgrind                      | ci/valgrind
+ffi-test   | 1200 | test -f cli/python/ffi_harness/testrun.py          | ffi-test                      | det_ffi_test
+'
+# What each one runs and what it catches, in words: mutants/README.md.
 
-DETECTORS=(pytest cargo-test leak-hunt gil-check proptests sanitize fuzz-smoke valgrind ffi-test)
+DETECTORS=()
+declare -A DETECTOR_TIMEOUT DETECTOR_PRESENT DETECTOR_EXPECT DETECTOR_RUN
+while IFS='|' read -r name timeout present expect run; do
+  name=$(echo $name)
+  [ -n "$name" ] || continue
+  DETECTORS+=("$name")
+  DETECTOR_TIMEOUT[$name]=$(echo $timeout)
+  DETECTOR_PRESENT[$name]=$(sed 's/^ *//; s/ *$//' <<<"$present")
+  DETECTOR_EXPECT[$name]=$(sed 's/^ *//; s/ *$//' <<<"$expect")
+  DETECTOR_RUN[$name]=$(echo $run)
+done <<<"$DETECTOR_TABLE"
 
-declare -A DETECTOR_TIMEOUT=(
-  [pytest]=300 [cargo-test]=300 [gil-check]=420 [proptests]=600 [sanitize]=600
-  [leak-hunt]=900 [fuzz-smoke]=1200 [valgrind]=900 [ffi-test]=1200
-)
+# det_named_in <name> <text>: does the (lower-cased) expectation text name this detector?
+det_named_in() {
+  local alias re
+  while IFS= read -r alias; do
+    alias=$(sed 's/^ *//; s/ *$//' <<<"$alias")
+    [ -n "$alias" ] || continue
+    if [[ $alias == *'*' ]]; then re="(^|[^a-z_-])${alias%\*}"; else re="(^|[^a-z_-])$alias([^a-z_-]|$)"; fi
+    grep -qE "$re" <<<"$2" && return 0
+  done < <(tr ',' '\n' <<<"${DETECTOR_EXPECT[$1]}")
+  return 1
+}
 
 # det_available <name>: is this detector present in the tree (cwd)?
-det_available() {
-  case "$1" in
-    proptests) [ -d proptests ] ;;
-    leak-hunt) [ -x ci/leak-hunt ] ;;
-    fuzz-smoke) [ -x ci/fuzz-smoke ] && [ -d fuzz/fuzz_targets ] ;;
-    ffi-test) [ -f cli/python/ffi_harness/testrun.py ] ;;
-    pytest | cargo-test | gil-check | sanitize | valgrind) return 0 ;;
-    *) return 1 ;;
-  esac
-}
+det_available() { [ -n "${DETECTOR_RUN[$1]:-}" ] && eval "${DETECTOR_PRESENT[$1]}"; }
 
 det_pytest() {
   source ci/lib.sh
@@ -81,6 +95,5 @@ det_ffi_test() {
 
 # det_run <name>: runs the detector in the current directory (a subshell: detectors may source files).
 det_run() {
-  local fn="det_${1//-/_}"
-  (set -euo pipefail; "$fn")
+  (set -euo pipefail; ${DETECTOR_RUN[$1]})
 }

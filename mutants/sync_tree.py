@@ -7,6 +7,8 @@ files untouched. Copies get a fresh mtime on purpose: cargo and make decide what
 so a file restored after a mutant must look newer than the build of that mutant.
 Prints how many files were copied (with --count: how many differ, copying nothing; ci/mutants uses it
 to prove that a patch really changed the scratch tree).
+A file synced before (DST/.sync-manifest) and no longer listed is deleted: a file removed or moved in
+the repository must not linger in the scratch tree (cargo builds a stale build.rs it finds there).
 """
 
 from __future__ import annotations
@@ -30,10 +32,8 @@ def main() -> int:
     src, dst = sys.argv[1], sys.argv[2]
     count_only = sys.argv[3:] == ["--count"]
     copied = 0
-    for line in sys.stdin:
-        rel = line.rstrip("\n")
-        if not rel:
-            continue
+    listed = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for rel in listed:
         s, d = os.path.join(src, rel), os.path.join(dst, rel)
         if not os.path.isfile(s) or same(s, d):
             continue
@@ -46,6 +46,18 @@ def main() -> int:
         shutil.copyfile(s, d)
         shutil.copymode(s, d)
         copied += 1
+    if not count_only:
+        manifest = os.path.join(dst, ".sync-manifest")
+        try:
+            with open(manifest) as f:
+                before = {line.rstrip("\n") for line in f}
+        except FileNotFoundError:
+            before = set()
+        for rel in before - set(listed):
+            if os.path.lexists(os.path.join(dst, rel)):
+                os.unlink(os.path.join(dst, rel))
+        with open(manifest, "w") as f:
+            f.write("".join(rel + "\n" for rel in listed))
     print(copied)
     return 0
 

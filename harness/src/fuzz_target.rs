@@ -346,21 +346,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Python `repr`-style bytes literal (`b'a\x00'`), for reproducer steps.
-pub fn py_bytes_literal(b: &[u8]) -> String {
-    let mut s = String::from("b'");
-    for &c in b {
-        match c {
-            b'\\' => s.push_str("\\\\"),
-            b'\'' => s.push_str("\\'"),
-            0x20..=0x7e => s.push(c as char),
-            _ => s.push_str(&format!("\\x{c:02x}")),
-        }
-    }
-    s.push('\'');
-    s
-}
-
 /// Defines ASan's and LSan's default options for the binary that invokes it, so a bare
 /// `cargo fuzz run T` behaves like CI: leak checking at exit (`detect_leaks=1`), ODR checks off
 /// (an interpreter and an extension may both carry a copy of a static library), and the given

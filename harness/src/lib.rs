@@ -33,7 +33,7 @@ pub mod strategies;
 pub mod stuck;
 
 pub use env::{add_venv_site_packages, embedded_env_plan, prepare_embedded_python_env};
-pub use fuzz_target::{FuzzTarget, Scratch, init_embedded, py_bytes_literal};
+pub use fuzz_target::{FuzzTarget, Scratch, init_embedded};
 pub use isolate::{Outcome, Termination, run_in_fork, run_python_isolated, run_python_script};
 pub use leak_hunt::{LeakHunt, LeakReport, MetricSeries};
 pub use oracles::{
@@ -41,6 +41,8 @@ pub use oracles::{
     check_sole_owner,
 };
 pub use prelude::{PRELUDE_ALIAS, PRELUDE_SOURCE, prelude, prelude_globals, set_reenter_hook};
+/// Python `repr`-style bytes literal (`b'a\x00'`), for reproducer steps (the one `PyValue` prints).
+pub use pyvalue::bytes_literal as py_bytes_literal;
 pub use pyvalue::{
     ArrayTypecode, CallableValue, DelAction, DictKey, Dunder, FloatValue, Hostile, IntEdge,
     IntValue, Limits, MemoryViewKind, Misbehaviour, PyValue, RaiseKind, StrPiece, StrValue,

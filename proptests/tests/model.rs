@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use native_testkit::{Scratch, is_native_error};
 use proptest::prelude::*;
 use proptest_state_machine::ReferenceStateMachine;
-use proptests::{StoreDir, config, is_native_error, isolated, regressions, with_python};
+use proptests::{config, isolated, regressions, with_python};
 use pyo3::exceptions::{PyKeyError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -185,7 +186,7 @@ fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
 /// Apply `step` to the real connection and compare with what the model (`before`) predicts.
 fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), String> {
     let py = sut.py;
-    let d = |e: &PyErr| proptests::describe(py, e);
+    let d = |e: &PyErr| native_testkit::describe(py, e);
     let expect_value_error = |r: PyResult<Bound<'_, PyAny>>, what: &str| match r {
         Err(e) if e.is_instance_of::<PyValueError>(py) => Ok(()),
         Err(e) => Err(format!("{what}: expected ValueError, got {}", d(&e))),
@@ -335,9 +336,9 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
 }
 
 fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
-    let dir = StoreDir::new();
-    let path = dir.store("model.db");
-    let conn = Sut::connect(py, &path).map_err(|e| proptests::describe(py, &e))?;
+    let dir = Scratch::new();
+    let path = dir.path("model.db");
+    let conn = Sut::connect(py, &path).map_err(|e| native_testkit::describe(py, &e))?;
     let mut sut = Sut {
         py,
         path,
@@ -353,7 +354,7 @@ fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
     check_step(&mut sut, &model, &Step::Reopen).map_err(|m| format!("final reopen: {m}"))?;
     sut.conn
         .call_method0("close")
-        .map_err(|e| proptests::describe(py, &e))?;
+        .map_err(|e| native_testkit::describe(py, &e))?;
     Ok(())
 }
 

@@ -149,6 +149,17 @@ impl PySource {
         self.source
     }
 
+    /// Python statements that rebuild this module as `var` from its embedded source (for a
+    /// reproducer, which must run without this repository).
+    pub fn embed_as(&self, var: &str) -> String {
+        let (file, name) = (self.file.to_string_lossy(), self.name.to_string_lossy());
+        format!(
+            "import types as _types\n{var} = _types.ModuleType({name:?})\n\
+             exec(compile(r'''{}''', {file:?}, 'exec'), {var}.__dict__)\n",
+            self.source
+        )
+    }
+
     /// The module, compiled on first use.
     pub fn module<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyModule>> {
         self.module

@@ -3,7 +3,7 @@
 //! what both suites know about `native` in particular, so each fact is written once:
 //!
 //! - [`register_native`]: this build of `native` in the interpreter's inittab;
-//! - [`LEDGER_KEYS`], [`ledger`], [`ledger_oracle`], [`with_ledger`]: libnative's live-object ledger
+//! - [`LEDGER_KEYS`], [`ledger`], [`settled_ledger`], [`ledger_oracle`], [`with_ledger`]: libnative's live-object ledger
 //!   (handles, subscriptions, allocator blocks) and the oracle that waits for it to return to baseline;
 //! - [`native_calls`], [`debug_counters_self_cost`]: libnative's `calls` counter (it only grows);
 //! - [`allowed`], [`HOSTILE_ERROR`], [`is_native_error`]: the exceptions `native` documents, the
@@ -45,6 +45,12 @@ pub fn ledger(py: Python<'_>) -> PyResult<Ledger> {
         out.insert(key.to_owned(), counters.get_item(key)?.extract()?);
     }
     Ok(out)
+}
+
+/// `gc.collect()`, then the [`ledger`]: a baseline that does not count the garbage of earlier cases.
+pub fn settled_ledger(py: Python<'_>) -> PyResult<Ledger> {
+    py.import("gc")?.call_method0("collect")?;
+    ledger(py)
 }
 
 /// The ledger oracle: polls `gc.collect()` (GIL released between polls) until the ledger equals a

@@ -12,7 +12,7 @@
 
 use ffi_harness::strategies::leaf_callable;
 use ffi_harness::{CallableValue, PyValue};
-use native_testkit::{Scratch, ledger, run_python};
+use native_testkit::{Scratch, ledger, run_python, settled_ledger};
 use proptest::prelude::*;
 use proptests::{config, isolated, ledger_returns_to, regressions, with_python};
 use pyo3::prelude::*;
@@ -64,11 +64,7 @@ fn ownership_scenario(
     let h = run_python(py, HELPERS, &[]).map_err(fail)?;
     let helper = |name: &str| h.get_item(name).unwrap().unwrap();
     ffi_harness::set_reenter_hook(py, &py.None().into_bound(py)).map_err(fail)?;
-    py.import("gc")
-        .map_err(fail)?
-        .call_method0("collect")
-        .map_err(fail)?;
-    let baseline = ledger(py).map_err(fail)?;
+    let baseline = settled_ledger(py).map_err(fail)?;
     let dir = Scratch::new();
     let weakref = py
         .import("weakref")

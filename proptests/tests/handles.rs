@@ -11,7 +11,7 @@
 
 use arbitrary::Arbitrary;
 use ffi_harness::{OpSeq, OracleFailure, ReproScript, Scenario, opseq_strategy};
-use native_testkit::{PySource, Scratch, is_native_error, ledger};
+use native_testkit::{PySource, Scratch, is_native_error, settled_ledger};
 use proptest::prelude::*;
 use proptests::{allowed, config, isolated, ledger_returns_to, regressions, with_python};
 use pyo3::exceptions::{PyAssertionError, PyStopIteration};
@@ -283,11 +283,7 @@ fn callback_factory(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 
 fn scenario(py: Python<'_>, ops: &OpSeq<HandleOp>, ending: Ending) -> Result<(), String> {
     let fail = |e: PyErr| native_testkit::describe(py, &e);
-    py.import("gc")
-        .map_err(fail)?
-        .call_method0("collect")
-        .map_err(fail)?;
-    let baseline = ledger(py).map_err(fail)?;
+    let baseline = settled_ledger(py).map_err(fail)?;
     let dir = Scratch::new();
     {
         let conn = py

@@ -74,39 +74,56 @@ impl HandleOp {
         let native = py
             .import("native")
             .map_err(|e| py_failure(py, "import", e))?;
-        match self {
-            HandleOp::Connect { slot: s, file } => connect(py, &native, st, allowed, *s, *file),
-            HandleOp::Put {
-                slot: s,
-                key,
-                value,
-            } => put(py, st, allowed, *s, *key, value),
-            HandleOp::Get { slot: s, key } => get(py, st, allowed, *s, *key),
-            HandleOp::Delete { slot: s, key } => delete(py, st, allowed, *s, *key),
-            HandleOp::Len { slot: s } => len(py, st, allowed, *s),
-            HandleOp::Items {
-                slot: s,
-                take,
-                mutate_at,
-            } => items(py, st, allowed, *s, *take, *mutate_at),
-            HandleOp::Flush { slot: s } => flush_or_stats(py, st, allowed, *s, "flush"),
-            HandleOp::Stats { slot: s } => flush_or_stats(py, st, allowed, *s, "stats"),
-            HandleOp::Close { slot: s } => close(py, st, *s),
+        let s = match self {
+            HandleOp::Connect { slot: s, file } => {
+                return connect(py, &native, st, allowed, *s, *file)
+            }
             HandleOp::Drop { slot: s } => {
                 st.slots[slot(*s)] = None;
-                Ok(())
+                return Ok(());
             }
-            HandleOp::Gc => py
-                .import("gc")
-                .and_then(|gc| gc.call_method0("collect"))
-                .map(drop)
-                .map_err(|e| py_failure(py, "gc", e)),
-            HandleOp::HostilePut {
-                slot: s,
-                key,
-                value,
-            } => hostile_put(py, st, allowed, *s, key, value),
-            HandleOp::HostileGet { slot: s, key } => hostile_get(py, st, allowed, *s, key),
+            HandleOp::Gc => {
+                return py
+                    .import("gc")
+                    .and_then(|gc| gc.call_method0("collect"))
+                    .map(drop)
+                    .map_err(|e| py_failure(py, "gc", e))
+            }
+            HandleOp::Put { slot: s, .. }
+            | HandleOp::Get { slot: s, .. }
+            | HandleOp::Delete { slot: s, .. }
+            | HandleOp::Len { slot: s }
+            | HandleOp::Items { slot: s, .. }
+            | HandleOp::Flush { slot: s }
+            | HandleOp::Stats { slot: s }
+            | HandleOp::Close { slot: s }
+            | HandleOp::HostilePut { slot: s, .. }
+            | HandleOp::HostileGet { slot: s, .. } => *s,
+        };
+        // Every other op is on the connection in a slot: nothing to do on an empty one.
+        let Some((c, file)) = st.conn(s) else {
+            return Ok(());
+        };
+        let on = OnConn {
+            py,
+            c,
+            f: usize::from(file),
+            allowed,
+        };
+        match self {
+            HandleOp::Put { key, value, .. } => on.put(st, *key, value),
+            HandleOp::Get { key, .. } => on.get(st, *key),
+            HandleOp::Delete { key, .. } => on.delete(st, *key),
+            HandleOp::Len { .. } => on.len(st),
+            HandleOp::Items {
+                take, mutate_at, ..
+            } => on.items(st, *take, *mutate_at),
+            HandleOp::Flush { .. } => on.flush_or_stats(st, "flush"),
+            HandleOp::Stats { .. } => on.flush_or_stats(st, "stats"),
+            HandleOp::Close { .. } => on.close(),
+            HandleOp::HostilePut { key, value, .. } => on.hostile_put(st, key, value),
+            HandleOp::HostileGet { key, .. } => on.hostile_get(key),
+            HandleOp::Connect { .. } | HandleOp::Drop { .. } | HandleOp::Gc => unreachable!(),
         }
     }
 
@@ -194,36 +211,46 @@ fn connect<'py>(
     Ok(())
 }
 
-fn put<'py>(
+/// An op on the connection in a slot: the connection, the index of its file's model, and the
+/// exceptions allowed.
+struct OnConn<'a, 'py> {
     py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    key: KeyArg,
-    value: &[u8],
-) -> Result<(), OracleFailure> {
-    if let Some((c, f)) = st.conn(s) {
-        let k = key.materialise(py).map_err(|e| py_failure(py, "key", e))?;
-        match c.call_method1("put", (k, PyBytes::new(py, value))) {
-            Ok(_) => {
-                st.model[f as usize].insert(key.bytes(), value.to_vec());
-            }
-            Err(e) => expect_closed(py, &c, e, allowed)?,
-        }
-    }
-    Ok(())
+    c: Bound<'py, PyAny>,
+    f: usize,
+    allowed: &'a AllowedExceptions,
 }
 
-fn get<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    key: KeyArg,
-) -> Result<(), OracleFailure> {
-    if let Some((c, f)) = st.conn(s) {
-        let k = key.materialise(py).map_err(|e| py_failure(py, "key", e))?;
-        let want = st.model[f as usize].get(&key.bytes());
+impl<'py> OnConn<'_, 'py> {
+    /// An exception from a fixed-shape op: only InvalidStateError on a closed connection.
+    fn closed(&self, e: PyErr) -> Result<(), OracleFailure> {
+        expect_closed(self.py, &self.c, e, self.allowed)
+    }
+
+    fn key(&self, key: KeyArg) -> Result<Bound<'py, PyAny>, OracleFailure> {
+        key.materialise(self.py)
+            .map_err(|e| py_failure(self.py, "key", e))
+    }
+
+    fn put(
+        &self,
+        st: &mut HandleState<'py>,
+        key: KeyArg,
+        value: &[u8],
+    ) -> Result<(), OracleFailure> {
+        let (py, c, f) = (self.py, &self.c, self.f);
+        match c.call_method1("put", (self.key(key)?, PyBytes::new(py, value))) {
+            Ok(_) => {
+                st.model[f].insert(key.bytes(), value.to_vec());
+            }
+            Err(e) => self.closed(e)?,
+        }
+        Ok(())
+    }
+
+    fn get(&self, st: &mut HandleState<'py>, key: KeyArg) -> Result<(), OracleFailure> {
+        let (py, c, f) = (self.py, &self.c, self.f);
+        let k = self.key(key)?;
+        let want = st.model[f].get(&key.bytes());
         match c.call_method1("get", (k,)) {
             Ok(v) => {
                 let got: Vec<u8> = v.extract().map_err(|e| py_failure(py, "get result", e))?;
@@ -234,7 +261,7 @@ fn get<'py>(
                     )));
                 }
             }
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(&c) => {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(c) => {
                 if want.is_some() {
                     return Err(mismatch(format!(
                         "get({:?}) raised KeyError, model has {want:?}",
@@ -242,197 +269,156 @@ fn get<'py>(
                     )));
                 }
             }
-            Err(e) => expect_closed(py, &c, e, allowed)?,
+            Err(e) => self.closed(e)?,
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn delete<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    key: KeyArg,
-) -> Result<(), OracleFailure> {
-    if let Some((c, f)) = st.conn(s) {
-        let k = key.materialise(py).map_err(|e| py_failure(py, "key", e))?;
-        let had = st.model[f as usize].contains_key(&key.bytes());
+    fn delete(&self, st: &mut HandleState<'py>, key: KeyArg) -> Result<(), OracleFailure> {
+        let (py, c, f) = (self.py, &self.c, self.f);
+        let k = self.key(key)?;
+        let had = st.model[f].contains_key(&key.bytes());
         match c.call_method1("delete", (k,)) {
             Ok(_) if had => {
-                st.model[f as usize].remove(&key.bytes());
+                st.model[f].remove(&key.bytes());
             }
             Ok(_) => return Err(mismatch("delete of an absent key succeeded".into())),
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(&c) => {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(c) => {
                 if had {
                     return Err(mismatch("delete raised KeyError for a present key".into()));
                 }
             }
-            Err(e) => expect_closed(py, &c, e, allowed)?,
+            Err(e) => self.closed(e)?,
+        }
+        Ok(())
+    }
+
+    fn len(&self, st: &HandleState<'py>) -> Result<(), OracleFailure> {
+        let model = &st.model[self.f];
+        match self.c.len() {
+            Ok(n) if n != model.len() => {
+                Err(mismatch(format!("len = {n}, model has {}", model.len())))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => self.closed(e),
         }
     }
-    Ok(())
-}
 
-fn len<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-) -> Result<(), OracleFailure> {
-    if let Some((c, f)) = st.conn(s) {
-        match c.len() {
-            Ok(n) if n != st.model[f as usize].len() => {
-                return Err(mismatch(format!(
-                    "len = {n}, model has {}",
-                    st.model[f as usize].len()
-                )))
+    /// Iterate up to `take + 1` items, putting a key at `mutate_at`: items must equal the model,
+    /// and after a mutation the iterator must stop with InvalidStateError, never yield another item.
+    fn items(
+        &self,
+        st: &mut HandleState<'py>,
+        take: u8,
+        mutate_at: Option<u8>,
+    ) -> Result<(), OracleFailure> {
+        let (py, c, f) = (self.py, &self.c, self.f);
+        let it = match c.call_method0("items") {
+            Ok(it) => it,
+            Err(e) => return self.closed(e),
+        };
+        let mut seen = BTreeMap::new();
+        let mut mutated = false;
+        for i in 0..=usize::from(take) {
+            if mutate_at == Some(i as u8) && !mutated {
+                let key = b"kz".to_vec();
+                if c.call_method1("put", (PyBytes::new(py, &key), PyBytes::new(py, b"m")))
+                    .is_ok()
+                {
+                    st.model[f].insert(key, b"m".to_vec());
+                    mutated = true;
+                }
             }
-            Ok(_) => {}
-            Err(e) => expect_closed(py, &c, e, allowed)?,
+            match it.call_method0("__next__") {
+                Ok(pair) => {
+                    if mutated {
+                        return Err(mismatch(
+                            "iteration continued after the store was modified".into(),
+                        ));
+                    }
+                    let (k, v): (Vec<u8>, Vec<u8>) =
+                        pair.extract().map_err(|e| py_failure(py, "item", e))?;
+                    if seen.insert(k.clone(), v).is_some() {
+                        return Err(mismatch(format!("items() yielded {k:?} twice")));
+                    }
+                }
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    if !mutated && seen != st.model[f] {
+                        return Err(mismatch(format!(
+                            "items() = {seen:?}, model = {:?}",
+                            st.model[f]
+                        )));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !(is_native_error(py, &e, "InvalidStateError") && mutated) {
+                        return Err(py_failure(py, "items", e));
+                    }
+                    break;
+                }
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Iterate up to `take + 1` items, putting a key at `mutate_at`: items must equal the model, and
-/// after a mutation the iterator must stop with InvalidStateError, never yield another item.
-fn items<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    take: u8,
-    mutate_at: Option<u8>,
-) -> Result<(), OracleFailure> {
-    let Some((c, f)) = st.conn(s) else {
-        return Ok(());
-    };
-    let it = match c.call_method0("items") {
-        Ok(it) => it,
-        Err(e) => return expect_closed(py, &c, e, allowed),
-    };
-    let mut seen = BTreeMap::new();
-    let mut mutated = false;
-    for i in 0..=usize::from(take) {
-        if mutate_at == Some(i as u8) && !mutated {
-            let key = b"kz".to_vec();
-            if c.call_method1("put", (PyBytes::new(py, &key), PyBytes::new(py, b"m")))
-                .is_ok()
-            {
-                st.model[f as usize].insert(key, b"m".to_vec());
-                mutated = true;
-            }
-        }
-        match it.call_method0("__next__") {
-            Ok(pair) => {
-                if mutated {
-                    return Err(mismatch(
-                        "iteration continued after the store was modified".into(),
-                    ));
-                }
-                let (k, v): (Vec<u8>, Vec<u8>) =
-                    pair.extract().map_err(|e| py_failure(py, "item", e))?;
-                if seen.insert(k.clone(), v).is_some() {
-                    return Err(mismatch(format!("items() yielded {k:?} twice")));
-                }
-            }
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                if !mutated && seen != st.model[f as usize] {
-                    return Err(mismatch(format!(
-                        "items() = {seen:?}, model = {:?}",
-                        st.model[f as usize]
-                    )));
-                }
-                break;
-            }
-            Err(e) => {
-                if !(is_native_error(py, &e, "InvalidStateError") && mutated) {
-                    return Err(py_failure(py, "items", e));
-                }
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `flush()` must succeed on an open connection; `stats().keys` must equal the model's size.
-fn flush_or_stats<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    method: &str,
-) -> Result<(), OracleFailure> {
-    if let Some((c, f)) = st.conn(s) {
-        match c.call_method0(method) {
+    /// `flush()` must succeed on an open connection; `stats().keys` must equal the model's size.
+    fn flush_or_stats(&self, st: &HandleState<'py>, method: &str) -> Result<(), OracleFailure> {
+        let model = &st.model[self.f];
+        match self.c.call_method0(method) {
             Ok(r) if method == "stats" => {
                 let keys: usize = r
                     .getattr("keys")
                     .and_then(|k| k.extract())
-                    .map_err(|e| py_failure(py, "stats", e))?;
-                if keys != st.model[f as usize].len() {
+                    .map_err(|e| py_failure(self.py, "stats", e))?;
+                if keys != model.len() {
                     return Err(mismatch(format!(
                         "stats().keys = {keys}, model has {}",
-                        st.model[f as usize].len()
+                        model.len()
                     )));
                 }
+                Ok(())
             }
-            Ok(_) => {}
-            Err(e) => expect_closed(py, &c, e, allowed)?,
+            Ok(_) => Ok(()),
+            Err(e) => self.closed(e),
         }
     }
-    Ok(())
-}
 
-fn close<'py>(py: Python<'py>, st: &HandleState<'py>, s: u8) -> Result<(), OracleFailure> {
-    if let Some((c, _)) = st.conn(s) {
-        c.call_method0("close")
-            .map_err(|e| py_failure(py, "close", e))?;
-        if !is_closed(&c) {
+    fn close(&self) -> Result<(), OracleFailure> {
+        self.c
+            .call_method0("close")
+            .map_err(|e| py_failure(self.py, "close", e))?;
+        if !is_closed(&self.c) {
             return Err(mismatch("closed is False after close()".into()));
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn hostile_put<'py>(
-    py: Python<'py>,
-    st: &mut HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    key: &PyValue,
-    value: &PyValue,
-) -> Result<(), OracleFailure> {
-    if let Some((c, _)) = st.conn(s) {
-        let (k, v) = (key.materialise(py), value.materialise(py));
-        if let (Ok(k), Ok(v)) = (k, v) {
+    fn hostile_put(
+        &self,
+        st: &mut HandleState<'py>,
+        key: &PyValue,
+        value: &PyValue,
+    ) -> Result<(), OracleFailure> {
+        let py = self.py;
+        if let (Ok(k), Ok(v)) = (key.materialise(py), value.materialise(py)) {
             // Only documented refusals; hostile keys never reach the model (a valid bytes-like key
             // would, so the model is invalidated by re-reading it below).
-            if let Err(e) = c.call_method1("put", (&k, &v)) {
-                allowed.check(py, &e)?;
+            if let Err(e) = self.c.call_method1("put", (&k, &v)) {
+                self.allowed.check(py, &e)?;
             } else {
-                st.resync(py, &c)?;
+                st.resync(py, &self.c)?;
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn hostile_get<'py>(
-    py: Python<'py>,
-    st: &HandleState<'py>,
-    allowed: &AllowedExceptions,
-    s: u8,
-    key: &PyValue,
-) -> Result<(), OracleFailure> {
-    if let Some((c, _)) = st.conn(s) {
-        if let Ok(k) = key.materialise(py) {
-            if let Err(e) = c.call_method1("get", (&k,)) {
-                allowed.check(py, &e)?;
+    fn hostile_get(&self, key: &PyValue) -> Result<(), OracleFailure> {
+        if let Ok(k) = key.materialise(self.py) {
+            if let Err(e) = self.c.call_method1("get", (&k,)) {
+                self.allowed.check(self.py, &e)?;
             }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -8,7 +8,7 @@
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyModule};
+use pyo3::types::PyList;
 
 use native_testkit::{is_native_error, PySource};
 
@@ -20,11 +20,6 @@ pub static HELPERS: PySource = PySource::new(
     c"fuzz_callbacks.py",
     c"fuzz_callbacks",
 );
-
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS.module(py)
-}
-
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum CallbackKind {
     Record,
@@ -90,7 +85,7 @@ impl CallbackOp {
         st: &State<'py>,
         allowed: &AllowedExceptions,
     ) -> PyResult<()> {
-        let h = helpers(py)?;
+        let h = HELPERS.module(py)?;
         let conn = st.conn_ref.get_item(0)?;
         let pick = |i: u8| -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
             let n = st.subs.len();
@@ -252,7 +247,9 @@ impl Scenario for CallbacksInput {
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
-            let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
+            let h = HELPERS
+                .module(py)
+                .map_err(|e| py_failure(py, "helpers", e))?;
             let scratch = Scratch::new();
             let conn = py
                 .import("native")

@@ -5,7 +5,6 @@
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
 
 use native_testkit::PySource;
 
@@ -17,11 +16,6 @@ pub static HELPERS: PySource = PySource::new(
     c"fuzz_differential.py",
     c"fuzz_differential",
 );
-
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS.module(py)
-}
-
 /// An add operand: raw values, the edges of C long and just past them, and wrong types.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Operand {
@@ -117,7 +111,9 @@ impl Scenario for DifferentialInput {
     type State<'py> = ();
 
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
-        let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
+        let h = HELPERS
+            .module(py)
+            .map_err(|e| py_failure(py, "helpers", e))?;
         let scratch = Scratch::new();
         // The calls go through Python source, exactly as repro.py spells them.
         let code = std::ffi::CString::new(self.calls_source()).expect("no NUL in generated source");

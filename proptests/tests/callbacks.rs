@@ -63,6 +63,13 @@ fn ownership_scenario(
     let fail = |e: PyErr| native_testkit::describe(py, &e);
     let h = run_python(py, HELPERS, &[]).map_err(fail)?;
     let helper = |name: &str| h.get_item(name).unwrap().unwrap();
+    // The callback behind weakref `w` dies within 2 s (gc.collect polled).
+    let dead_within = |w: &Bound<'_, PyAny>| {
+        helper("dead_within")
+            .call1((w,))
+            .and_then(|r| r.is_truthy())
+            .map_err(fail)
+    };
     ffi_harness::set_reenter_hook(py, &py.None().into_bound(py)).map_err(fail)?;
     let baseline = settled_ledger(py).map_err(fail)?;
     let dir = Scratch::new();
@@ -128,10 +135,7 @@ fn ownership_scenario(
                 Release::AtEnd => continue,
             }
             .map_err(fail)?;
-            let dead = helper("dead_within")
-                .call1((w,))
-                .and_then(|r| r.is_truthy())
-                .map_err(fail)?;
+            let dead = dead_within(w)?;
             if !dead {
                 return Err(format!(
                     "callback #{i} ({kind:?}) still alive after {how:?} returned (and gc): \
@@ -146,10 +150,7 @@ fn ownership_scenario(
         drop(subs);
         drop(conn);
         for (i, w) in weakrefs.iter().enumerate() {
-            let dead = helper("dead_within")
-                .call1((w,))
-                .and_then(|r| r.is_truthy())
-                .map_err(fail)?;
+            let dead = dead_within(w)?;
             if !dead {
                 return Err(format!(
                     "callback #{i} ({:?}) still alive after the connection was {} (and gc)",

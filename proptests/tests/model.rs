@@ -53,6 +53,16 @@ struct Model {
     iter: Option<Iter>,
 }
 
+impl Model {
+    /// The store's items in key order, as `sorted_items()` reads them from the connection.
+    fn items(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 fn valid_key(k: &[u8]) -> bool {
     !k.is_empty() && k.len() <= MAX_KEY
 }
@@ -255,11 +265,7 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
         }
         Step::Items | Step::Keys => {
             let items = sut.sorted_items().map_err(|e| d(&e))?;
-            let want: Vec<(Vec<u8>, Vec<u8>)> = before
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let want = before.items();
             if items != want {
                 return Err(format!("items() = {items:?}, model {want:?}"));
             }
@@ -281,11 +287,7 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
             sut.conn.call_method0("close").map_err(|e| d(&e))?;
             sut.conn = Sut::connect(py, &sut.path).map_err(|e| d(&e))?;
             let items = sut.sorted_items().map_err(|e| d(&e))?;
-            let want: Vec<(Vec<u8>, Vec<u8>)> = before
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let want = before.items();
             if items != want {
                 return Err(format!(
                     "after reopening: items() = {items:?}, model {want:?}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import ctypes
 import gc
 import threading
@@ -155,3 +156,69 @@ class Ticker:
 def collect():
     for _ in range(3):
         gc.collect()
+
+
+class UserMapping(collections.abc.Mapping):
+    """A Mapping that is not a dict (read only through the Mapping protocol)."""
+
+    def __init__(self, d):
+        self._d = dict(d)
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+
+def resize_race(base, call, expect_fn):
+    """Run `call(ba)` on `bytearray(base)` while another thread tries to resize it.
+
+    The resizer appends a byte and pops it again until a resize fails with BufferError. If the
+    BufferError hits the pop, the native call saw the extra byte, which we account for:
+    `expect_fn(ba, original, result)` gets the bytes the call saw. Returns the outcome (the state and
+    the resize attempts); asserts the export was held for the whole call and released after it."""
+    ba = bytearray(base)
+    outcome = {}
+    go = threading.Event()
+    done = threading.Event()
+
+    def resizer():
+        go.wait()
+        attempts = 0
+        while not done.is_set():
+            attempts += 1
+            try:
+                ba.append(0x55)
+            except BufferError:
+                outcome["state"] = "plain"
+                break
+            try:
+                ba.pop()
+            except BufferError:
+                outcome["state"] = "extra"
+                break
+        outcome["attempts"] = attempts
+
+    t = threading.Thread(target=resizer)
+    t.start()
+    go.set()
+    try:
+        result = call(ba)
+    finally:
+        done.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert "state" in outcome, (
+        f"no BufferError in the resizing thread after {outcome.get('attempts')} attempts: the export was "
+        "not held during the call (or the GIL was never released)"
+    )
+    original = bytes(base) + (b"\x55" if outcome["state"] == "extra" else b"")
+    expect_fn(ba, original, result)
+    # after the call the bytearray can be resized again
+    ba.append(1)
+    ba.pop()
+    return outcome

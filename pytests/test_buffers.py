@@ -5,11 +5,18 @@ import mmap
 import os
 import random
 import sys
-import threading
 
 import native
 import pytest
-from _refs import FNV_OFFSET, debug_counters_self_cost, fnv1a64, native_calls, process_ref, process_ref_fast
+from _refs import (
+    FNV_OFFSET,
+    debug_counters_self_cost,
+    fnv1a64,
+    native_calls,
+    process_ref,
+    process_ref_fast,
+    resize_race,
+)
 
 # ---------------------------------------------------------------- references are right
 
@@ -359,56 +366,6 @@ def test_process_refcount_neutral_and_export_released():
 # ---------------------------------------------------------------- export held for the whole call
 
 
-def _resize_race(call, size, expect_fn):
-    """Run `call(ba)` on a large bytearray while another thread tries to resize it.
-
-    The resizer appends a byte and pops it again until a resize fails with BufferError. If the
-    BufferError hits the pop, the native call saw the extra byte, which we account for.
-    Returns (outcome, resize attempts); asserts the data equals the reference."""
-    base = bytearray(size)  # zeros: results are periodic, cheap to check
-    ba = bytearray(base)
-    outcome = {}
-    go = threading.Event()
-    done = threading.Event()
-
-    def resizer():
-        go.wait()
-        attempts = 0
-        while not done.is_set():
-            attempts += 1
-            try:
-                ba.append(0x55)
-            except BufferError:
-                outcome["state"] = "plain"
-                break
-            try:
-                ba.pop()
-            except BufferError:
-                outcome["state"] = "extra"
-                break
-        outcome["attempts"] = attempts
-
-    t = threading.Thread(target=resizer)
-    t.start()
-    go.set()
-    try:
-        result = call(ba)
-    finally:
-        done.set()
-        t.join(30)
-    assert not t.is_alive()
-    assert "state" in outcome, (
-        f"no BufferError in the resizing thread after {outcome.get('attempts')} attempts: the export was "
-        "not held during the call (or the GIL was never released)"
-    )
-    original = bytes(base) + (b"\x55" if outcome["state"] == "extra" else b"")
-    expect_fn(ba, original, result)
-    # after the call the bytearray can be resized again
-    ba.append(1)
-    ba.pop()
-    return outcome
-
-
 def test_process_resize_from_other_thread_raises_buffererror():
     size = 32 << 20
     key = 0x5A5A1234
@@ -422,7 +379,7 @@ def test_process_resize_from_other_thread_raises_buffererror():
         if len(original) > size:  # the extra byte (index size, i & 0xff == 0) was transformed as well
             assert bytes(ba[size:]) == process_ref(b"\x55" + bytes(255), key, 3)[:1]
 
-    _resize_race(lambda b: native.process(b, key=key, rounds=3), size, expect)
+    resize_race(bytes(size), lambda b: native.process(b, key=key, rounds=3), expect)
 
 
 def test_checksum_resize_from_other_thread_raises_buffererror():
@@ -432,4 +389,4 @@ def test_checksum_resize_from_other_thread_raises_buffererror():
         assert bytes(ba) == original  # never modified
         assert result == native.checksum(bytes(original))
 
-    _resize_race(native.checksum, size, expect)
+    resize_race(bytes(size), native.checksum, expect)

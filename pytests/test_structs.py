@@ -1,13 +1,12 @@
 """Structs in both directions: native.Options (Python -> C, validated) and native.Stats (C -> Python)."""
 
-import collections.abc
 import os
 import stat
 import types
 
 import native
 import pytest
-from _refs import debug_counters_self_cost, native_calls, wait_until
+from _refs import UserMapping, debug_counters_self_cost, native_calls, wait_until
 
 DEFAULTS = {"create": True, "sync": False, "max_key_size": 1024, "max_value_size": 1048576, "file_mode": 0o644}
 STATS_FIELDS = (
@@ -21,20 +20,6 @@ STATS_FIELDS = (
     "subscriptions",
     "generation",
 )
-
-
-class MyMapping(collections.abc.Mapping):
-    def __init__(self, d):
-        self._d = dict(d)
-
-    def __getitem__(self, k):
-        return self._d[k]
-
-    def __iter__(self):
-        return iter(self._d)
-
-    def __len__(self):
-        return len(self._d)
 
 
 # ---------------------------------------------------------------- Options: values
@@ -76,7 +61,7 @@ def test_options_from_mapping_partial_uses_defaults():
     assert o == native.Options(sync=True)
     assert o.max_key_size == 1024
     assert native.Options.from_mapping({}) == native.Options()
-    assert native.Options.from_mapping(MyMapping({"file_mode": 0o600})) == native.Options(file_mode=0o600)
+    assert native.Options.from_mapping(UserMapping({"file_mode": 0o600})) == native.Options(file_mode=0o600)
     assert native.Options.from_mapping(types.MappingProxyType({"create": False})) == native.Options(create=False)
 
 
@@ -232,7 +217,7 @@ def test_options_from_mapping_non_str_key():
         DEFAULTS,
         {},
         {"sync": True},
-        MyMapping({"max_key_size": 16}),
+        UserMapping({"max_key_size": 16}),
         types.MappingProxyType({"file_mode": 0o600}),
     ],
     ids=["None", "Options", "dict-full", "dict-empty", "dict-partial", "Mapping", "mappingproxy"],

@@ -8,25 +8,18 @@
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyModule};
+use pyo3::types::PyList;
+
+use native_testkit::{is_native_error, PySource};
 
 use crate::{allowed, py_bytes, py_failure, with_ledger, Scenario, Scratch};
 
-pub const HELPERS: &str = include_str!("callbacks_helpers.py");
-
-static HELPERS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS_MODULE
-        .get_or_try_init(py, || {
-            let code = std::ffi::CString::new(HELPERS).expect("no NUL");
-            PyModule::from_code(py, &code, c"fuzz_callbacks.py", c"fuzz_callbacks")
-                .map(Bound::unbind)
-        })
-        .map(|m| m.bind(py))
-}
-
+/// The Python side of this target, shared with repro.py.
+pub static HELPERS: PySource = PySource::new(
+    include_str!("callbacks_helpers.py"),
+    c"fuzz_callbacks.py",
+    c"fuzz_callbacks",
+);
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum CallbackKind {
     Record,
@@ -92,7 +85,7 @@ impl CallbackOp {
         st: &State<'py>,
         allowed: &AllowedExceptions,
     ) -> PyResult<()> {
-        let h = helpers(py)?;
+        let h = HELPERS.module(py)?;
         let conn = st.conn_ref.get_item(0)?;
         let pick = |i: u8| -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
             let n = st.subs.len();
@@ -114,11 +107,7 @@ impl CallbackOp {
                 return Ok(());
             }
             match f(&conn) {
-                Err(e)
-                    if e.is_instance(py, &py.import("native")?.getattr("InvalidStateError")?) =>
-                {
-                    Ok(())
-                }
+                Err(e) if is_native_error(py, &e, "InvalidStateError") => Ok(()),
                 other => other,
             }
         };
@@ -258,7 +247,9 @@ impl Scenario for CallbacksInput {
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
-            let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
+            let h = HELPERS
+                .module(py)
+                .map_err(|e| py_failure(py, "helpers", e))?;
             let scratch = Scratch::new();
             let conn = py
                 .import("native")
@@ -308,9 +299,7 @@ impl Scenario for CallbacksInput {
     }
 
     fn repro(&self, script: ReproScript) -> ReproScript {
-        let script = script.setup(&format!(
-            "import types as _types\n_cb = _types.ModuleType('fuzz_callbacks')\nexec(compile(r'''{HELPERS}''', 'fuzz_callbacks.py', 'exec'), _cb.__dict__)\n"
-        ));
+        let script = script.setup(&HELPERS.embed_as("_cb"));
         let script = script.step(
             "conn_ref = [native.connect(os.path.join(_TMP, 'cb.db'))]\nsubs, boxes, weakrefs, threads, errors = [], [], [], [], []",
         );

@@ -5,24 +5,17 @@
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::PyModule;
+
+use native_testkit::PySource;
 
 use crate::{allowed, py_bytes, py_failure, Scenario, Scratch};
 
-pub const HELPERS: &str = include_str!("differential_helpers.py");
-static HELPERS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    HELPERS_MODULE
-        .get_or_try_init(py, || {
-            let code = std::ffi::CString::new(HELPERS).expect("no NUL");
-            PyModule::from_code(py, &code, c"fuzz_differential.py", c"fuzz_differential")
-                .map(Bound::unbind)
-        })
-        .map(|m| m.bind(py))
-}
-
+/// The Python side of this target, shared with repro.py.
+pub static HELPERS: PySource = PySource::new(
+    include_str!("differential_helpers.py"),
+    c"fuzz_differential.py",
+    c"fuzz_differential",
+);
 /// An add operand: raw values, the edges of C long and just past them, and wrong types.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Operand {
@@ -118,7 +111,9 @@ impl Scenario for DifferentialInput {
     type State<'py> = ();
 
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
-        let h = helpers(py).map_err(|e| py_failure(py, "helpers", e))?;
+        let h = HELPERS
+            .module(py)
+            .map_err(|e| py_failure(py, "helpers", e))?;
         let scratch = Scratch::new();
         // The calls go through Python source, exactly as repro.py spells them.
         let code = std::ffi::CString::new(self.calls_source()).expect("no NUL in generated source");
@@ -138,8 +133,11 @@ impl Scenario for DifferentialInput {
 
     fn repro(&self, script: ReproScript) -> ReproScript {
         let script = script.setup(&format!(
-            "import sys as _sys\n_sys.path.insert(0, {:?})\nimport types as _types\n_diff = _types.ModuleType('fuzz_differential')\nexec(compile(r'''{HELPERS}''', 'fuzz_differential.py', 'exec'), _diff.__dict__)\n",
-            crate::repo_root().join("pytests/bindings").to_string_lossy(),
+            "import sys as _sys\n_sys.path.insert(0, {:?})\n{}",
+            crate::repo_root()
+                .join("pytests/bindings")
+                .to_string_lossy(),
+            HELPERS.embed_as("_diff"),
         ));
         script.step(format!(
             "_problems = _diff.run_calls({}, _TMP)\nassert not _problems, '\\n'.join(_problems)",

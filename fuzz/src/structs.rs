@@ -104,13 +104,7 @@ impl StructCall {
         let options = native
             .getattr("Options")
             .map_err(|e| py_failure(py, "Options", e))?;
-        let globals = PyDict::new(py);
-        globals
-            .set_item(
-                "_fh",
-                ffi_harness::prelude(py).map_err(|e| py_failure(py, "prelude", e))?,
-            )
-            .unwrap();
+        let globals = ffi_harness::prelude_globals(py).map_err(|e| py_failure(py, "prelude", e))?;
         let build = |src: String| -> Result<Bound<'_, PyAny>, OracleFailure> {
             let code = std::ffi::CString::new(src).expect("no NUL in generated source");
             py.eval(&code, Some(&globals), None)

@@ -302,8 +302,9 @@ fn fnv1a64(data: &[u8]) -> u64 {
     })
 }
 
-/// A fresh, empty directory for one input's files (stores, sockets...), removed on drop. On tmpfs
-/// (`/dev/shm`) when there is one: every input creates and removes files.
+/// A fresh, empty directory for one input's files (stores, sockets...), removed on drop (with its
+/// per-process parent once that is empty). On tmpfs (`/dev/shm`) when there is one: every input
+/// creates and removes files.
 #[derive(Debug)]
 pub struct Scratch {
     /// The directory.
@@ -324,7 +325,13 @@ impl Scratch {
         let dir = base
             .join(format!("ffi-harness-{}", std::process::id()))
             .join(SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed).to_string());
-        std::fs::create_dir_all(&dir).expect("scratch dir");
+        // A concurrent drop may remove the (empty) per-process parent between the two levels that
+        // create_dir_all makes: try again.
+        let mut attempt = 0;
+        while let Err(e) = std::fs::create_dir_all(&dir) {
+            attempt += 1;
+            assert!(attempt < 3, "scratch dir {}: {e}", dir.display());
+        }
         Scratch { dir }
     }
 
@@ -343,6 +350,10 @@ impl Default for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The per-process parent too, once empty: forked children (crash isolation) each make one.
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 

@@ -8,32 +8,27 @@
 //!   `PROPTEST_CASES` overrides them; regressions land in `proptests/proptest-regressions/`.
 //! - [`isolated`]: crash isolation: the case runs in a forked child (harness `run_in_fork`), so a
 //!   segfault or abort becomes a failing, shrinkable case instead of a dead test binary.
-//! - [`ledger`], [`native_calls`], [`allowed`], [`refs`], [`StoreDir`]: the oracles' inputs.
+//! - [`allowed`], [`ledger_returns_to`]: the exception set and the ledger deadline of these tests.
+//!
+//! What the property tests share with the fuzz targets (the ledger, the call counter, documented
+//! exceptions, scratch store directories, `pytests/_refs.py`) is in the `native-testkit` crate.
 
 pub mod inputs;
 
-use std::ffi::CString;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use ffi_harness::{AllowedExceptions, Ledger, OracleFailure, run_in_fork};
-use native_wrapper::embedded::native as native_module;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 static INIT: Once = Once::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The ledger keys that must return to baseline (`calls` only ever grows).
-pub const LEDGER_KEYS: [&str; 3] = ["live_handles", "live_subscriptions", "live_blocks"];
-
 /// Start the interpreter once, with `native` (this build) in the inittab.
 pub fn init() {
     INIT.call_once(|| {
-        pyo3::append_to_inittab!(native_module);
+        native_testkit::register_native();
         Python::initialize();
         Python::attach(|py| {
             // Fail loudly if `import native` would find anything but the compiled-in module.
@@ -150,134 +145,15 @@ pub fn isolated(
     }
 }
 
-/// libnative's live-object counters (without `calls`).
-pub fn ledger(py: Python<'_>) -> PyResult<Ledger> {
-    let counters = py.import("native")?.call_method0("debug_counters")?;
-    let mut out = Ledger::new();
-    for key in LEDGER_KEYS {
-        out.insert(key.to_owned(), counters.get_item(key)?.extract()?);
-    }
-    Ok(out)
-}
-
-/// libnative's `calls` counter: every public entry point bumps it.
-pub fn native_calls(py: Python<'_>) -> PyResult<i64> {
-    py.import("native")?
-        .call_method0("debug_counters")?
-        .get_item("calls")?
-        .extract()
-}
-
-/// How much one `debug_counters()` call bumps `calls` itself (measured: 0 or 1).
-pub fn debug_counters_self_cost(py: Python<'_>) -> PyResult<i64> {
-    let mut best = i64::MAX;
-    for _ in 0..5 {
-        let a = native_calls(py)?;
-        let b = native_calls(py)?;
-        best = best.min(b - a);
-    }
-    Ok(best)
-}
-
-/// Exceptions `native` documents (plus the hostile objects' own `HostileError`, which a dunder of an
-/// argument raises and the binding must simply propagate). SystemError and PanicException always fail.
+/// Exceptions `native` documents for the calls these properties make (`native_testkit::allowed`:
+/// the documented ones and the hostile objects' own `HostileError`, which a dunder of an argument
+/// raises and the binding must simply propagate), plus KeyError and `native.Error`. SystemError and
+/// PanicException always fail.
 pub fn allowed() -> AllowedExceptions {
-    AllowedExceptions::new([
-        "TypeError",
-        "ValueError",
-        "OverflowError",
-        "KeyError",
-        "BufferError",
-        "native.Error",
-        "ffi_harness_prelude.HostileError",
-    ])
+    native_testkit::allowed(&["KeyError", "native.Error"])
 }
 
 /// Wait (polling `gc.collect()`, GIL released between polls) until the ledger equals `baseline`.
 pub fn ledger_returns_to(py: Python<'_>, baseline: &Ledger) -> Result<(), OracleFailure> {
-    let mut oracle = ffi_harness::LedgerOracle::new(ledger);
-    oracle.deadline = Duration::from_secs(2);
-    oracle.check_returns_to(py, baseline)
-}
-
-/// The pure-Python references of the pytest suite (`pytests/_refs.py`: `fnv1a64`, `process_ref`,
-/// `process_ref_fast`), shared so both suites judge against the same transcription of the contract.
-pub fn refs(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    const SOURCE: &str = include_str!("../../pytests/_refs.py");
-    let sys_modules = py.import("sys")?.getattr("modules")?;
-    if let Ok(module) = sys_modules.get_item("proptests_refs") {
-        return Ok(module.cast_into()?);
-    }
-    let code = CString::new(SOURCE).expect("no NUL in _refs.py");
-    PyModule::from_code(py, &code, c"_refs.py", c"proptests_refs")
-}
-
-/// Run Python `code` (statements) in a fresh namespace holding `locals`, returning the namespace.
-pub fn run_python<'py>(
-    py: Python<'py>,
-    code: &str,
-    locals: &[(&str, Bound<'py, PyAny>)],
-) -> PyResult<Bound<'py, PyDict>> {
-    let globals = PyDict::new(py);
-    globals.set_item("__builtins__", py.import("builtins")?)?;
-    for (name, value) in locals {
-        globals.set_item(*name, value)?;
-    }
-    let code = CString::new(code).expect("no NUL in snippet");
-    py.run(&code, Some(&globals), None)?;
-    Ok(globals)
-}
-
-/// A fresh directory for one case's stores, removed (with everything in it) on drop.
-pub struct StoreDir {
-    path: PathBuf,
-}
-
-impl StoreDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new() -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ffi-proptests-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a store directory");
-        StoreDir { path }
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// `<dir>/<name>` as a string.
-    pub fn store(&self, name: &str) -> String {
-        self.path.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Default for StoreDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// `PyErr` → a one-line description with the traceback (for failure messages).
-pub fn describe(py: Python<'_>, err: &PyErr) -> String {
-    ffi_harness::oracles::format_exception(py, err)
-}
-
-/// True if `err` is an instance of `native.<name>`.
-pub fn is_native_error(py: Python<'_>, err: &PyErr, name: &str) -> bool {
-    py.import("native")
-        .and_then(|m| m.getattr(name))
-        .is_ok_and(|ty| err.is_instance(py, &ty))
+    native_testkit::ledger_oracle(Duration::from_secs(2)).check_returns_to(py, baseline)
 }

@@ -14,8 +14,9 @@
 
 use ffi_harness::strategies::{array_typecode, memoryview_kind, payload};
 use ffi_harness::{MemoryViewKind, PyValue};
+use native_testkit::{Scratch, refs, run_python};
 use proptest::prelude::*;
-use proptests::{StoreDir, config, isolated, refs, regressions, run_python, with_python};
+use proptests::{config, isolated, regressions, with_python};
 use pyo3::prelude::*;
 
 /// A bytearray-taking call.
@@ -50,40 +51,11 @@ fn ba_call() -> impl Strategy<Value = BaCall> {
     ])
 }
 
-const RESIZE: &str = r#"
-import native
-def call_and_resize(conn, path, which, data, via_memoryview):
-    ba = bytearray(data)
-    arg = memoryview(ba) if via_memoryview else ba
-    calls = {
-        "Checksum": lambda: native.checksum(arg),
-        "Process": lambda: native.process(arg, key=7),
-        "ProcessRoundsZero": lambda: native.process(arg, rounds=0),
-        "PutKey": lambda: conn.put(arg, b"v"),
-        "PutValue": lambda: conn.put(b"k", arg),
-        "PutKeyTooLong": lambda: conn.put(arg, b"v"),
-        "Get": lambda: conn.get(arg),
-        "Delete": lambda: conn.delete(arg),
-        "Contains": lambda: arg in conn,
-        "SetItem": lambda: conn.__setitem__(arg, arg),
-        "Connect": lambda: native.connect(path, options={"max_key_size": arg}),
-    }
-    try:
-        calls[which]()
-    except (TypeError, ValueError, KeyError, native.Error):
-        pass
-    if via_memoryview:
-        arg.release()
-    # Any export still held makes these raise BufferError.
-    ba.extend(b"0123456789" * 10)
-    del ba[5:]
-    ba.clear()
-    ba.append(1)
-"#;
+const RESIZE: &str = include_str!("py/buffers_resize.py");
 
 fn resize_scenario(py: Python<'_>, which: BaCall, data: &[u8], via_mv: bool) -> Result<(), String> {
-    let fail = |e: PyErr| proptests::describe(py, &e);
-    let dir = StoreDir::new();
+    let fail = |e: PyErr| native_testkit::describe(py, &e);
+    let dir = Scratch::new();
     let ns = run_python(py, RESIZE, &[]).map_err(fail)?;
     let opts = [("max_key_size", 8)]
         .into_iter()
@@ -93,7 +65,7 @@ fn resize_scenario(py: Python<'_>, which: BaCall, data: &[u8], via_mv: bool) -> 
     kwargs.set_item("options", opts).map_err(fail)?;
     let conn = native
         .getattr("connect")
-        .and_then(|c| c.call((dir.store("b.db"),), Some(&kwargs)))
+        .and_then(|c| c.call((dir.path("b.db"),), Some(&kwargs)))
         .map_err(fail)?;
     conn.call_method1(
         "put",
@@ -116,7 +88,7 @@ fn resize_scenario(py: Python<'_>, which: BaCall, data: &[u8], via_mv: bool) -> 
         .unwrap()
         .call1((
             &conn,
-            dir.store("other.db"),
+            dir.path("other.db"),
             format!("{which:?}"),
             pyo3::types::PyBytes::new(py, &data),
             via_mv,
@@ -187,21 +159,7 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-const PROCESS_CHECK: &str = r#"
-import native
-def check_process(obj, key, rounds, refs):
-    with memoryview(obj) as m:
-        before = m.tobytes()
-    native.process(obj, key=key, rounds=rounds)
-    with memoryview(obj) as m:
-        after = m.tobytes()
-    ref = refs.process_ref if len(before) < 4096 else refs.process_ref_fast
-    expected = ref(before, key, rounds)
-    assert after == expected, (
-        f"process({type(obj).__name__}, key={key:#x}, rounds={rounds}) on {len(before)} bytes: "
-        f"first difference at byte {next(i for i, (a, b) in enumerate(zip(after, expected)) if a != b)}"
-    )
-"#;
+const PROCESS_CHECK: &str = include_str!("py/buffers_process.py");
 
 proptest! {
     #![proptest_config(config(96, regressions!("buffers")))]
@@ -215,7 +173,7 @@ proptest! {
     ) {
         let value = kind.value(data);
         let result = with_python(|py| isolated(py, |py| {
-            let fail = |e: PyErr| proptests::describe(py, &e);
+            let fail = |e: PyErr| native_testkit::describe(py, &e);
             let ns = run_python(py, PROCESS_CHECK, &[]).map_err(fail)?;
             let obj = value.materialise(py).map_err(fail)?;
             ns.get_item("check_process").map_err(fail)?.unwrap()
@@ -248,48 +206,7 @@ fn readable() -> impl Strategy<Value = Readable> {
     ]
 }
 
-const CHECKSUM_CHECK: &str = r#"
-import mmap, native
-def build(kind, data, path):
-    if kind == "bytes":
-        return bytes(data)
-    if kind == "file_mmap":
-        with open(path, "wb") as f:
-            f.write(bytes(data) or b"\0")
-        with open(path, "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if kind == "cast3d":
-        n = max(1, len(data) // 6)
-        raw = (bytes(data) + bytes(6 * n))[: 6 * n]
-        return memoryview(raw).cast("B", [2, 3, n])          # read-only, 3-D, C-contiguous
-    raise ValueError(kind)
-
-def check_checksum(obj, refs):
-    try:
-        with memoryview(obj) as m:
-            contiguous, raw = m.c_contiguous, m.tobytes()
-    except ValueError:                                      # released memoryview
-        try:
-            native.checksum(obj)
-        except ValueError:
-            return
-        raise AssertionError("checksum of a released memoryview did not raise ValueError")
-    if not contiguous:
-        try:
-            got = native.checksum(obj)
-        except TypeError:
-            return
-        # An empty strided view: CPython 3.11.2's memoryview says non-contiguous, while
-        # PyBuffer_IsContiguous (what the wrapper asks) says an empty buffer is contiguous.
-        # Both answers are sound for 0 bytes; the value must still be right.
-        assert not raw and got == refs.fnv1a64(b""), "checksum of a non-contiguous view did not raise TypeError"
-        return
-    got = native.checksum(obj)
-    expected = refs.fnv1a64(raw)
-    assert got == expected, f"checksum({type(obj).__name__} of {len(raw)} bytes) = {got:#x}, reference {expected:#x}"
-    if isinstance(obj, mmap.mmap):
-        obj.close()                                         # fails with BufferError if an export leaked
-"#;
+const CHECKSUM_CHECK: &str = include_str!("py/buffers_checksum.py");
 
 proptest! {
     #![proptest_config(config(128, regressions!("buffers")))]
@@ -297,11 +214,11 @@ proptest! {
     #[test]
     fn checksum_matches_the_reference_for_every_buffer_kind(kind in readable()) {
         let result = with_python(|py| isolated(py, |py| {
-            let fail = |e: PyErr| proptests::describe(py, &e);
-            let dir = StoreDir::new();
+            let fail = |e: PyErr| native_testkit::describe(py, &e);
+            let dir = Scratch::new();
             let ns = run_python(py, CHECKSUM_CHECK, &[]).map_err(fail)?;
             let build = ns.get_item("build").map_err(fail)?.unwrap();
-            let path = dir.store("mapped.bin");
+            let path = dir.path("mapped.bin");
             let obj = match &kind {
                 Readable::Value(v) => v.materialise(py),
                 Readable::Bytes(d) => build.call1(("bytes", d.clone(), &path)),
@@ -317,57 +234,7 @@ proptest! {
     }
 }
 
-const RESIZE_RACE: &str = r#"
-import threading, native
-
-def resize_race(refs, call, size, key, rounds, seed):
-    """Run the call on a large bytearray while another thread appends and pops a byte until one
-    of them fails with BufferError (as pytests' _resize_race). The result must be exact."""
-    block = bytes((seed * 131 + i * 7) & 0xFF for i in range(256))
-    ba = bytearray(block * (size // 256))
-    base = bytes(ba)
-    outcome = {}
-    go, done = threading.Event(), threading.Event()
-
-    def resizer():
-        go.wait()
-        attempts = 0
-        while not done.is_set():
-            attempts += 1
-            try:
-                ba.append(0x55)
-            except BufferError:
-                outcome["state"] = "plain"
-                break
-            try:
-                ba.pop()
-            except BufferError:
-                outcome["state"] = "extra"
-                break
-        outcome["attempts"] = attempts
-
-    t = threading.Thread(target=resizer)
-    t.start()
-    go.set()
-    try:
-        if call == "process":
-            result = native.process(ba, key=key, rounds=rounds)
-        else:
-            result = native.checksum(ba)
-    finally:
-        done.set()
-        t.join(30)
-    assert "state" in outcome, (
-        f"no BufferError in the resizing thread after {outcome.get('attempts')} attempts: "
-        "the export was not held for the whole call")
-    original = base + (b"\x55" if outcome["state"] == "extra" else b"")
-    if call == "process":
-        assert bytes(ba) == refs.process_ref_fast(original, key, rounds), "process result corrupted by the resize"
-    else:
-        assert bytes(ba) == original and result == native.checksum(original), "checksum changed or wrong"
-    ba.append(1)
-    ba.pop()
-"#;
+const RESIZE_RACE: &str = include_str!("py/buffers_resize_race.py");
 
 proptest! {
     #![proptest_config(config(4, regressions!("buffers")))]
@@ -381,13 +248,13 @@ proptest! {
         seed in any::<u8>(),
     ) {
         let result = with_python(|py| isolated(py, |py| {
-            let fail = |e: PyErr| proptests::describe(py, &e);
+            let fail = |e: PyErr| native_testkit::describe(py, &e);
             let ns = run_python(py, RESIZE_RACE, &[]).map_err(fail)?;
             let call = if process { "process" } else { "checksum" };
             // checksum is ~10x faster than process: give it more bytes to stay in C long enough.
             let size = if process { mib << 20 } else { (mib << 20) * 4 };
-            ns.get_item("resize_race").map_err(fail)?.unwrap()
-                .call1((refs(py).map_err(fail)?, call, size, key, rounds, seed))
+            ns.get_item("race").map_err(fail)?.unwrap()
+                .call1((call, size, key, rounds, seed))
                 .map(drop)
                 .map_err(fail)
         }));

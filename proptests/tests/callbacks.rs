@@ -12,10 +12,9 @@
 
 use ffi_harness::strategies::leaf_callable;
 use ffi_harness::{CallableValue, PyValue};
+use native_testkit::{Scratch, ledger, run_python, settled_ledger};
 use proptest::prelude::*;
-use proptests::{
-    StoreDir, config, isolated, ledger, ledger_returns_to, regressions, run_python, with_python,
-};
+use proptests::{config, isolated, ledger_returns_to, regressions, with_python};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -53,34 +52,7 @@ fn callback_kind() -> impl Strategy<Value = CallbackKind> {
     ]
 }
 
-const HELPERS: &str = r#"
-import gc, sys, time, weakref
-sys.unraisablehook = lambda args: None   # callbacks that raise on purpose: keep the output quiet
-
-class Recorder:
-    def __init__(self):
-        self.seen = 0
-    def __call__(self, ev):
-        self.seen += 1
-
-def dead_within(ref, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        gc.collect()
-        if ref() is None:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-
-def delivered_within(conn, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while conn.stats().events_delivered < n:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-"#;
+const HELPERS: &str = include_str!("py/callbacks_ownership.py");
 
 fn ownership_scenario(
     py: Python<'_>,
@@ -88,16 +60,19 @@ fn ownership_scenario(
     puts: u8,
     close_at_end: bool,
 ) -> Result<(), String> {
-    let fail = |e: PyErr| proptests::describe(py, &e);
+    let fail = |e: PyErr| native_testkit::describe(py, &e);
     let h = run_python(py, HELPERS, &[]).map_err(fail)?;
     let helper = |name: &str| h.get_item(name).unwrap().unwrap();
+    // The callback behind weakref `w` dies within 2 s (gc.collect polled).
+    let dead_within = |w: &Bound<'_, PyAny>| {
+        helper("dead_within")
+            .call1((w,))
+            .and_then(|r| r.is_truthy())
+            .map_err(fail)
+    };
     ffi_harness::set_reenter_hook(py, &py.None().into_bound(py)).map_err(fail)?;
-    py.import("gc")
-        .map_err(fail)?
-        .call_method0("collect")
-        .map_err(fail)?;
-    let baseline = ledger(py).map_err(fail)?;
-    let dir = StoreDir::new();
+    let baseline = settled_ledger(py).map_err(fail)?;
+    let dir = Scratch::new();
     let weakref = py
         .import("weakref")
         .map_err(fail)?
@@ -106,7 +81,7 @@ fn ownership_scenario(
     {
         let conn = py
             .import("native")
-            .and_then(|m| m.call_method1("connect", (dir.store("cb.db"),)))
+            .and_then(|m| m.call_method1("connect", (dir.path("cb.db"),)))
             .map_err(fail)?;
         let mut subs = Vec::new();
         for (i, (kind, _)) in plan.iter().enumerate() {
@@ -160,10 +135,7 @@ fn ownership_scenario(
                 Release::AtEnd => continue,
             }
             .map_err(fail)?;
-            let dead = helper("dead_within")
-                .call1((w,))
-                .and_then(|r| r.is_truthy())
-                .map_err(fail)?;
+            let dead = dead_within(w)?;
             if !dead {
                 return Err(format!(
                     "callback #{i} ({kind:?}) still alive after {how:?} returned (and gc): \
@@ -178,10 +150,7 @@ fn ownership_scenario(
         drop(subs);
         drop(conn);
         for (i, w) in weakrefs.iter().enumerate() {
-            let dead = helper("dead_within")
-                .call1((w,))
-                .and_then(|r| r.is_truthy())
-                .map_err(fail)?;
+            let dead = dead_within(w)?;
             if !dead {
                 return Err(format!(
                     "callback #{i} ({:?}) still alive after the connection was {} (and gc)",
@@ -208,59 +177,7 @@ proptest! {
     }
 }
 
-const RACE: &str = r#"
-import threading, time
-
-def race(native, path, writers, calls_before_cancel, pause, rounds):
-    """Threads put while the main thread cancels; a call that starts after cancel() returned is a bug."""
-    with native.connect(path) as conn:
-        for rnd in range(rounds):
-            cancelled = threading.Event()
-            late = []
-            calls = [0]
-
-            def cb(ev):
-                calls[0] += 1
-                if cancelled.is_set():
-                    late.append(ev.seq)
-                if pause:
-                    time.sleep(pause)       # widen the in-flight window (releases the GIL)
-                if cancelled.is_set():
-                    late.append(ev.seq)
-
-            stop = threading.Event()
-            errors = []
-
-            def writer(w):
-                i = 0
-                try:
-                    while not stop.is_set():
-                        conn.put(b"w%d-%d" % (w, i % 17), b"x")
-                        i += 1
-                except BaseException as e:   # noqa: BLE001
-                    errors.append(e)
-
-            sub = conn.subscribe(cb)
-            threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-            for t in threads:
-                t.start()
-            deadline = time.monotonic() + 10
-            while calls[0] < calls_before_cancel and time.monotonic() < deadline:
-                time.sleep(0.0005)
-            sub.cancel()
-            cancelled.set()
-            # Keep the writers going a little: a late call would show up now.
-            seen = calls[0]
-            settle = time.monotonic() + 0.02
-            while time.monotonic() < settle:
-                time.sleep(0.001)
-            stop.set()
-            for t in threads:
-                t.join(10)
-            assert not errors, f"writer failed: {errors!r}"
-            assert calls[0] >= min(calls_before_cancel, 1), "the callback never ran"
-            assert late == [], f"round {rnd}: callback ran after cancel() returned (seq {late})"
-"#;
+const RACE: &str = include_str!("py/callbacks_race.py");
 
 fn race_scenario(
     py: Python<'_>,
@@ -268,9 +185,9 @@ fn race_scenario(
     calls_before_cancel: u16,
     pause: bool,
 ) -> Result<(), String> {
-    let fail = |e: PyErr| proptests::describe(py, &e);
+    let fail = |e: PyErr| native_testkit::describe(py, &e);
     let baseline = ledger(py).map_err(fail)?;
-    let dir = StoreDir::new();
+    let dir = Scratch::new();
     let ns = run_python(py, RACE, &[]).map_err(fail)?;
     let native = py.import("native").map_err(fail)?;
     let pause = if pause { 0.0002 } else { 0.0 };
@@ -279,7 +196,7 @@ fn race_scenario(
         .unwrap()
         .call1((
             native,
-            dir.store("race.db"),
+            dir.path("race.db"),
             writers,
             calls_before_cancel,
             pause,

@@ -20,9 +20,10 @@ use ffi_harness::{
     CallableValue, DictKey, OracleFailure, PyValue, StrPiece, StrValue, check_call,
     check_sole_owner, set_reenter_hook,
 };
+use native_testkit::{Scratch, run_python};
 use proptest::prelude::*;
 use proptests::inputs::{POOL, key_arg, options_entries, pool_key, safe_rounds};
-use proptests::{StoreDir, allowed, config, isolated, regressions, run_python, with_python};
+use proptests::{allowed, config, isolated, regressions, with_python};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
@@ -206,6 +207,9 @@ fn optional_kw(
 // ---------------------------------------------------------------------------------------------
 // One case.
 
+/// A no-op callback and the re-entrancy hook that closes the connection.
+const RECEIVERS: &str = include_str!("py/calls_receivers.py");
+
 struct Receivers<'py> {
     module: Bound<'py, PyAny>,
     options_class: Bound<'py, PyAny>,
@@ -217,23 +221,19 @@ struct Receivers<'py> {
 }
 
 impl<'py> Receivers<'py> {
-    fn new(py: Python<'py>, dir: &StoreDir) -> PyResult<Self> {
+    fn new(py: Python<'py>, dir: &Scratch) -> PyResult<Self> {
         let module = py.import("native")?.into_any();
-        let conn = module.call_method1("connect", (dir.store("s.db"),))?;
+        let conn = module.call_method1("connect", (dir.path("s.db"),))?;
         for (i, k) in POOL.iter().enumerate() {
             conn.call_method1(
                 "put",
                 (PyBytes::new(py, k), format!("value-{i}").into_bytes()),
             )?;
         }
-        let ns = run_python(
-            py,
-            "import sys\nnoop = lambda ev: None\nhook = lambda n: conn.close()\n\
-             sys.unraisablehook = lambda args: None\n",
-            &[("conn", conn.clone())],
-        )?;
+        let ns = run_python(py, RECEIVERS, &[])?;
         let sub = conn.call_method1("subscribe", (ns.get_item("noop")?.unwrap(),))?;
-        set_reenter_hook(py, &ns.get_item("hook")?.unwrap())?;
+        let hook = ns.get_item("closing_hook")?.unwrap().call1((&conn,))?;
+        set_reenter_hook(py, &hook)?;
         Ok(Receivers {
             options_class: module.getattr("Options")?,
             options: module.getattr("Options")?.call0()?,
@@ -268,12 +268,12 @@ impl<'py> Receivers<'py> {
 fn materialise<'py>(
     py: Python<'py>,
     arg: &Arg,
-    dir: &StoreDir,
+    dir: &Scratch,
 ) -> PyResult<(Bound<'py, PyAny>, bool)> {
     match arg {
         Arg::Value(v) => Ok((v.materialise(py)?, v.is_fresh_heap_object())),
         Arg::StorePath(kind) => {
-            let path = dir.store("c.db");
+            let path = dir.path("c.db");
             let obj = match kind {
                 0 => PyString::new(py, &path).into_any(),
                 1 => PyBytes::new(py, path.as_bytes()).into_any(),
@@ -306,8 +306,8 @@ fn may_be_shared(obj: &Bound<'_, PyAny>, recv: &Bound<'_, PyAny>) -> bool {
 }
 
 fn run_call(py: Python<'_>, call: &Call) -> Result<(), OracleFailure> {
-    let setup = |e: PyErr| OracleFailure::new("setup", proptests::describe(py, &e));
-    let dir = StoreDir::new();
+    let setup = |e: PyErr| OracleFailure::new("setup", native_testkit::describe(py, &e));
+    let dir = Scratch::new();
     let recvs = Receivers::new(py, &dir).map_err(setup)?;
     let recv = recvs.get(call.recv).clone();
 

@@ -11,11 +11,9 @@
 
 use arbitrary::Arbitrary;
 use ffi_harness::{OpSeq, OracleFailure, ReproScript, Scenario, opseq_strategy};
+use native_testkit::{PySource, Scratch, is_native_error, settled_ledger};
 use proptest::prelude::*;
-use proptests::{
-    StoreDir, allowed, config, is_native_error, isolated, ledger, ledger_returns_to, regressions,
-    with_python,
-};
+use proptests::{allowed, config, isolated, ledger_returns_to, regressions, with_python};
 use pyo3::exceptions::{PyAssertionError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -179,7 +177,7 @@ impl HandleOp {
                 Err(e) if is_native_error(py, &e, "InvalidStateError") => Ok(()),
                 Err(e) => Err(assertion(format!(
                     "{self:?} after close() raised {} instead of InvalidStateError",
-                    proptests::describe(py, &e)
+                    native_testkit::describe(py, &e)
                 ))),
             };
         }
@@ -271,47 +269,26 @@ enum Ending {
     Drop,
 }
 
-const CALLBACK_FACTORY: &str = r#"
-class Callback:
-    """A weakref-able recorder; `conn` (optional) makes a connection -> callback -> connection cycle."""
-    def __init__(self, conn):
-        self.conn = conn
-        self.events = []
-    def __call__(self, ev):
-        self.events.append(ev.seq)
-def make_callback(conn):
-    return Callback(conn)
-"#;
-
 /// The callback factory, defined once in a module that outlives every case (a class collected
 /// with a case's garbage would be cleared while a dying connection may still call its instances).
+static CALLBACKS: PySource = PySource::new(
+    include_str!("py/handles_callbacks.py"),
+    c"proptests_handles_callbacks.py",
+    c"proptests_handles_callbacks",
+);
+
 fn callback_factory(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let modules = py.import("sys")?.getattr("modules")?;
-    if let Ok(module) = modules.get_item("proptests_handles_callbacks") {
-        return module.getattr("make_callback");
-    }
-    let code = std::ffi::CString::new(CALLBACK_FACTORY).expect("no NUL");
-    let module = PyModule::from_code(
-        py,
-        &code,
-        c"proptests_handles_callbacks.py",
-        c"proptests_handles_callbacks",
-    )?;
-    module.getattr("make_callback")
+    CALLBACKS.module(py)?.getattr("make_callback")
 }
 
 fn scenario(py: Python<'_>, ops: &OpSeq<HandleOp>, ending: Ending) -> Result<(), String> {
-    let fail = |e: PyErr| proptests::describe(py, &e);
-    py.import("gc")
-        .map_err(fail)?
-        .call_method0("collect")
-        .map_err(fail)?;
-    let baseline = ledger(py).map_err(fail)?;
-    let dir = StoreDir::new();
+    let fail = |e: PyErr| native_testkit::describe(py, &e);
+    let baseline = settled_ledger(py).map_err(fail)?;
+    let dir = Scratch::new();
     {
         let conn = py
             .import("native")
-            .and_then(|m| m.call_method1("connect", (dir.store("h.db"),)))
+            .and_then(|m| m.call_method1("connect", (dir.path("h.db"),)))
             .map_err(fail)?;
         let mut handles = Handles {
             conn: Some(conn.unbind()),

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use native_testkit::{Scratch, is_native_error};
 use proptest::prelude::*;
 use proptest_state_machine::ReferenceStateMachine;
-use proptests::{StoreDir, config, is_native_error, isolated, regressions, with_python};
+use proptests::{config, isolated, regressions, with_python};
 use pyo3::exceptions::{PyKeyError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -50,6 +51,16 @@ struct Iter {
 struct Model {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     iter: Option<Iter>,
+}
+
+impl Model {
+    /// The store's items in key order, as `sorted_items()` reads them from the connection.
+    fn items(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 fn valid_key(k: &[u8]) -> bool {
@@ -185,7 +196,7 @@ fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
 /// Apply `step` to the real connection and compare with what the model (`before`) predicts.
 fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), String> {
     let py = sut.py;
-    let d = |e: &PyErr| proptests::describe(py, e);
+    let d = |e: &PyErr| native_testkit::describe(py, e);
     let expect_value_error = |r: PyResult<Bound<'_, PyAny>>, what: &str| match r {
         Err(e) if e.is_instance_of::<PyValueError>(py) => Ok(()),
         Err(e) => Err(format!("{what}: expected ValueError, got {}", d(&e))),
@@ -254,11 +265,7 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
         }
         Step::Items | Step::Keys => {
             let items = sut.sorted_items().map_err(|e| d(&e))?;
-            let want: Vec<(Vec<u8>, Vec<u8>)> = before
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let want = before.items();
             if items != want {
                 return Err(format!("items() = {items:?}, model {want:?}"));
             }
@@ -280,11 +287,7 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
             sut.conn.call_method0("close").map_err(|e| d(&e))?;
             sut.conn = Sut::connect(py, &sut.path).map_err(|e| d(&e))?;
             let items = sut.sorted_items().map_err(|e| d(&e))?;
-            let want: Vec<(Vec<u8>, Vec<u8>)> = before
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let want = before.items();
             if items != want {
                 return Err(format!(
                     "after reopening: items() = {items:?}, model {want:?}"
@@ -335,9 +338,9 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
 }
 
 fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
-    let dir = StoreDir::new();
-    let path = dir.store("model.db");
-    let conn = Sut::connect(py, &path).map_err(|e| proptests::describe(py, &e))?;
+    let dir = Scratch::new();
+    let path = dir.path("model.db");
+    let conn = Sut::connect(py, &path).map_err(|e| native_testkit::describe(py, &e))?;
     let mut sut = Sut {
         py,
         path,
@@ -353,7 +356,7 @@ fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
     check_step(&mut sut, &model, &Step::Reopen).map_err(|m| format!("final reopen: {m}"))?;
     sut.conn
         .call_method0("close")
-        .map_err(|e| proptests::describe(py, &e))?;
+        .map_err(|e| native_testkit::describe(py, &e))?;
     Ok(())
 }
 

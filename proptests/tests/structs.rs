@@ -7,12 +7,10 @@
 //! of any kind as `options=` either work or raise one of the three, with the same no-call rule.
 
 use ffi_harness::strategies::pyvalue_strategy;
+use native_testkit::{Scratch, debug_counters_self_cost, native_calls, run_python};
 use proptest::prelude::*;
 use proptests::inputs::{OptValue, Rejection, expected_options, options_entries};
-use proptests::{
-    StoreDir, config, debug_counters_self_cost, isolated, native_calls, regressions, run_python,
-    with_python,
-};
+use proptests::{config, isolated, regressions, with_python};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -37,77 +35,7 @@ fn form() -> impl Strategy<Value = Form> {
     ])
 }
 
-const CHECK: &str = r#"
-import collections.abc, os, types, native
-
-class UserMapping(collections.abc.Mapping):
-    def __init__(self, d):
-        self._d = dict(d)
-    def __getitem__(self, k):
-        return self._d[k]
-    def __iter__(self):
-        return iter(self._d)
-    def __len__(self):
-        return len(self._d)
-
-def calls():
-    return native.debug_counters()["calls"]
-
-def check(form, entries, expected, rejected_by, path, cost):
-    mapping = dict(entries)
-    if form == "Kwargs":
-        make = lambda: native.Options(**mapping)
-    elif form == "FromMappingDict":
-        make = lambda: native.Options.from_mapping(mapping)
-    elif form == "FromMappingProxy":
-        make = lambda: native.Options.from_mapping(types.MappingProxyType(mapping))
-    elif form == "FromUserMapping":
-        make = lambda: native.Options.from_mapping(UserMapping(mapping))
-    elif form == "ConnectDict":
-        make = lambda: native.connect(path, options=mapping)
-    else:
-        make = lambda: native.connect(path, options=UserMapping(mapping))
-    before = calls()
-    try:
-        made = make()
-    except (TypeError, ValueError, OverflowError) as e:
-        delta = calls() - before
-        assert expected is None, f"{form} {mapping!r} raised {e!r}, expected {expected!r}"
-        assert type(e).__name__ in rejected_by, f"{form} {mapping!r} raised {e!r}, expected one of {rejected_by}"
-        assert delta == cost, f"{form} {mapping!r} rejected, but {delta - cost} native call(s) happened"
-        assert not os.path.exists(path), f"{form} {mapping!r} rejected, but {path} was created"
-        return
-    except native.ConnectionError as e:
-        # create=False on a missing store: a real native call, after validation passed.
-        assert expected is not None and expected["create"] is False, f"{form} {mapping!r}: {e!r}"
-        return
-    assert expected is not None, f"{form} {mapping!r} accepted, expected {rejected_by}"
-    if form.startswith("Connect"):
-        with made:
-            made.put(b"k", b"v")
-            assert made.get(b"k") == b"v"
-        return
-    got = made.to_dict()
-    assert got == expected and all(type(got[k]) is type(expected[k]) for k in expected), (
-        f"{form} {mapping!r}: to_dict() {got!r}, expected {expected!r}")
-    for k, v in expected.items():
-        assert getattr(made, k) == v and type(getattr(made, k)) is type(v)
-    assert native.Options(**got) == made
-    assert native.Options.from_mapping(got) == made
-
-def check_any(obj, path, cost):
-    before = calls()
-    try:
-        conn = native.connect(path, options=obj)
-    except (TypeError, ValueError, OverflowError) as e:
-        delta = calls() - before
-        assert delta == cost, f"options={obj!r} rejected ({e!r}), but {delta - cost} native call(s) happened"
-        assert not os.path.exists(path), f"options={obj!r} rejected, but {path} was created"
-        return
-    except native.ConnectionError:
-        return                                   # e.g. {"create": False}: validated, then C said ENOENT
-    conn.close()
-"#;
+const CHECK: &str = include_str!("py/structs_check.py");
 
 fn py_expected<'py>(
     py: Python<'py>,
@@ -141,8 +69,8 @@ proptest! {
     ) {
         let expected = expected_options(&entries);
         let result = with_python(|py| isolated(py, |py| {
-            let fail = |e: PyErr| proptests::describe(py, &e);
-            let dir = StoreDir::new();
+            let fail = |e: PyErr| native_testkit::describe(py, &e);
+            let dir = Scratch::new();
             let ns = run_python(py, CHECK, &[]).map_err(fail)?;
             let items = entries
                 .iter()
@@ -152,7 +80,7 @@ proptest! {
             let (want, rejected_by) = py_expected(py, &expected).map_err(fail)?;
             let cost = debug_counters_self_cost(py).map_err(fail)?;
             ns.get_item("check").map_err(fail)?.unwrap()
-                .call1((format!("{form:?}"), items, want, rejected_by, dir.store("o.db"), cost))
+                .call1((format!("{form:?}"), items, want, rejected_by, dir.path("o.db"), cost))
                 .map(drop)
                 .map_err(|e| format!("{}\nmodel: {expected:?}", fail(e)))
         }));
@@ -162,13 +90,13 @@ proptest! {
     #[test]
     fn any_object_as_options_works_or_is_rejected_before_c(value in pyvalue_strategy(2)) {
         let result = with_python(|py| isolated(py, |py| {
-            let fail = |e: PyErr| proptests::describe(py, &e);
-            let dir = StoreDir::new();
+            let fail = |e: PyErr| native_testkit::describe(py, &e);
+            let dir = Scratch::new();
             let ns = run_python(py, CHECK, &[]).map_err(fail)?;
             let obj = value.materialise(py).map_err(fail)?;
             let cost = debug_counters_self_cost(py).map_err(fail)?;
             ns.get_item("check_any").map_err(fail)?.unwrap()
-                .call1((obj, dir.store("a.db"), cost))
+                .call1((obj, dir.path("a.db"), cost))
                 .map(drop)
                 .map_err(fail)
         }));
@@ -180,12 +108,12 @@ proptest! {
 fn native_calls_counter_sees_a_valid_connect() {
     // Positive control for the no-call oracle: a valid connect does move `calls`.
     with_python(|py| {
-        let dir = StoreDir::new();
+        let dir = Scratch::new();
         let before = native_calls(py).unwrap();
         let conn = py
             .import("native")
             .unwrap()
-            .call_method1("connect", (dir.store("c.db"),))
+            .call_method1("connect", (dir.path("c.db"),))
             .unwrap();
         conn.call_method0("close").unwrap();
         assert!(native_calls(py).unwrap() - before > debug_counters_self_cost(py).unwrap());

@@ -37,18 +37,7 @@ where
 
 /// Named C-integer edges.
 pub fn int_edge() -> impl Strategy<Value = IntEdge> {
-    select(vec![
-        IntEdge::LongMin,
-        IntEdge::LongMinMinusOne,
-        IntEdge::LongMinPlusOne,
-        IntEdge::LongMax,
-        IntEdge::LongMaxMinusOne,
-        IntEdge::LongMaxPlusOne,
-        IntEdge::U64Max,
-        IntEdge::U64MaxPlusOne,
-        IntEdge::Pow2To200,
-        IntEdge::NegPow2To200,
-    ])
+    select(IntEdge::ALL.to_vec())
 }
 
 prop_compose! {

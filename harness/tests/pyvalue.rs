@@ -75,18 +75,7 @@ fn samples() -> Vec<PyValue> {
         V::Callable(CallableValue::Reenter(3)),
         V::Callable(CallableValue::NoArguments),
     ];
-    for edge in [
-        IntEdge::LongMin,
-        IntEdge::LongMinMinusOne,
-        IntEdge::LongMinPlusOne,
-        IntEdge::LongMax,
-        IntEdge::LongMaxMinusOne,
-        IntEdge::LongMaxPlusOne,
-        IntEdge::U64Max,
-        IntEdge::U64MaxPlusOne,
-        IntEdge::Pow2To200,
-        IntEdge::NegPow2To200,
-    ] {
+    for edge in IntEdge::ALL {
         out.push(V::Int(IntValue::Edge(edge)));
     }
     for kind in [

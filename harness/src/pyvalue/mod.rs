@@ -98,6 +98,20 @@ pub enum IntEdge {
 }
 
 impl IntEdge {
+    /// Every edge, in declaration order (generators and tests enumerate them from here).
+    pub const ALL: [IntEdge; 10] = [
+        IntEdge::LongMin,
+        IntEdge::LongMinMinusOne,
+        IntEdge::LongMinPlusOne,
+        IntEdge::LongMax,
+        IntEdge::LongMaxMinusOne,
+        IntEdge::LongMaxPlusOne,
+        IntEdge::U64Max,
+        IntEdge::U64MaxPlusOne,
+        IntEdge::Pow2To200,
+        IntEdge::NegPow2To200,
+    ];
+
     /// The edge's value, when it fits an i128 (all but the ±2**200 ones).
     pub fn as_i128(self) -> Option<i128> {
         Some(match self {

@@ -34,3 +34,23 @@ fn generation_respects_limits() {
         );
     }
 }
+
+#[test]
+fn int_edge_all_lists_every_variant_once_in_order() {
+    // An exhaustive match: a new variant does not compile here until it has a place in `ALL`.
+    let index = |e: IntEdge| match e {
+        IntEdge::LongMin => 0,
+        IntEdge::LongMinMinusOne => 1,
+        IntEdge::LongMinPlusOne => 2,
+        IntEdge::LongMax => 3,
+        IntEdge::LongMaxMinusOne => 4,
+        IntEdge::LongMaxPlusOne => 5,
+        IntEdge::U64Max => 6,
+        IntEdge::U64MaxPlusOne => 7,
+        IntEdge::Pow2To200 => 8,
+        IntEdge::NegPow2To200 => 9,
+    };
+    for (i, edge) in IntEdge::ALL.into_iter().enumerate() {
+        assert_eq!(index(edge), i, "{edge:?}");
+    }
+}

@@ -1,5 +1,6 @@
 //! `handles`: stateful sequences over up to four connections to two store files: connect, put, get,
-//! delete, len, items (with mutation mid-iteration), flush, stats, close, dropping references, gc,
+//! delete, len, items (with mutation mid-iteration), iterators kept across ops (next() after writes,
+//! close, or the connection's last reference dropped), flush, stats, close, dropping references, gc,
 //! hostile keys and values. Oracles: allowed exceptions only (InvalidStateError after close,
 //! TimeoutError when a file is already open), a dict model of each file that every read must agree
 //! with (also after reopening from disk), and the native ledger back at baseline at the end.
@@ -39,12 +40,12 @@ impl Scenario for HandlesInput {
         })
     }
     fn repro(&self, script: ReproScript) -> ReproScript {
-        let script = script.step(format!("slots = [None] * {SLOTS}"));
+        let script = script.step(format!("slots = [None] * {SLOTS}\nkept = [None] * {SLOTS}"));
         self.ops
             .iter()
             .take(48)
             .fold(script, |s, op| s.step(op.to_python()))
-            .step("slots = None\ngc.collect()")
+            .step("kept = None\nslots = None\ngc.collect()")
     }
 }
 

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::key::KeyArg;
-use super::state::{expect_closed, file_name, is_closed, mismatch, slot, HandleState};
+use super::state::{expect_closed, file_name, is_closed, mismatch, slot, HandleState, KeptIter};
 use crate::{py_bytes, py_failure};
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -62,6 +62,16 @@ pub enum HandleOp {
         slot: u8,
         key: PyValue,
     },
+    /// `kept[it] = slots[slot].items()`: an iterator that outlives the ops after it (writes,
+    /// close, dropping the connection).
+    KeepItems {
+        slot: u8,
+        it: u8,
+    },
+    /// `next(kept[it])`, whatever happened to its connection and store since.
+    NextKept {
+        it: u8,
+    },
 }
 
 impl HandleOp {
@@ -82,6 +92,7 @@ impl HandleOp {
                 st.slots[slot(*s)] = None;
                 return Ok(());
             }
+            HandleOp::NextKept { it } => return next_kept(py, st, *it),
             HandleOp::Gc => {
                 return py
                     .import("gc")
@@ -98,7 +109,8 @@ impl HandleOp {
             | HandleOp::Stats { slot: s }
             | HandleOp::Close { slot: s }
             | HandleOp::HostilePut { slot: s, .. }
-            | HandleOp::HostileGet { slot: s, .. } => *s,
+            | HandleOp::HostileGet { slot: s, .. }
+            | HandleOp::KeepItems { slot: s, .. } => *s,
         };
         // Every other op is on the connection in a slot: nothing to do on an empty one.
         let Some((c, file)) = st.conn(s) else {
@@ -123,7 +135,11 @@ impl HandleOp {
             HandleOp::Close { .. } => on.close(),
             HandleOp::HostilePut { key, value, .. } => on.hostile_put(st, key, value),
             HandleOp::HostileGet { key, .. } => on.hostile_get(key),
-            HandleOp::Connect { .. } | HandleOp::Drop { .. } | HandleOp::Gc => unreachable!(),
+            HandleOp::KeepItems { it, .. } => on.keep_items(st, *it),
+            HandleOp::Connect { .. }
+            | HandleOp::Drop { .. }
+            | HandleOp::Gc
+            | HandleOp::NextKept { .. } => unreachable!(),
         }
     }
 
@@ -165,6 +181,11 @@ impl HandleOp {
                 guard(s, format!("{}.put({}, {})", c(s), key.to_python_source(), value.to_python_source()))
             }
             HandleOp::HostileGet { slot: s, key } => guard(s, format!("{}.get({})", c(s), key.to_python_source())),
+            HandleOp::KeepItems { slot: s, it } => guard(s, format!("kept[{}] = {}.items()", slot(*it), c(s))),
+            HandleOp::NextKept { it } => {
+                let k = format!("kept[{}]", slot(*it));
+                format!("if {k} is not None:\n    print(next({k}, None))")
+            }
         }
     }
 }
@@ -185,11 +206,7 @@ fn connect<'py>(
         &[("timeout", 0i32.into_pyobject(py).unwrap().into_any())],
     )
     .unwrap();
-    let opened_elsewhere = st
-        .slots
-        .iter()
-        .flatten()
-        .any(|(c, f)| *f == file && !is_closed(c));
+    let opened_elsewhere = st.opened(file);
     match native.call_method("connect", (path,), Some(&kw)) {
         Ok(c) => {
             if opened_elsewhere {
@@ -241,6 +258,7 @@ impl<'py> OnConn<'_, 'py> {
         match c.call_method1("put", (self.key(key)?, PyBytes::new(py, value))) {
             Ok(_) => {
                 st.model[f].insert(key.bytes(), value.to_vec());
+                st.writes[f] += 1;
             }
             Err(e) => self.closed(e)?,
         }
@@ -281,6 +299,7 @@ impl<'py> OnConn<'_, 'py> {
         match c.call_method1("delete", (k,)) {
             Ok(_) if had => {
                 st.model[f].remove(&key.bytes());
+                st.writes[f] += 1;
             }
             Ok(_) => return Err(mismatch("delete of an absent key succeeded".into())),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) && !is_closed(c) => {
@@ -326,6 +345,7 @@ impl<'py> OnConn<'_, 'py> {
                     .is_ok()
                 {
                     st.model[f].insert(key, b"m".to_vec());
+                    st.writes[f] += 1;
                     mutated = true;
                 }
             }
@@ -413,6 +433,23 @@ impl<'py> OnConn<'_, 'py> {
         Ok(())
     }
 
+    fn keep_items(&self, st: &mut HandleState<'py>, it: u8) -> Result<(), OracleFailure> {
+        match self.c.call_method0("items") {
+            Ok(iter) => {
+                st.kept[slot(it)] = Some(KeptIter {
+                    it: iter,
+                    conn: self.c.clone(),
+                    file: self.f,
+                    writes_at_start: st.writes[self.f],
+                    unseen: st.model[self.f].clone(),
+                    done: false,
+                });
+                Ok(())
+            }
+            Err(e) => self.closed(e),
+        }
+    }
+
     fn hostile_get(&self, key: &PyValue) -> Result<(), OracleFailure> {
         if let Ok(k) = key.materialise(self.py) {
             if let Err(e) = self.c.call_method1("get", (&k,)) {
@@ -421,4 +458,59 @@ impl<'py> OnConn<'_, 'py> {
         }
         Ok(())
     }
+}
+
+/// `next()` on a kept iterator, against what its connection and store went through: on a closed
+/// connection or after any write to its store it must raise InvalidStateError (a finished iterator
+/// may keep saying StopIteration); otherwise it yields each item the store had when it was created,
+/// once, and stops only when none is left.
+fn next_kept<'py>(py: Python<'py>, st: &mut HandleState<'py>, it: u8) -> Result<(), OracleFailure> {
+    let writes = st.writes;
+    let Some(k) = st.kept[slot(it)].as_mut() else {
+        return Ok(());
+    };
+    let invalid = is_closed(&k.conn) || writes[k.file] != k.writes_at_start;
+    match k.it.call_method0("__next__") {
+        Ok(item) => {
+            if k.done || invalid {
+                return Err(mismatch(format!(
+                    "a kept iterator yielded {item} {}",
+                    if k.done {
+                        "after StopIteration"
+                    } else {
+                        "after its store was closed or written"
+                    }
+                )));
+            }
+            let (key, value): (Vec<u8>, Vec<u8>) =
+                item.extract().map_err(|e| py_failure(py, "kept item", e))?;
+            if k.unseen.remove(&key) != Some(value.clone()) {
+                return Err(mismatch(format!(
+                    "a kept iterator yielded ({key:?}, {value:?}): not an item of the store it was created on, or yielded twice"
+                )));
+            }
+        }
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+            if !k.done && !invalid && !k.unseen.is_empty() {
+                return Err(mismatch(format!(
+                    "a kept iterator stopped with {} item(s) never yielded: {:?}",
+                    k.unseen.len(),
+                    k.unseen
+                )));
+            }
+            if !k.done && invalid {
+                return Err(mismatch(
+                    "a kept iterator said StopIteration, not InvalidStateError, after its store was closed or written"
+                        .into(),
+                ));
+            }
+            k.done = true;
+        }
+        Err(e) => {
+            if !(invalid && !k.done && is_native_error(py, &e, "InvalidStateError")) {
+                return Err(py_failure(py, "kept iterator", e));
+            }
+        }
+    }
+    Ok(())
 }

@@ -14,11 +14,28 @@ pub(super) const SLOTS: usize = 4;
 /// A connection in a slot, and which of the two store files it opened.
 pub(super) type Slot<'py> = Option<(Bound<'py, PyAny>, bool)>;
 
-/// Per-input state: the connection slots and a dict model per file.
+/// An iterator kept across ops (`KeepItems` .. `NextKept`), with what it may still yield.
+pub(super) struct KeptIter<'py> {
+    pub(super) it: Bound<'py, PyAny>,
+    /// The connection it iterates (it keeps it alive, even after the slot drops it).
+    pub(super) conn: Bound<'py, PyAny>,
+    pub(super) file: usize,
+    /// `writes[file]` when it was created: any write since then invalidates it.
+    pub(super) writes_at_start: u64,
+    /// The store's items when it was created, minus those it has yielded.
+    pub(super) unseen: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// It has said StopIteration.
+    pub(super) done: bool,
+}
+
+/// Per-input state: the connection slots, a dict model per file, how many writes each file has
+/// seen, and the kept iterators.
 pub struct HandleState<'py> {
     pub(super) scratch: Scratch,
     pub(super) slots: Vec<Slot<'py>>,
     pub(super) model: [BTreeMap<Vec<u8>, Vec<u8>>; 2],
+    pub(super) writes: [u64; 2],
+    pub(super) kept: Vec<Option<KeptIter<'py>>>,
 }
 
 pub(super) fn slot(s: u8) -> usize {
@@ -43,7 +60,16 @@ impl<'py> HandleState<'py> {
             scratch: Scratch::new(),
             slots: vec![None; SLOTS],
             model: Default::default(),
+            writes: [0; 2],
+            kept: (0..SLOTS).map(|_| None).collect(),
         }
+    }
+
+    /// Is `file` open on any connection the input still holds (in a slot or kept by an iterator)?
+    pub(super) fn opened(&self, file: bool) -> bool {
+        let kept = self.kept.iter().flatten().map(|k| (&k.conn, k.file == 1));
+        let slots = self.slots.iter().flatten().map(|(c, f)| (c, *f));
+        slots.chain(kept).any(|(c, f)| f == file && !is_closed(c))
     }
 
     /// The connection in slot `s` (if any) and its file.
@@ -71,11 +97,14 @@ impl<'py> HandleState<'py> {
             .and_then(|l| l.extract())
             .map_err(|e| py_failure(py, "resync", e))?;
         self.model[file as usize] = items.into_iter().collect();
+        self.writes[file as usize] += 1;
         Ok(())
     }
 
     /// Close every connection, then reopen both files from disk: the model must survive a close.
     pub(super) fn check_reopened(&mut self, py: Python<'py>) -> Result<(), OracleFailure> {
+        // Kept iterators hold their connections open: release them first.
+        self.kept.iter_mut().for_each(|k| *k = None);
         for (_, c) in self.slots.iter().flatten().map(|(c, f)| (f, c)) {
             let _ = c.call_method0("close");
         }

@@ -163,11 +163,20 @@ impl BufferCall {
                 }
                 let kw = crate::kwargs(py, &[("key", k.clone()), ("rounds", r.clone())])
                     .map_err(|e| crate::py_failure(py, "kwargs", e))?;
-                check_call(py, &fresh, allowed, || {
+                let read_only = is_read_only(py, &arg);
+                let done = check_call(py, &fresh, allowed, || {
                     native
                         .call_method("process", (&arg,), Some(&kw))
                         .map(|_| ())
                 })?;
+                // process() works in place: an object whose buffer is read-only (bytes, a
+                // read-only memoryview or mmap) must be refused, never transformed.
+                if done.is_some() && read_only {
+                    return Err(OracleFailure::new(
+                        "contract",
+                        format!("process() accepted a read-only buffer ({})", data.kind()),
+                    ));
+                }
                 resizable_after(py, &arg)
             }
             BufferCall::ChecksumExact { kind, data } => {
@@ -242,7 +251,8 @@ impl BufferCall {
         match self {
             BufferCall::Checksum { data } => format!("native.checksum({})", data.to_python_source()),
             BufferCall::Process { data, key, rounds } => format!(
-                "native.process({}, key={}, rounds={})",
+                "_d = {}\n_ro = _read_only(_d)\nnative.process(_d, key={}, rounds={})\n\
+                 assert not _ro, 'process() accepted a read-only buffer'",
                 data.to_python_source(),
                 key.to_python_source(),
                 rounds.to_python_source()
@@ -376,3 +386,18 @@ impl BuffersInput {
 /// The `buffers` fuzz target (`fuzz_targets/buffers.rs`).
 pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
     std::sync::LazyLock::new(|| crate::target("buffers", &BuffersInput::allowed()));
+
+/// Does `obj` export a read-only buffer? (False when it exports none: process() refuses it anyway.)
+fn is_read_only(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    let probe = || -> PyResult<bool> {
+        let view = py
+            .import("builtins")?
+            .getattr("memoryview")?
+            .call1((obj,))?;
+        let read_only = view.getattr("readonly")?.extract()?;
+        view.call_method0("release")?;
+        Ok(read_only)
+    };
+    // A hostile object may raise anything from its buffer export; that is not a finding here.
+    probe().unwrap_or(false)
+}

@@ -27,5 +27,14 @@ def _wait_ledger(baseline, seconds=5.0):
     assert _ledger() == baseline, f"ledger {_ledger()} != baseline {baseline}"
 
 
+def _read_only(obj):
+    """Does obj export a read-only buffer? (False if it exports none.)"""
+    try:
+        with memoryview(obj) as view:
+            return view.readonly
+    except BaseException:  # noqa: BLE001 - a hostile export may raise anything
+        return False
+
+
 _BASELINE = _ledger()
 _TMP = tempfile.mkdtemp(prefix="native-repro-")

@@ -52,17 +52,25 @@ def last(pattern: str, text: str) -> str | None:
 
 
 def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> dict:
+    """Fuzz `target` for `seconds` on its committed seeds; new inputs go to a scratch corpus."""
+    return run_target(
+        target, workdir / "corpus" / target, [f"-max_total_time={seconds}"], env, workdir / f"{target}.log", seconds
+    )
+
+
+def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str], log: Path, budget_s: int) -> dict:
+    """One libFuzzer run of `target` (CI's flags, the `limit` flags, new inputs into `corpus`, the committed
+    seeds read too): its stats and findings. `budget_s` bounds the run (plus 300 s of slack)."""
     artifacts = FUZZ / "artifacts" / target
     artifacts.mkdir(parents=True, exist_ok=True)
-    new_corpus = workdir / "corpus" / target  # new inputs go here: the committed seeds stay as they are
-    new_corpus.mkdir(parents=True, exist_ok=True)
+    corpus.mkdir(parents=True, exist_ok=True)  # new inputs go here: the committed seeds stay as they are
     seeds = FUZZ / "corpus" / target
     seeds.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(binary(target)),
-        str(new_corpus),
+        str(corpus),
         str(seeds),
-        f"-max_total_time={seconds}",
+        *limit,
         "-print_final_stats=1",
         "-timeout=30",
         "-rss_limit_mb=4096",
@@ -84,10 +92,11 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-        timeout=seconds + 300,
+        timeout=budget_s + 300,
     )
     out = proc.stdout
-    (workdir / f"{target}.log").write_text(out)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(out)
     result = {
         "target": target,
         "seconds": round(time.monotonic() - started),
@@ -97,7 +106,7 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
         "ft": last(r"ft: (\d+)", out) or "-",
         "corpus": last(r"corp: (\d+)", out) or "-",
         "findings": [],
-        "log": str(workdir / f"{target}.log"),
+        "log": str(log),
     }
     crashed = proc.returncode != 0
     artifact = last(r"Test unit written to (\S+)", out)

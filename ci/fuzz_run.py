@@ -116,7 +116,7 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
         if artifact and not repro:
             repro = regenerate_repro(target, Path(artifact), run_env)
         # An oracle failure panics (then aborts): name the oracle, not the abort.
-        kind = last(r"oracle failure: (\[[\w ]+\])", out) or last(
+        kind = last(r"oracle failure in \w+: (\[[\w ]+\])", out) or last(
             r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out
         )
         result["findings"].append({"kind": kind or f"exit {proc.returncode}", "artifact": artifact, "repro": repro})

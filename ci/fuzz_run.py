@@ -99,7 +99,7 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
     log.write_text(out)
     result = {
         "target": target,
-        "seconds": round(time.monotonic() - started),
+        "seconds": round(time.monotonic() - started, 1),
         "execs": int(last(r"stat::number_of_executed_units:\s*(\d+)", out) or 0),
         "exec_s": int(last(r"stat::average_exec_per_sec:\s*(\d+)", out) or 0),
         "cov": last(r"cov: (\d+)", out) or "-",

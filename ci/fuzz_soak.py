@@ -79,7 +79,7 @@ def soak_one(target: str, args: argparse.Namespace, env: dict[str, str], state: 
             row["chunks"] += 1
             row.pop("minimised", None)  # new inputs since the last merge
             row["execs"] += r["execs"]
-            row["seconds"] += r["seconds"]
+            row["seconds"] = round(row["seconds"] + r["seconds"], 1)
             row.update(cov=r["cov"], ft=r["ft"], corpus=r["corpus"])
             row["findings"] += r["findings"]
             save(state_file, state)
@@ -90,7 +90,7 @@ def soak_one(target: str, args: argparse.Namespace, env: dict[str, str], state: 
                 row["findings"].append({"kind": "executed nothing", "artifact": None, "repro": f"log {log}"})
                 save(state_file, state)
             break
-    if row["execs"] >= args.execs and not row.get("minimised") and not row["findings"]:
+    if row["execs"] >= args.execs and "minimised" not in row and not row["findings"]:
         kept = minimise(target, corpus, env, args.dir / "logs" / f"{target}-merge.log")
         with LOCK:
             row["minimised"] = kept
@@ -102,17 +102,17 @@ def write_report(args: argparse.Namespace, state: dict) -> None:
     lines = [
         f"Soak to {args.execs:,} executions per target (`ci/fuzz-soak`, resumable; state: {args.dir / 'state.json'}).",
         "",
-        "| target | executions | seconds | exec/s | coverage (edges) | features | corpus (minimised) | findings |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| target | executions | seconds | exec/s | coverage (edges) | features | corpus | new inputs kept | findings |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for target, row in sorted(state.items()):
         rate = round(row["execs"] / row["seconds"]) if row["seconds"] else 0
         done = "" if row["execs"] >= args.execs else " (not reached)"
-        corpus = f"{row['corpus']} ({row['minimised']})" if row.get("minimised") else str(row["corpus"])
+        kept = f"{row['minimised']:,} (merged)" if "minimised" in row else "not merged yet"
         findings = "; ".join(f"{f['kind']}: repro {f['repro']}" for f in row["findings"]) or "none"
         lines.append(
-            f"| {target} | {row['execs']:,}{done} | {row['seconds']:,} | {rate:,} | {row['cov']} | {row['ft']} "
-            f"| {corpus} | {findings} |"
+            f"| {target} | {row['execs']:,}{done} | {round(row['seconds']):,} | {rate:,} | {row['cov']} | {row['ft']} "
+            f"| {row['corpus']} | {kept} | {findings} |"
         )
     (args.dir / "REPORT.md").write_text("\n".join(lines) + "\n")
 

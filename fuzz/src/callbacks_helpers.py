@@ -72,8 +72,13 @@ def subscribe(conn_ref, kind, boxes, weakrefs):
 
 
 def writer(conn_ref, n, errors):
+    # The connection the writer is started on, taken now: the input may drop conn_ref's connection
+    # before the thread first runs (the soak found `None.put` that way after 22,160 inputs).
+    conn = conn_ref[0]
+
     def run():
-        conn = conn_ref[0]
+        if conn is None:
+            return
         for i in range(n):
             try:
                 conn.put(b"w%d" % (i % 4), b"v%d" % i)

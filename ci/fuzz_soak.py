@@ -10,7 +10,8 @@ DIR/corpus/<target>/ (the committed seeds are read too, never written). When a t
 corpus is minimised with libFuzzer's set-cover merge (what `cargo fuzz cmin` does, with fewer files
 for the same features). DIR/REPORT.md is the table after every chunk. A finding stops that target
 (its repro.py is under fuzz/artifacts/<target>/) and makes the command exit 1; a target that executed
-nothing is a failure too, never "clean".
+nothing is a failure too, never "clean". A stopped target stays stopped on the next call (its finding
+stays in the report) until `--restart <target>` clears its row; its corpus is kept.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=50_000, help="executions per libFuzzer run (default 50,000)")
     parser.add_argument("--dir", type=Path, default=ROOT / "target" / "soak", help="state, corpora, logs, REPORT.md")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument(
+        "--restart", default="", help="comma-separated targets whose saved progress and findings are cleared first"
+    )
     args = parser.parse_args()
     if args.execs < 1 or args.chunk < 1 or args.jobs < 1:
         parser.error("--execs, --chunk and --jobs must be at least 1")
@@ -136,6 +140,8 @@ def main() -> int:
     targets = [t for t in args.targets.split(",") if t] or all_targets(env)
     state_file = args.dir / "state.json"
     state = load(state_file)
+    for target in filter(None, args.restart.split(",")):
+        state.pop(target, None)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for f in [pool.submit(soak_one, t, args, env, state, state_file) for t in targets]:
             f.result()

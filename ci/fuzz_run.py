@@ -38,6 +38,21 @@ def all_targets(env: dict[str, str]) -> list[str]:
     return out.stdout.split()
 
 
+def chosen_targets(arg: str, env: dict[str, str]) -> list[str]:
+    """The targets `--targets` names (default: all), each checked against `cargo fuzz list` and built."""
+    known = all_targets(env)
+    targets = [t for t in arg.split(",") if t] or known
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        sys.exit(f"{Path(sys.argv[0]).name}: no fuzz target {', '.join(unknown)} (cargo fuzz list: {', '.join(known)})")
+    missing = [t for t in targets if not binary(t).exists()]
+    if missing:
+        sys.exit(
+            f"{Path(sys.argv[0]).name}: {', '.join(missing)} not built (run without --no-build, or `cargo fuzz build -O`)"
+        )
+    return targets
+
+
 def build(env: dict[str, str]) -> None:
     subprocess.run(["cargo", "fuzz", "build", "-O"], cwd=ROOT, env=env, check=True)
 
@@ -120,6 +135,9 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
             r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out
         )
         result["findings"].append({"kind": kind or f"exit {proc.returncode}", "artifact": artifact, "repro": repro})
+    elif result["execs"] == 0:
+        # A run that exercised nothing is not a clean run.
+        result["findings"].append({"kind": "executed nothing", "artifact": None, "repro": f"(log: {log})"})
     return result
 
 
@@ -181,7 +199,7 @@ def main() -> int:
     workdir = ROOT / "target" / "fuzz-run"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    targets = [t for t in args.targets.split(",") if t] or all_targets(env)
+    targets = chosen_targets(args.targets, env)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda t: fuzz_one(t, args.seconds, env, workdir), targets))
     table = summary(results)
@@ -191,6 +209,9 @@ def main() -> int:
         args.summary_file.write_text(table + "\n")
     findings = [f for r in results for f in r["findings"]]
     for f in findings:
+        if f["artifact"] is None and f["kind"] == "executed nothing":
+            print(f"FAILED: a target executed nothing {f['repro']}", file=sys.stderr)
+            continue
         print(
             f"FINDING {f['kind']}: artifact {f['artifact']}\n  reproduce: python {f['repro']}"
             "  (memory bugs: against the ASan build, environment in the repro's header)",

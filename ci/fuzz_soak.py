@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 
-from fuzz_run import ROOT, all_targets, binary, build, env_for_fuzzing, run_target
+from fuzz_run import ROOT, binary, build, chosen_targets, env_for_fuzzing, run_target
 
 LOCK = threading.Lock()
 
@@ -86,11 +86,6 @@ def soak_one(target: str, args: argparse.Namespace, env: dict[str, str], state: 
             save(state_file, state)
             write_report(args, state)
         print(f"{target}: {row['execs']:,} / {args.execs:,} executions ({r['exec_s']} exec/s)", file=sys.stderr)
-        if r["execs"] == 0:
-            with LOCK:
-                row["findings"].append({"kind": "executed nothing", "artifact": None, "repro": f"log {log}"})
-                save(state_file, state)
-            break
     if row["execs"] >= args.execs and "minimised" not in row and not row["findings"]:
         kept = minimise(target, corpus, env, args.dir / "logs" / f"{target}-merge.log")
         with LOCK:
@@ -137,7 +132,7 @@ def main() -> int:
     env = env_for_fuzzing()
     if not args.no_build:
         build(env)
-    targets = [t for t in args.targets.split(",") if t] or all_targets(env)
+    targets = chosen_targets(args.targets, env)
     state_file = args.dir / "state.json"
     state = load(state_file)
     for target in filter(None, args.restart.split(",")):

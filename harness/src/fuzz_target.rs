@@ -37,6 +37,7 @@ use crate::scenario::Scenario;
 /// `pyo3::append_to_inittab!` must run, so `import mymod` resolves to the instrumented copy linked
 /// into the binary); `after` runs once the interpreter is up (extra `sys.path` entries, a different
 /// re-entrancy hook...). By default a hostile value's re-entrancy hook collects garbage mid-call.
+/// Last, everything start-up made is frozen (`gc.freeze()`), so a collection costs what the input made.
 pub fn init_embedded(register: impl FnOnce(), after: impl FnOnce(Python<'_>) -> PyResult<()>) {
     reexec_with_default_flags(DEFAULT_LIBFUZZER_FLAGS);
     // SAFETY: the caller runs this before libFuzzer or Python start threads (see above), which is

@@ -1,6 +1,7 @@
 # Callback zoo for the `callbacks` fuzz target, shared verbatim by the fuzzer (exec'd once into a
 # module) and by every repro.py it writes, so both run exactly the same callbacks.
 import gc
+import os
 import sys
 import threading
 import time
@@ -9,6 +10,12 @@ import weakref
 import native
 
 UNRAISABLE = []
+
+# Native ids of the threads that delivered a callback (the handles' notifier threads): `finish` waits
+# until each has exited, so every call a notifier could still make has been made before it looks.
+NOTIFIER_TIDS = set()
+# The notifier threads inside a callback right now (set operations are atomic under the GIL).
+IN_CALLBACK = set()
 
 
 def _record_unraisable(args):
@@ -35,6 +42,15 @@ class Recorder:
         if box["cancelled"]:
             box["late"] += 1
         box["calls"] += 1
+        tid = threading.get_native_id()
+        NOTIFIER_TIDS.add(tid)
+        IN_CALLBACK.add(tid)
+        try:
+            self._react(box, ev)
+        finally:
+            IN_CALLBACK.discard(tid)
+
+    def _react(self, box, ev):
         if not isinstance(ev, native.Event) or not isinstance(ev.key, bytes):
             box["bad_event"] += 1
         kind, conn = self.kind, self.conn_ref[0]
@@ -94,23 +110,47 @@ def writer(conn_ref, n, errors):
 
 
 def settle(conn_ref, limit=0.02):
-    """Wait (bounded) until the notifier stops delivering: events are asynchronous."""
+    """Wait (bounded) until the notifier stops delivering: events are asynchronous. Quiet means no
+    callback is running and the delivered count held still across two short polls."""
     conn = conn_ref[0]
     deadline = time.monotonic() + limit
-    last = -1
+    last, still = -1, 0
     while time.monotonic() < deadline:
         try:
-            now = conn.stats().events_delivered
+            stats = conn.stats()
         except native.InvalidStateError:
             return
-        if now == last:
-            return
-        last = now
-        time.sleep(0.001)
+        now = stats.events_delivered
+        if not IN_CALLBACK and stats.subscriptions == 0:
+            return  # nobody left to deliver to: nothing pending can run a callback
+        if now == last and not IN_CALLBACK:
+            still += 1
+            if still == 2:
+                return
+        else:
+            last, still = now, 0
+        time.sleep(0.0001)
+
+
+def _wait_notifiers_gone(limit):
+    """Wait (bounded) until every thread that delivered a callback has exited; False if one is still
+    running at the deadline. Every connection is closed and released by now: close joins its notifier,
+    or (closed from inside a callback) the notifier tears itself down and exits."""
+    deadline = time.monotonic() + limit
+    while True:
+        alive = {t for t in NOTIFIER_TIDS if os.path.exists(f"/proc/self/task/{t}")}
+        if not alive:
+            NOTIFIER_TIDS.clear()
+            return True
+        if time.monotonic() >= deadline:
+            NOTIFIER_TIDS.clear()
+            return False
+        time.sleep(0.0002)
 
 
 def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
-    """End of an input: join writers, close, then check no late call and that callbacks were released."""
+    """End of an input: join writers, close and release everything, wait until every notifier thread
+    is gone, then check no late call and that callbacks were released."""
     for t in threads:
         t.join()
     if conn_ref[0] is not None:
@@ -120,20 +160,24 @@ def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
         conn_ref[0].close()
     for b in boxes:
         b["cancelled"] = True
-    time.sleep(0.002)
+        b["sub"] = None
+    conn_ref[0] = None
+    subs.clear()
     problems = list(errors)
+    deadline = time.monotonic() + 2.0
+    while any(w() is not None for w in weakrefs) and time.monotonic() < deadline:
+        gc.collect()
+        if any(w() is not None for w in weakrefs):
+            time.sleep(0.0005)
+    # A late call can come until its notifier has exited: waiting for that (not a fixed pause) means
+    # every late call is counted below, and costs nothing when close joined the notifier.
+    if not _wait_notifiers_gone(2.0):
+        problems.append("a notifier thread still runs 2 s after every connection was closed and released")
     for i, b in enumerate(boxes):
         if b["late"]:
             problems.append(f"subscription #{i}: {b['late']} call(s) after cancel/close returned")
         if b["bad_event"]:
             problems.append(f"subscription #{i}: {b['bad_event']} malformed event(s)")
-        b["sub"] = None
-    conn_ref[0] = None
-    subs.clear()
-    deadline = time.monotonic() + 2.0
-    while any(w() is not None for w in weakrefs) and time.monotonic() < deadline:
-        gc.collect()
-        time.sleep(0.001)
     alive = sum(w() is not None for w in weakrefs)
     if alive:
         problems.append(f"{alive} callback object(s) still alive after close + gc: the wrapper leaked them")

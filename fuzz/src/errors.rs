@@ -7,9 +7,12 @@
 //! and otherwise opens holding exactly what that reader finds and stays usable; the native ledger
 //! returns to baseline (no handle leaks on error paths). ASan watches the log parser.
 
+use std::borrow::Cow;
+
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 
 use crate::{allowed, py_bytes, py_failure, with_ledger, Scenario, Scratch};
 
@@ -52,91 +55,125 @@ pub enum TimeoutArg {
     Hostile(PyValue),
 }
 
-impl TimeoutArg {
-    fn source(&self) -> String {
-        match self {
-            TimeoutArg::Zero => "0".into(),
-            TimeoutArg::Small(ms) => format!("{}", f64::from(*ms % 20) / 1000.0),
-            TimeoutArg::Negative => "-1.0".into(),
-            TimeoutArg::Nan => "float('nan')".into(),
-            TimeoutArg::Hostile(v) => v.to_python_source(),
-        }
+/// One argument of a case call: built as a Python object when fuzzing, spelled as a literal in
+/// repro.py, from the same value.
+enum Arg<'a> {
+    Text(&'static str),
+    Bytes(Cow<'a, [u8]>),
+    Int(u64),
+    Float(f64),
+    Hostile(&'a PyValue),
+    Tuple(Vec<Arg<'a>>),
+    List(Vec<Arg<'a>>),
+}
+
+impl Arg<'_> {
+    fn object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let items = |args: &[Arg<'_>]| {
+            args.iter()
+                .map(|a| a.object(py))
+                .collect::<PyResult<Vec<_>>>()
+        };
+        Ok(match self {
+            Arg::Text(t) => PyString::new(py, t).into_any(),
+            Arg::Bytes(b) => PyBytes::new(py, b).into_any(),
+            Arg::Int(i) => i.into_pyobject(py)?.into_any(),
+            Arg::Float(f) => PyFloat::new(py, *f).into_any(),
+            Arg::Hostile(v) => v.materialise(py)?,
+            Arg::Tuple(args) => PyTuple::new(py, items(args)?)?.into_any(),
+            Arg::List(args) => PyList::new(py, items(args)?)?.into_any(),
+        })
     }
 
-    /// A hostile value that is a valid large timeout would make the input wait for minutes.
-    fn is_slow(&self, py: Python<'_>) -> bool {
-        if let TimeoutArg::Hostile(v) = self {
-            if let Ok(obj) = v.materialise(py) {
-                if obj.is_none() {
-                    return true; // None waits forever
-                }
-                if let Ok(f) = obj.extract::<f64>() {
-                    return f.is_finite() && f > 0.05 || f == f64::INFINITY;
-                }
-            }
+    fn source(&self) -> String {
+        let items = |args: &[Arg<'_>]| args.iter().map(Arg::source).collect::<Vec<_>>().join(", ");
+        match self {
+            Arg::Text(t) => format!("{t:?}"),
+            Arg::Bytes(b) => py_bytes(b),
+            Arg::Int(i) => i.to_string(),
+            Arg::Float(f) if f.is_nan() => "float('nan')".into(),
+            Arg::Float(f) => format!("{f:?}"),
+            Arg::Hostile(v) => v.to_python_source(),
+            Arg::Tuple(args) if args.len() == 1 => format!("({},)", items(args)),
+            Arg::Tuple(args) => format!("({})", items(args)),
+            Arg::List(args) => format!("[{}]", items(args)),
         }
-        false
     }
 }
 
-fn path_source(case: &PathCase) -> String {
-    match case {
-        PathCase::MissingDirectory => "os.path.join(_TMP, 'missing', 'x.db')".into(),
-        PathCase::IsDirectory => "_TMP".into(),
-        PathCase::NulByte => "os.path.join(_TMP, 'nul\\x00.db')".into(),
-        PathCase::Empty => "''".into(),
-        PathCase::AsBytes => "os.fsencode(os.path.join(_TMP, 'bytes.db'))".into(),
-        PathCase::Hostile(v) => v.to_python_source(),
+impl TimeoutArg {
+    fn arg(&self) -> Arg<'_> {
+        match self {
+            TimeoutArg::Zero => Arg::Int(0),
+            TimeoutArg::Small(ms) => Arg::Float(f64::from(*ms % 20) / 1000.0),
+            TimeoutArg::Negative => Arg::Float(-1.0),
+            TimeoutArg::Nan => Arg::Float(f64::NAN),
+            TimeoutArg::Hostile(v) => Arg::Hostile(v),
+        }
+    }
+}
+
+impl Corruption {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Tuple(match self {
+            Corruption::Flip { offset, mask } => vec![
+                Arg::Text("flip"),
+                Arg::Int(u64::from(*offset)),
+                Arg::Int(u64::from(*mask)),
+            ],
+            Corruption::Truncate { keep } => {
+                vec![Arg::Text("truncate"), Arg::Int(u64::from(*keep))]
+            }
+            Corruption::Append(b) => vec![Arg::Text("append"), Arg::Bytes(Cow::Borrowed(b))],
+            Corruption::Overwrite { offset, bytes } => vec![
+                Arg::Text("overwrite"),
+                Arg::Int(u64::from(*offset)),
+                Arg::Bytes(Cow::Borrowed(bytes)),
+            ],
+        })
     }
 }
 
 impl ErrorCase {
-    fn source(&self) -> String {
+    /// This case as a call of one of `errors_checks.py`'s `case_*` functions: its name and arguments.
+    fn call(&self) -> (&'static str, Vec<Arg<'_>>) {
         match self {
-            ErrorCase::Path(p) => format!(
-                "_path = {}\nif not _unsafe_path(_path):\n    _check_error(lambda: native.connect(_path).close())",
-                path_source(p)
-            ),
-            ErrorCase::Corrupt { records, damage } => {
-                let records = &records[..records.len().min(8)];
-                let puts: Vec<String> =
-                    records.iter().map(|(k, v)| format!("_c.put({}, {})", py_bytes(&[b'k', *k]), py_bytes(v))).collect();
-                // The model of what was written: the last value put under each key.
-                let model: std::collections::BTreeMap<[u8; 2], &Vec<u8>> =
-                    records.iter().map(|(k, v)| ([b'k', *k], v)).collect();
-                let model: Vec<String> =
-                    model.iter().map(|(k, v)| format!("{}: {}", py_bytes(k), py_bytes(v))).collect();
-                let damage: Vec<String> = damage.iter().take(4).map(damage_source).collect();
-                format!(
-                    "_p = os.path.join(_TMP, 'c.db')\nif os.path.exists(_p):\n    os.remove(_p)  # a fresh store per case: the model is this case's puts\n_c = native.connect(_p)\n{}\n_c.close()\n_data = bytearray(open(_p, 'rb').read())\n_check_model(bytes(_data), {{{}}})\n{}\nopen(_p, 'wb').write(_data)\n_check_error(lambda: _check_against_reference(_p, bytes(_data)))",
-                    if puts.is_empty() { "pass".into() } else { puts.join("\n") },
-                    model.join(", "),
-                    if damage.is_empty() { "pass".into() } else { damage.join("\n") }
-                )
+            ErrorCase::Path(p) => {
+                let kind = match p {
+                    PathCase::MissingDirectory => "missing_directory",
+                    PathCase::IsDirectory => "is_directory",
+                    PathCase::NulByte => "nul_byte",
+                    PathCase::Empty => "empty",
+                    PathCase::AsBytes => "as_bytes",
+                    PathCase::Hostile(v) => {
+                        return ("case_path", vec![Arg::Text("hostile"), Arg::Hostile(v)])
+                    }
+                };
+                ("case_path", vec![Arg::Text(kind)])
             }
-            ErrorCase::Locked { timeout } => format!(
-                "_p = os.path.join(_TMP, 'l.db')\n_holder = native.connect(_p)\ntry:\n    _check_error(lambda: native.connect(_p, timeout={}).close())\nfinally:\n    _holder.close()",
-                timeout.source()
-            ),
+            ErrorCase::Corrupt { records, damage } => {
+                let records = records[..records.len().min(8)]
+                    .iter()
+                    .map(|(k, v)| {
+                        Arg::Tuple(vec![
+                            Arg::Bytes(Cow::Owned(vec![b'k', *k])),
+                            Arg::Bytes(Cow::Borrowed(v)),
+                        ])
+                    })
+                    .collect();
+                let damage = damage.iter().take(4).map(Corruption::arg).collect();
+                ("case_corrupt", vec![Arg::List(records), Arg::List(damage)])
+            }
+            ErrorCase::Locked { timeout } => ("case_locked", vec![timeout.arg()]),
         }
     }
-}
 
-fn damage_source(d: &Corruption) -> String {
-    match d {
-        Corruption::Flip { offset, mask } => format!(
-            "if _data:\n    _data[{offset} % len(_data)] ^= {}",
-            mask.max(&1)
-        ),
-        Corruption::Truncate { keep } => format!("del _data[{keep} % (len(_data) + 1):]"),
-        Corruption::Append(b) => format!("_data += {}", py_bytes(b)),
-        Corruption::Overwrite { offset, bytes } => {
-            format!(
-                "_o = {offset} % (len(_data) + 1)\n_data[_o:_o + {}] = {}",
-                bytes.len(),
-                py_bytes(bytes)
-            )
-        }
+    fn source(&self) -> String {
+        let (name, args) = self.call();
+        format!(
+            "{name}({})",
+            args.iter().map(Arg::source).collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -156,7 +193,7 @@ impl Scenario for ErrorsInput {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
             let scratch = Scratch::new();
-            // The cases' source spells hostile values with the prelude as `_fh`.
+            // A fresh namespace per input, as a repro.py's (which imports the prelude as `_fh`).
             let globals =
                 ffi_harness::prelude_globals(py).map_err(|e| py_failure(py, "prelude", e))?;
             globals
@@ -177,14 +214,20 @@ impl Scenario for ErrorsInput {
                 .and_then(|exec| exec.call1((checks.bind(py), &globals)))
                 .map_err(|e| py_failure(py, "setup", e))?;
             for (i, case) in self.cases.iter().take(6).enumerate() {
-                if let ErrorCase::Locked { timeout } = case {
-                    if timeout.is_slow(py) {
-                        continue;
-                    }
-                }
-                let code =
-                    std::ffi::CString::new(case.source()).expect("no NUL in generated source");
-                if let Err(e) = py.run(&code, Some(&globals), None) {
+                // The case runs as a call with data (compiling generated source per case took a third
+                // of each input's CPU); its repro.py step is the same call spelled as literals.
+                let (name, args) = case.call();
+                let result = args
+                    .iter()
+                    .map(|a| a.object(py))
+                    .collect::<PyResult<Vec<_>>>()
+                    .and_then(|args| {
+                        let f = globals
+                            .get_item(name)?
+                            .expect("errors_checks.py defines case_*");
+                        f.call1(PyTuple::new(py, args)?)
+                    });
+                if let Err(e) = result {
                     allowed
                         .check(py, &e)
                         .map_err(|f| f.context(format_args!("case #{i} {case:?}")))?;

@@ -1,6 +1,8 @@
-# Python checks of the `errors` fuzz target, shared by the fuzzer and repro.py: documented classes,
-# complete error objects, and an independent reader of libnative's file format. `_TMP` is the input's
-# scratch directory (set by the target, or by the reproducer's preamble).
+# The cases and checks of the `errors` fuzz target, shared by the fuzzer, repro.py and the atheris
+# baseline: each case is one `case_*` function called with plain data (the fuzzer builds the arguments,
+# a repro.py spells them as literals), checked for documented classes, complete error objects, and
+# against an independent reader of libnative's file format. `_TMP` is the input's scratch directory
+# (set by the target, or by the reproducer's preamble).
 import os
 import struct as _struct
 import zlib as _zlib
@@ -108,3 +110,83 @@ def _check_error(fn):
             assert isinstance(e.errno, int) and e.errno > 0, f"ConnectionError without errno: {e!r}"
             assert e.filename is not None, f"ConnectionError without filename: {e!r}"
         raise
+
+
+_PATHS = {
+    "missing_directory": lambda: os.path.join(_TMP, "missing", "x.db"),  # noqa: F821
+    "is_directory": lambda: _TMP,  # noqa: F821
+    "nul_byte": lambda: os.path.join(_TMP, "nul\x00.db"),  # noqa: F821
+    "empty": lambda: "",
+    "as_bytes": lambda: os.fsencode(os.path.join(_TMP, "bytes.db")),  # noqa: F821
+}
+
+
+def case_path(kind, hostile=None):
+    """connect() on a path of one bad shape (a `_PATHS` kind), or on a hostile object ("hostile")."""
+    path = hostile if kind == "hostile" else _PATHS[kind]()
+    if not _unsafe_path(path):
+        _check_error(lambda: native.connect(path).close())
+
+
+def _damage(data, how):
+    kind = how[0]
+    if kind == "flip":
+        if data:
+            data[how[1] % len(data)] ^= max(how[2], 1)
+    elif kind == "truncate":
+        del data[how[1] % (len(data) + 1) :]
+    elif kind == "append":
+        data += how[1]
+    elif kind == "overwrite":
+        o = how[1] % (len(data) + 1)
+        data[o : o + len(how[2])] = how[2]
+    else:
+        raise AssertionError(f"unknown damage {how!r}")
+
+
+def case_corrupt(records, damage):
+    """Write `records` ((key, value) puts) to a fresh store, check the reference reader reads back the
+    model of what was written, apply `damage` (("flip", offset, mask), ("truncate", keep),
+    ("append", bytes), ("overwrite", offset, bytes)) to the file, then reopen it."""
+    p = os.path.join(_TMP, "c.db")  # noqa: F821
+    if os.path.exists(p):
+        os.remove(p)  # a fresh store per case: the model is this case's puts
+    c = native.connect(p)
+    model = {}
+    for k, v in records:
+        c.put(k, v)
+        model[k] = v  # the last value put under each key
+    c.close()
+    with open(p, "rb") as f:
+        data = bytearray(f.read())
+    _check_model(bytes(data), model)
+    for how in damage:
+        _damage(data, how)
+    with open(p, "wb") as f:
+        f.write(data)
+    _check_error(lambda: _check_against_reference(p, bytes(data)))
+
+
+def _waits_long(timeout):
+    """Whether connect() would take `timeout` as a long wait (None waits forever): such an input would
+    sleep for minutes, so it is not tried. Converts as the wrapper does (__float__, else __index__)."""
+    if timeout is None:
+        return True
+    if not (hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")):
+        return False
+    try:
+        return float(timeout) > 0.05
+    except BaseException:  # noqa: BLE001 - a hostile __float__ may raise anything; connect() will too
+        return False
+
+
+def case_locked(timeout):
+    """connect() with `timeout` to a store another connection holds locked."""
+    if _waits_long(timeout):
+        return
+    p = os.path.join(_TMP, "l.db")  # noqa: F821
+    holder = native.connect(p)
+    try:
+        _check_error(lambda: native.connect(p, timeout=timeout).close())
+    finally:
+        holder.close()

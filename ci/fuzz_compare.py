@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
-PAIRS = ["buffers", "handles", "structs"]
+PAIRS = ["buffers", "handles", "structs", "callbacks", "errors"]
 
 
 def exec_per_sec(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:

@@ -1,13 +1,18 @@
 """atheris (libFuzzer for Python) driving the same `native` operations as the cargo-fuzz targets, with
 the same oracles written in Python: the baseline for ci/fuzz_compare.py's exec/s ratio.
 
-Usage: python native_atheris.py <buffers|handles|structs> [libFuzzer flags]
+Usage: python native_atheris.py <buffers|handles|structs|callbacks|errors> [libFuzzer flags]
+
+callbacks and errors call the cargo-fuzz targets' own Python (fuzz/src/callbacks_helpers.py and
+fuzz/src/errors_checks.py), so both sides run the same callbacks, cases and checks.
 """
 
 import gc
 import os
+import shutil
 import sys
 import tempfile
+import time
 
 import atheris
 
@@ -16,7 +21,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from _refs import fnv1a64 as ref_fnv
 from _refs import process_ref as ref_process
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 with atheris.instrument_imports():
+    import callbacks_helpers as cb
+    import errors_checks
     import native
 
 ALLOWED = (
@@ -160,7 +168,155 @@ def fuzz_structs(data):
     assert ledger() == base
 
 
-TARGETS = {"buffers": fuzz_buffers, "handles": fuzz_handles, "structs": fuzz_structs}
+def wait_ledger(base, limit=5.0):
+    """The ledger returns to `base` (a notifier may still be tearing a subscription down), as the cargo-fuzz
+    targets' ledger check waits."""
+    deadline = time.monotonic() + limit
+    while ledger() != base and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert ledger() == base, f"ledger {ledger()} != {base}"
+
+
+KINDS = ["record", "raise", "get", "put", "close", "cancel_self", "subscribe", "gc"]
+
+
+def _on_conn(conn_ref, fn):
+    if conn_ref[0] is None:
+        return
+    try:
+        fn(conn_ref[0])
+    except native.InvalidStateError:
+        pass
+
+
+@atheris.instrument_func
+def fuzz_callbacks(data):
+    # The ops of the cargo-fuzz `callbacks` target (fuzz/src/callbacks.rs) over the same helpers.
+    fdp = atheris.FuzzedDataProvider(data)
+    base = ledger()
+    _seq[0] += 1
+    path = os.path.join(TMP, f"cb{_seq[0]}.db")
+    conn_ref = [native.connect(path)]
+    subs, boxes, weakrefs, threads, errors = [], [], [], [], []
+    for _ in range(fdp.ConsumeIntInRange(0, 32)):
+        op, i = fdp.ConsumeIntInRange(0, 12), fdp.ConsumeIntInRange(0, 255)
+        if op == 0:
+            kind = KINDS[i % len(KINDS)]
+            _on_conn(conn_ref, lambda _c, k=kind: subs.append(cb.subscribe(conn_ref, k, boxes, weakrefs)))
+        elif op in (1, 2, 3) and subs and subs[i % len(subs)] is not None:
+            sub = subs[i % len(subs)]
+            if op == 3:
+                sub.__exit__(None, None, None)
+            else:
+                for _ in range(op):
+                    sub.cancel()
+            boxes[i % len(subs)]["cancelled"] = True
+        elif op == 4:
+            value = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))
+            _on_conn(conn_ref, lambda c: c.put(b"k" + bytes([97 + i % 4]), value))
+        elif op == 5:
+            try:
+                _on_conn(conn_ref, lambda c: c.delete(b"k" + bytes([97 + i % 4])))
+            except KeyError:
+                pass
+        elif op == 6:
+            _on_conn(conn_ref, lambda _c: threads.append(cb.writer(conn_ref, i % 64 + 1, errors)))
+        elif op == 7:
+            _on_conn(conn_ref, lambda _c: cb.settle(conn_ref))
+        elif op == 8:
+
+            def close(c):
+                c.close()
+                for b in boxes:
+                    b["cancelled"] = True
+
+            _on_conn(conn_ref, close)
+        elif op == 9 and subs:
+            subs[i % len(subs)] = None
+        elif op in (10, 11):
+            if conn_ref[0] is not None:
+                conn_ref[0] = None
+                for t in threads:
+                    t.join()
+                gc.collect()
+                for b in boxes:
+                    b["cancelled"] = True
+            if op == 11:
+                conn_ref[0] = native.connect(path)
+        elif op == 12:
+            gc.collect()
+    problems = cb.finish(conn_ref, subs, boxes, weakrefs, threads, errors)
+    assert not problems, problems
+    wait_ledger(base)
+    os.unlink(path)
+
+
+PATH_KINDS = ["missing_directory", "is_directory", "nul_byte", "empty", "as_bytes"]
+
+
+def _value(fdp):
+    """A small hostile value (the cargo-fuzz target draws from ffi-harness's richer PyValue)."""
+    return [None, fdp.ConsumeInt(9), fdp.ConsumeRegularFloat(), fdp.ConsumeUnicode(8), fdp.ConsumeBytes(8)][
+        fdp.ConsumeIntInRange(0, 4)
+    ]
+
+
+@atheris.instrument_func
+def fuzz_errors(data):
+    # The cases of the cargo-fuzz `errors` target: the same `case_*` functions with data from the fuzzer.
+    fdp = atheris.FuzzedDataProvider(data)
+    base = ledger()
+    errors_checks._TMP = tmp = tempfile.mkdtemp(dir=TMP)
+    for _ in range(fdp.ConsumeIntInRange(0, 6)):
+        case = fdp.ConsumeIntInRange(0, 2)
+        try:
+            if case == 0:
+                kind = fdp.ConsumeIntInRange(0, len(PATH_KINDS))
+                if kind == len(PATH_KINDS):
+                    errors_checks.case_path("hostile", _value(fdp))
+                else:
+                    errors_checks.case_path(PATH_KINDS[kind])
+            elif case == 1:
+                records = [
+                    (b"k" + bytes([fdp.ConsumeIntInRange(0, 255)]), fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 32)))
+                    for _ in range(fdp.ConsumeIntInRange(0, 8))
+                ]
+                damage = []
+                for _ in range(fdp.ConsumeIntInRange(0, 4)):
+                    how, offset = fdp.ConsumeIntInRange(0, 3), fdp.ConsumeIntInRange(0, 65535)
+                    damage.append(
+                        [
+                            ("flip", offset, fdp.ConsumeIntInRange(0, 255)),
+                            ("truncate", offset),
+                            ("append", fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))),
+                            ("overwrite", offset, fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))),
+                        ][how]
+                    )
+                errors_checks.case_corrupt(records, damage)
+            else:
+                pick = fdp.ConsumeIntInRange(0, 4)
+                timeout = [0, fdp.ConsumeIntInRange(0, 19) / 1000.0, -1.0, float("nan"), None][pick]
+                errors_checks.case_locked(_value(fdp) if pick == 4 else timeout)
+        except (
+            native.ConnectionError,
+            native.ProtocolError,
+            native.TimeoutError,
+            TypeError,
+            ValueError,
+            OverflowError,
+        ):
+            pass
+    shutil.rmtree(tmp)
+    wait_ledger(base)
+
+
+TARGETS = {
+    "buffers": fuzz_buffers,
+    "handles": fuzz_handles,
+    "structs": fuzz_structs,
+    "callbacks": fuzz_callbacks,
+    "errors": fuzz_errors,
+}
 
 if __name__ == "__main__":
     target = TARGETS[sys.argv.pop(1)]

@@ -174,13 +174,29 @@ class UserMapping(collections.abc.Mapping):
         return len(self._d)
 
 
-def resize_race(base, call, expect_fn):
-    """Run `call(ba)` on `bytearray(base)` while another thread tries to resize it.
+def _resize_until(ba, done, outcome):
+    """Append a byte to `ba` and pop it again until a resize fails with BufferError ("state" becomes
+    "plain", or "extra" if the pop failed, so a call saw the extra byte) or `done` is set."""
+    attempts = 0
+    while not done.is_set():
+        attempts += 1
+        try:
+            ba.append(0x55)
+        except BufferError:
+            outcome["state"] = "plain"
+            break
+        try:
+            ba.pop()
+        except BufferError:
+            outcome["state"] = "extra"
+            break
+    outcome["attempts"] = attempts
 
-    The resizer appends a byte and pops it again until a resize fails with BufferError. If the
-    BufferError hits the pop, the native call saw the extra byte, which we account for:
-    `expect_fn(ba, original, result)` gets the bytes the call saw. Returns the outcome (the state and
-    the resize attempts); asserts the export was held for the whole call and released after it."""
+
+def resize_during(base, call):
+    """Run `call(ba)` on `bytearray(base)` while a new thread tries to resize it (`_resize_until`).
+    Returns (outcome, result, ba); asserts nothing about contention: a short call may end before the
+    resizer runs."""
     ba = bytearray(base)
     outcome = {}
     go = threading.Event()
@@ -188,20 +204,7 @@ def resize_race(base, call, expect_fn):
 
     def resizer():
         go.wait()
-        attempts = 0
-        while not done.is_set():
-            attempts += 1
-            try:
-                ba.append(0x55)
-            except BufferError:
-                outcome["state"] = "plain"
-                break
-            try:
-                ba.pop()
-            except BufferError:
-                outcome["state"] = "extra"
-                break
-        outcome["attempts"] = attempts
+        _resize_until(ba, done, outcome)
 
     t = threading.Thread(target=resizer)
     t.start()
@@ -212,6 +215,45 @@ def resize_race(base, call, expect_fn):
         done.set()
         t.join(30)
     assert not t.is_alive()
+    return outcome, result, ba
+
+
+class Resizer:
+    """`resize_during` with one resizing thread for many calls (a daemon that waits between them):
+    starting a thread per call would cost more than the call (the fuzzer's use)."""
+
+    def __init__(self):
+        self._job = None
+        self._start = threading.Event()
+        self._finished = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            self._start.wait()
+            self._start.clear()
+            _resize_until(*self._job)
+            self._finished.set()
+
+    def during(self, base, call):
+        ba, done, outcome = bytearray(base), threading.Event(), {}
+        self._job = (ba, done, outcome)
+        self._finished.clear()
+        self._start.set()
+        try:
+            result = call(ba)
+        finally:
+            done.set()
+            assert self._finished.wait(30), "the resizing thread did not stop"
+        return outcome, result, ba
+
+
+def resize_race(base, call, expect_fn):
+    """Run `call(ba)` on `bytearray(base)` while another thread tries to resize it (`resize_during`).
+
+    `expect_fn(ba, original, result)` gets the bytes the call saw. Returns the outcome (the state and
+    the resize attempts); asserts the export was held for the whole call and released after it."""
+    outcome, result, ba = resize_during(base, call)
     assert "state" in outcome, (
         f"no BufferError in the resizing thread after {outcome.get('attempts')} attempts: the export was "
         "not held during the call (or the GIL was never released)"

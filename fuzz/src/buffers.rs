@@ -1,8 +1,9 @@
 //! `buffers`: checksum/process fed every kind of Python object (hostile ones included) and exact-size
 //! writable buffers whose neighbours are watched. Oracles: refcount neutrality of arguments, allowed
 //! exceptions only, results equal the Rust reference, nothing written outside the view (ASan catches
-//! it inside libnative; the sentinel comparison catches it even where ASan cannot), and the export is
-//! released after every call (the bytearray can be resized again).
+//! it inside libnative; the sentinel comparison catches it even where ASan cannot), the export is
+//! released after every call (the bytearray can be resized again), and held for the whole call: a
+//! long detached call on a bytearray another thread keeps resizing (ASan sees memory freed under it).
 
 use arbitrary::Arbitrary;
 use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproScript};
@@ -48,6 +49,24 @@ pub enum BufferCall {
         a: PyValue,
         b: PyValue,
     },
+    /// checksum (or process) of a bytearray just over 64 KiB, long enough to run detached, while another
+    /// thread keeps resizing it: the export must be held for the whole call.
+    ResizeRace {
+        process: bool,
+        size: u8,
+        fill: u8,
+        key: u32,
+        rounds: u8,
+    },
+}
+
+/// The resizing thread of every `ResizeRace` (`_refs.Resizer`): one per process, because starting a
+/// thread per call cost more than the call.
+static RESIZER: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// The length of a `ResizeRace` buffer: at least the wrapper's detach threshold (64 KiB).
+fn race_len(size: u8) -> usize {
+    (64 << 10) + usize::from(size)
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -238,6 +257,81 @@ impl BufferCall {
                 }
                 resizable_after(py, &obj)
             }
+            BufferCall::ResizeRace {
+                process,
+                size,
+                fill,
+                key,
+                rounds,
+            } => {
+                let base = vec![*fill; race_len(*size)];
+                let rounds = u32::from(rounds % 3) + 1;
+                let race = || -> PyResult<_> {
+                    let call = if *process {
+                        let kw = crate::kwargs(
+                            py,
+                            &[
+                                ("key", key.into_pyobject(py)?.into_any()),
+                                ("rounds", rounds.into_pyobject(py)?.into_any()),
+                            ],
+                        )?;
+                        py.import("functools")?
+                            .getattr("partial")?
+                            .call((native.getattr("process")?,), Some(&kw))?
+                    } else {
+                        native.getattr("checksum")?
+                    };
+                    let (outcome, result, ba): (
+                        Bound<'_, PyAny>,
+                        Bound<'_, PyAny>,
+                        Bound<'_, PyByteArray>,
+                    ) = RESIZER
+                        .get_or_try_init(py, || {
+                            native_testkit::REFS
+                                .module(py)?
+                                .call_method0("Resizer")
+                                .map(Bound::unbind)
+                        })?
+                        .bind(py)
+                        .call_method1("during", (PyBytes::new(py, &base), call))?
+                        .extract()?;
+                    let extra = outcome.call_method1("get", ("state",))?.eq("extra")?;
+                    Ok((extra, result, ba))
+                };
+                // Any exception is a finding: the arguments are valid.
+                let (extra, result, ba) =
+                    race().map_err(|e| crate::py_failure(py, "resize race", e))?;
+                // The bytes the call saw: with "extra" the resizer's append got in before the export.
+                let mut original = base;
+                if extra {
+                    original.push(0x55);
+                }
+                let got = ba.to_vec();
+                let (want, what) = if *process {
+                    let mut want = original.clone();
+                    ref_process(&mut want, *key, rounds);
+                    (want, "process")
+                } else {
+                    let sum = result.extract::<u64>().ok();
+                    if sum != Some(ref_fnv(&original)) {
+                        return Err(OracleFailure::new(
+                            "reference",
+                            format!(
+                                "checksum during a resize race = {sum:?}, reference = {}",
+                                ref_fnv(&original)
+                            ),
+                        ));
+                    }
+                    (original, "checksum")
+                };
+                if got != want {
+                    return Err(OracleFailure::new(
+                        "reference",
+                        format!("{what} during a resize race: the buffer holds other bytes than the reference"),
+                    ));
+                }
+                resizable_after(py, ba.as_any())
+            }
             BufferCall::AddFastVsAdd { a, b } => {
                 let (x, y) = (mat(a)?, mat(b)?);
                 let slow = native.call_method1("add", (&x, &y));
@@ -271,6 +365,23 @@ impl BufferCall {
                 r = u32::from(rounds % 3) + 1,
                 n = data.len()
             ),
+            BufferCall::ResizeRace { process, size, fill, key, rounds } => {
+                let (n, r) = (race_len(*size), u32::from(rounds % 3) + 1);
+                let (call, check) = if *process {
+                    (
+                        format!("lambda b: native.process(b, key={key}, rounds={r})"),
+                        format!("bytes(_ba) == _ref_process(_orig, {key}, {r})"),
+                    )
+                } else {
+                    ("native.checksum".into(), "_r == _ref_fnv(_orig) and bytes(_ba) == _orig".into())
+                };
+                format!(
+                    "_o, _r, _ba = _refs.resize_during(bytes([{fill}]) * {n}, {call})\n\
+                     _orig = bytes([{fill}]) * {n} + (b'\\x55' if _o.get('state') == 'extra' else b'')\n\
+                     assert {check}, 'wrong result during a resize race'\n\
+                     _ba.append(1)\n_ba.pop()"
+                )
+            }
             BufferCall::AddFastVsAdd { a, b } => format!(
                 "_x, _y = {}, {}\ntry:\n    _slow = ('ok', native.add(_x, _y))\nexcept Exception as e:\n    _slow = ('err', type(e))\n\
                  try:\n    _fast = ('ok', native.add_fast(_x, _y))\nexcept Exception as e:\n    _fast = ('err', type(e))\n\
@@ -295,19 +406,10 @@ fn eval<'py>(py: Python<'py>, src: &str) -> Result<Bound<'py, PyAny>, OracleFail
 /// Buffers: once a call returns, its export must be released, so a bytearray can change size again.
 fn resizable_after(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<(), OracleFailure> {
     if let Ok(ba) = obj.cast::<PyByteArray>() {
-        let len = ba.len();
+        // Grow by one byte, then shrink back. (Not `del ba[len:len + 1]`: pyo3 0.30.1's `PySlice::new`
+        // leaks its three ints, which LeakSanitizer reports at exit once len > 256.)
         ba.call_method1("extend", (PyBytes::new(py, b"x"),))
-            .and_then(|_| {
-                ba.call_method1(
-                    "__delitem__",
-                    (pyo3::types::PySlice::new(
-                        py,
-                        len as isize,
-                        (len + 1) as isize,
-                        1,
-                    ),),
-                )
-            })
+            .and_then(|_| ba.call_method0("pop"))
             .map_err(|e| {
                 OracleFailure::new(
                     "export released",
@@ -356,12 +458,26 @@ pub fn compare_outcomes(
     }
 }
 
+impl BuffersInput {
+    /// The calls an input makes: its first 8, keeping only the first `ResizeRace` (a race costs more
+    /// than the rest of an input, and one per input finds what the race is for).
+    fn calls(&self) -> impl Iterator<Item = (usize, &BufferCall)> {
+        let mut raced = false;
+        self.calls.iter().take(8).enumerate().filter(move |(_, c)| {
+            let race = matches!(c, BufferCall::ResizeRace { .. });
+            let keep = !(race && raced);
+            raced |= race;
+            keep
+        })
+    }
+}
+
 impl Scenario for BuffersInput {
     type State<'py> = ();
 
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
-        for (i, call) in self.calls.iter().take(8).enumerate() {
+        for (i, call) in self.calls() {
             call.run(py, &allowed)
                 .map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;
         }
@@ -369,10 +485,7 @@ impl Scenario for BuffersInput {
     }
 
     fn repro(&self, script: ReproScript) -> ReproScript {
-        self.calls
-            .iter()
-            .take(8)
-            .fold(script, |s, c| s.step(c.to_python()))
+        self.calls().fold(script, |s, (_, c)| s.step(c.to_python()))
     }
 }
 

@@ -44,10 +44,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--summary-file", type=Path)
+    parser.add_argument("--targets", default=",".join(PAIRS), help=f"comma-separated (default {','.join(PAIRS)})")
     args = parser.parse_args()
     env = dict(os.environ)
     rows = []
-    for target in PAIRS:
+    targets = args.targets.split(",")
+    if unknown := sorted(set(targets) - set(PAIRS)):
+        parser.error(f"no atheris pair for {', '.join(unknown)} (pairs: {', '.join(PAIRS)})")
+    for target in targets:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
             common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
             ours = exec_per_sec(

@@ -18,6 +18,7 @@ import atheris
 
 # The same pure-Python references as the pytests and property tests.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "pytests"))
+from _refs import Resizer
 from _refs import fnv1a64 as ref_fnv
 from _refs import process_ref as ref_process
 
@@ -66,11 +67,41 @@ def checked(fn, *args, **kwargs):
     return result
 
 
+_resizer = []
+
+
+def resize_race(fdp):
+    """The cargo-fuzz target's ResizeRace: a detached call on a bytearray just over 64 KiB while one
+    resident thread keeps resizing it. The result is checked against the same call on a private copy
+    (a pure-Python reference over 64 KiB would cost this side more than the call)."""
+    if not _resizer:
+        _resizer.append(Resizer())
+    base = bytes([fdp.ConsumeIntInRange(0, 255)]) * (65536 + fdp.ConsumeIntInRange(0, 255))
+    if fdp.ConsumeBool():
+        key, rounds = fdp.ConsumeIntInRange(0, 2**32 - 1), fdp.ConsumeIntInRange(1, 3)
+        outcome, _, ba = _resizer[0].during(base, lambda b: native.process(b, key=key, rounds=rounds))
+        want = bytearray(base + (b"\x55" if outcome.get("state") == "extra" else b""))
+        native.process(want, key=key, rounds=rounds)
+        assert ba == want
+    else:
+        outcome, result, ba = _resizer[0].during(base, native.checksum)
+        original = base + (b"\x55" if outcome.get("state") == "extra" else b"")
+        assert bytes(ba) == original and result == native.checksum(original)
+    ba.append(1)
+    ba.pop()
+
+
 @atheris.instrument_func
 def fuzz_buffers(data):
     fdp = atheris.FuzzedDataProvider(data)
+    raced = False
     for _ in range(fdp.ConsumeIntInRange(0, 8)):
-        kind = fdp.ConsumeIntInRange(0, 3)
+        kind = fdp.ConsumeIntInRange(0, 4)
+        if kind == 4:
+            if not raced:
+                resize_race(fdp)
+            raced = True
+            continue
         payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 96))
         if kind == 0:
             assert checked(native.checksum, payload) == ref_fnv(payload)

@@ -42,6 +42,12 @@ TMP = tempfile.mkdtemp(prefix="native-atheris-")
 _seq = [0]
 
 
+def fresh_store_path(prefix):
+    """A store path no earlier input used."""
+    _seq[0] += 1
+    return os.path.join(TMP, f"{prefix}{_seq[0]}.db")
+
+
 def ledger():
     c = native.debug_counters()
     return c["live_handles"], c["live_subscriptions"], c["live_blocks"]
@@ -124,8 +130,7 @@ def fuzz_buffers(data):
 def fuzz_handles(data):
     fdp = atheris.FuzzedDataProvider(data)
     base = ledger()
-    _seq[0] += 1
-    path = os.path.join(TMP, f"{_seq[0]}.db")
+    path = fresh_store_path("h")
     conn = native.connect(path)
     model = {}
     for _ in range(fdp.ConsumeIntInRange(0, 32)):
@@ -182,8 +187,7 @@ def fuzz_structs(data):
         how = fdp.ConsumeIntInRange(0, 2)
         calls = native.debug_counters()["calls"]
         if how == 2:
-            _seq[0] += 1
-            path = os.path.join(TMP, f"s{_seq[0]}.db")
+            path = fresh_store_path("s")
             conn = checked(native.connect, path, options=d)
             if conn is not None:
                 conn.close()
@@ -225,8 +229,7 @@ def fuzz_callbacks(data):
     # The ops of the cargo-fuzz `callbacks` target (fuzz/src/callbacks.rs) over the same helpers.
     fdp = atheris.FuzzedDataProvider(data)
     base = ledger()
-    _seq[0] += 1
-    path = os.path.join(TMP, f"cb{_seq[0]}.db")
+    path = fresh_store_path("cb")
     conn_ref = [native.connect(path)]
     subs, boxes, weakrefs, threads, errors = [], [], [], [], []
     for _ in range(fdp.ConsumeIntInRange(0, 32)):

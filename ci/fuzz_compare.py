@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """Throughput side by side in one run: each cargo-fuzz target against atheris fuzzing the same `native`
 operations with the same checks from Python (fuzz/atheris/native_atheris.py), each for the same time, one
-after the other on the same machine. atheris runs twice: under the same sanitizer conditions as the
-cargo-fuzz binaries (ASan build of native via ci/asan-python), and against the plain release build. Prints (and optionally writes) a Markdown table with the exec/s ratio.
-Needs the fuzz targets built (ci/fuzz-smoke or ci/fuzz_run.py builds them).
+after the other on the same machine, in two conditions:
+
+- under ASan: the cargo-fuzz binaries (`cargo fuzz build -O`) against atheris on the ASan build of native
+  (ci/asan-python: ASan preloaded, PYTHONMALLOC=malloc);
+- without sanitizers: the same targets built with `-s none` (fuzz/target-plain) against atheris on the
+  plain release build, both on CPython's own allocator.
+
+Prints (and optionally writes) a Markdown table with the exec/s ratios. Builds the plain targets itself;
+needs the ASan ones built (ci/fuzz-smoke or ci/fuzz_run.py builds them).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from fuzz_run import binary, build, env_for_fuzzing, plain_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
@@ -46,36 +53,35 @@ def main() -> int:
     parser.add_argument("--summary-file", type=Path)
     parser.add_argument("--targets", default=",".join(PAIRS), help=f"comma-separated (default {','.join(PAIRS)})")
     args = parser.parse_args()
-    env = dict(os.environ)
+    env = env_for_fuzzing()
+    build(env, plain=True)
     rows = []
     targets = args.targets.split(",")
     if unknown := sorted(set(targets) - set(PAIRS)):
         parser.error(f"no atheris pair for {', '.join(unknown)} (pairs: {', '.join(PAIRS)})")
     for target in targets:
-        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
-            common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
-            ours = exec_per_sec(
-                [
-                    str(ROOT / "fuzz/target/x86_64-unknown-linux-gnu/release" / target),
-                    a,
-                    *common,
-                    f"-artifact_prefix={a}/",
-                ],
-                env,
-            )
-            harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
-            plain = exec_per_sec([str(PY), *harness, b, *common, f"-artifact_prefix={b}/"], env)
-            # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of
-            # native, ASan runtime preloaded, every Python object in malloc).
-            asan = exec_per_sec([str(ROOT / "ci/asan-python"), *harness, c, *common, f"-artifact_prefix={c}/"], env)
-        rows.append((target, ours, plain, asan))
+        common = [f"-max_total_time={args.seconds}", "-print_final_stats=1", "-detect_leaks=0"]
+        harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
+
+        def run(cmd: list[str], run_env: dict[str, str]) -> int:
+            with tempfile.TemporaryDirectory() as corpus:  # every run starts from an empty corpus
+                return exec_per_sec([*cmd, corpus, *common, f"-artifact_prefix={corpus}/"], run_env)[0]
+
+        ours = run([str(binary(target))], env)
+        # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of
+        # native, ASan runtime preloaded, every Python object in malloc).
+        asan = run([str(ROOT / "ci/asan-python"), *harness], env)
+        ours_plain = run([str(binary(target, plain=True))], plain_env(env))
+        plain = run([str(PY), *harness], env)
+        rows.append((target, ours, asan, ours_plain, plain))
     lines = [
-        "| target | cargo-fuzz (ASan, Rust oracles) | atheris, ASan build (same conditions) | ratio | atheris, plain build | ratio |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| target | cargo-fuzz, ASan | atheris, ASan build | ratio | cargo-fuzz, plain | atheris, plain build | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for target, (ours, _), (plain, _), (asan, _) in rows:
+    for target, ours, asan, ours_plain, plain in rows:
         lines.append(
-            f"| {target} | {ours} | {asan} | {ours / max(asan, 1):.1f}x | {plain} | {ours / max(plain, 1):.2f}x |"
+            f"| {target} | {ours} | {asan} | {ours / max(asan, 1):.1f}x | {ours_plain} | {plain} |"
+            f" {ours_plain / max(plain, 1):.1f}x |"
         )
     table = "\n".join(lines)
     print(table)

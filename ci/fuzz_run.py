@@ -53,12 +53,25 @@ def chosen_targets(arg: str, env: dict[str, str]) -> list[str]:
     return targets
 
 
-def build(env: dict[str, str]) -> None:
-    subprocess.run(["cargo", "fuzz", "build", "-O"], cwd=ROOT, env=env, check=True)
+# The same targets without sanitizers (libFuzzer coverage only), in their own target dir so the two builds
+# never rebuild each other: the OSS-Fuzz model's fast exploring build, and the fair side of a comparison
+# with atheris on a plain build.
+PLAIN_TARGET_DIR = FUZZ / "target-plain"
 
 
-def binary(target: str) -> Path:
-    return FUZZ / "target" / TRIPLE / "release" / target
+def build(env: dict[str, str], plain: bool = False) -> None:
+    extra = ["-s", "none", "--target-dir", str(PLAIN_TARGET_DIR)] if plain else []
+    subprocess.run(["cargo", "fuzz", "build", "-O", *extra], cwd=ROOT, env=env, check=True)
+
+
+def binary(target: str, plain: bool = False) -> Path:
+    return (PLAIN_TARGET_DIR if plain else FUZZ / "target") / TRIPLE / "release" / target
+
+
+def plain_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a plain-build run: CPython's own allocator (the ASan build's PYTHONMALLOC=malloc
+    only serves ASan's use-after-free reports, and nothing here would report one)."""
+    return dict(env, PYTHONMALLOC="pymalloc")
 
 
 def last(pattern: str, text: str) -> str | None:

@@ -74,7 +74,8 @@ pub struct BuffersInput {
     pub calls: Vec<BufferCall>,
 }
 
-fn exact_source(kind: ExactKind, data: &[u8]) -> String {
+/// How a repro spells an exact buffer.
+pub fn exact_source(kind: ExactKind, data: &[u8]) -> String {
     let lit = py_bytes(data);
     match kind {
         ExactKind::ArrayB => format!("array.array('B', {lit})"),
@@ -93,6 +94,46 @@ fn exact_source(kind: ExactKind, data: &[u8]) -> String {
                 "memoryview(array.array('B', {lit})).cast('B', ({rows}, {}))",
                 data.len() / rows
             )
+        }
+    }
+}
+
+/// The object [`exact_source`] spells, built directly (no compile per input).
+pub fn exact_object<'py>(
+    py: Python<'py>,
+    kind: ExactKind,
+    data: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    let builtins = py.import("builtins")?;
+    let array_b = |bytes: &[u8]| {
+        py.import("array")?
+            .getattr("array")?
+            .call1(("B", PyBytes::new(py, bytes)))
+    };
+    match kind {
+        ExactKind::ArrayB => array_b(data),
+        ExactKind::ByteArray => Ok(PyByteArray::new(py, data).into_any()),
+        ExactKind::Window { pad } => {
+            let pad = usize::from(pad % 16) + 1;
+            let mut padded = vec![0xa5; pad];
+            padded.extend_from_slice(data);
+            padded.extend(std::iter::repeat_n(0xa5, pad));
+            // The slice object is built by Python (`slice`): pyo3's PySlice::new leaks (clippy.toml).
+            let window = builtins.getattr("slice")?.call1((pad, pad + data.len()))?;
+            builtins
+                .getattr("memoryview")?
+                .call1((PyByteArray::new(py, &padded),))?
+                .get_item(window)
+        }
+        ExactKind::TwoD if data.is_empty() => {
+            builtins.getattr("memoryview")?.call1((array_b(data)?,))
+        }
+        ExactKind::TwoD => {
+            let rows = two_d_rows(data.len());
+            builtins
+                .getattr("memoryview")?
+                .call1((array_b(data)?,))?
+                .call_method1("cast", ("B", (rows, data.len() / rows)))
         }
     }
 }
@@ -199,7 +240,8 @@ impl BufferCall {
                 resizable_after(py, &arg)
             }
             BufferCall::ChecksumExact { kind, data } => {
-                let obj = eval(py, &exact_source(*kind, data))?;
+                let obj = exact_object(py, *kind, data)
+                    .map_err(|e| crate::py_failure(py, "build input", e))?;
                 let got = check_call(py, &[("data", &obj)], allowed, || {
                     native.call_method1("checksum", (&obj,))?.extract::<u64>()
                 })?;
@@ -218,7 +260,8 @@ impl BufferCall {
                 rounds,
             } => {
                 let rounds = u32::from(rounds % 3) + 1;
-                let obj = eval(py, &exact_source(*kind, data))?;
+                let obj = exact_object(py, *kind, data)
+                    .map_err(|e| crate::py_failure(py, "build input", e))?;
                 let (before, start) =
                     underlying(py, &obj).map_err(|e| crate::py_failure(py, "underlying", e))?;
                 let kw = crate::kwargs(
@@ -391,16 +434,6 @@ impl BufferCall {
             ),
         }
     }
-}
-
-fn eval<'py>(py: Python<'py>, src: &str) -> Result<Bound<'py, PyAny>, OracleFailure> {
-    let globals = pyo3::types::PyDict::new(py);
-    for m in ["array", "mmap"] {
-        globals.set_item(m, py.import(m).unwrap()).unwrap();
-    }
-    let code = std::ffi::CString::new(src).expect("no NUL in generated source");
-    py.eval(&code, Some(&globals), None)
-        .map_err(|e| crate::py_failure(py, "build input", e))
 }
 
 /// Buffers: once a call returns, its export must be released, so a bytearray can change size again.

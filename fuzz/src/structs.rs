@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
 use crate::{allowed, native_calls, py_failure, with_ledger, Scenario, Scratch};
 
@@ -28,17 +28,18 @@ pub enum FieldValue {
     Any(PyValue),
 }
 
-const INT_EDGES: [&str; 10] = [
-    "0",
-    "1",
-    "511",
-    "512",
-    "65535",
-    "65536",
-    "1073741824",
-    "1073741825",
-    "-1",
-    "2**64",
+/// The integer edges of the fields' ranges: the repro's spelling and the value.
+const INT_EDGES: [(&str, i128); 10] = [
+    ("0", 0),
+    ("1", 1),
+    ("511", 511),
+    ("512", 512),
+    ("65535", 65535),
+    ("65536", 65536),
+    ("1073741824", 1 << 30),
+    ("1073741825", (1 << 30) + 1),
+    ("-1", -1),
+    ("2**64", 1 << 64),
 ];
 
 impl FieldValue {
@@ -46,9 +47,22 @@ impl FieldValue {
         match self {
             FieldValue::Bool(b) => if *b { "True" } else { "False" }.into(),
             FieldValue::Int(i) => i.to_string(),
-            FieldValue::Edge(e) => INT_EDGES[usize::from(*e) % INT_EDGES.len()].into(),
+            FieldValue::Edge(e) => INT_EDGES[usize::from(*e) % INT_EDGES.len()].0.into(),
             FieldValue::Any(v) => v.to_python_source(),
         }
+    }
+
+    /// The object [`Self::source`] spells, built directly (no compile per input).
+    fn object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            FieldValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+            FieldValue::Int(i) => i.into_pyobject(py)?.into_any(),
+            FieldValue::Edge(e) => INT_EDGES[usize::from(*e) % INT_EDGES.len()]
+                .1
+                .into_pyobject(py)?
+                .into_any(),
+            FieldValue::Any(v) => v.materialise(py)?,
+        })
     }
 }
 
@@ -60,19 +74,32 @@ pub enum StructCall {
     Connect(Vec<(u8, FieldValue)>),
 }
 
-fn dict_source(fields: &[(u8, FieldValue)]) -> String {
-    let items: Vec<String> = fields
+/// The fields a call passes: at most 8, as (name, value).
+fn fields(given: &[(u8, FieldValue)]) -> impl Iterator<Item = (&'static str, &FieldValue)> {
+    given
         .iter()
         .take(8)
-        .map(|(f, v)| {
-            format!(
-                "{:?}: {}",
-                FIELDS[usize::from(*f) % FIELDS.len()],
-                v.source()
-            )
-        })
+        .map(|(f, v)| (FIELDS[usize::from(*f) % FIELDS.len()], v))
+}
+
+/// The repro's spelling of the dict [`dict_object`] builds.
+pub fn dict_source(given: &[(u8, FieldValue)]) -> String {
+    let items: Vec<String> = fields(given)
+        .map(|(name, v)| format!("{name:?}: {}", v.source()))
         .collect();
     format!("{{{}}}", items.join(", "))
+}
+
+/// The dict, built in the order its literal would evaluate (a repeated name keeps its last value).
+pub fn dict_object<'py>(
+    py: Python<'py>,
+    given: &[(u8, FieldValue)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, v) in fields(given) {
+        d.set_item(name, v.object(py)?)?;
+    }
+    Ok(d)
 }
 
 impl StructCall {
@@ -96,7 +123,7 @@ impl StructCall {
         &self,
         py: Python<'_>,
         allowed: &AllowedExceptions,
-        scratch: &Scratch,
+        scratch: &std::cell::OnceCell<Scratch>,
     ) -> Result<(), OracleFailure> {
         let native = py
             .import("native")
@@ -104,24 +131,20 @@ impl StructCall {
         let options = native
             .getattr("Options")
             .map_err(|e| py_failure(py, "Options", e))?;
-        let globals = ffi_harness::prelude_globals(py).map_err(|e| py_failure(py, "prelude", e))?;
-        let build = |src: String| -> Result<Bound<'_, PyAny>, OracleFailure> {
-            let code = std::ffi::CString::new(src).expect("no NUL in generated source");
-            py.eval(&code, Some(&globals), None)
-                .map_err(|e| py_failure(py, "build input", e))
+        let build = |given: &[(u8, FieldValue)]| {
+            dict_object(py, given).map_err(|e| py_failure(py, "build input", e))
         };
         let calls_before = native_calls(py).map_err(|e| py_failure(py, "counters", e))?;
         let (arg, result) = match self {
             StructCall::Kwargs(f) => {
-                let d = build(dict_source(f))?;
-                let kw = d.cast::<PyDict>().unwrap().clone();
+                let kw = build(f)?;
                 let r = check_call(py, &[("kwargs", kw.as_any())], allowed, || {
                     options.call((), Some(&kw)).map(|o| o.unbind())
                 })?;
                 (kw.into_any(), r)
             }
             StructCall::FromMapping(f) => {
-                let d = build(dict_source(f))?;
+                let d = build(f)?.into_any();
                 let r = check_call(py, &[("mapping", &d)], allowed, || {
                     options
                         .call_method1("from_mapping", (&d,))
@@ -146,9 +169,9 @@ impl StructCall {
                 (o, r)
             }
             StructCall::Connect(f) => {
-                let d = build(dict_source(f))?;
+                let d = build(f)?.into_any();
                 let kw = crate::kwargs(py, &[("options", d.clone())]).unwrap();
-                let path = scratch.path("s.db");
+                let path = scratch.get_or_init(Scratch::new).path("s.db");
                 let r = check_call(py, &[("options", &d)], allowed, || {
                     let c = native.call_method("connect", (&path,), Some(&kw))?;
                     c.call_method0("close")?;
@@ -228,7 +251,8 @@ impl Scenario for StructsInput {
     fn run<'py>(&self, py: Python<'py>, _: &mut ()) -> Result<(), OracleFailure> {
         let allowed = Self::allowed();
         with_ledger(py, |py| {
-            let scratch = Scratch::new();
+            // Only connect() needs a directory: most inputs never make one.
+            let scratch = std::cell::OnceCell::new();
             for (i, call) in self.calls.iter().take(8).enumerate() {
                 call.run(py, &allowed, &scratch)
                     .map_err(|f| f.context(format_args!("call #{i} {call:?}")))?;

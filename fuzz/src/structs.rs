@@ -1,12 +1,16 @@
 //! `structs`: `native.Options` built from random keyword sets, random mappings and random objects,
 //! and handed to `connect`. Oracles: refcount neutrality, only TypeError/ValueError/OverflowError,
 //! accepted input round-trips exactly (fields equal the input, to_dict/from_mapping/Options(**d) agree),
-//! and rejected input never reaches C (libnative's `calls` counter does not move).
+//! and rejected input never reaches C (libnative's `calls` counter does not move). libnative's own
+//! validator is the judge: options the wrapper accepts must pass `native_options_validate`, and
+//! well-typed options it passes must not be refused by the wrapper.
 
 use arbitrary::Arbitrary;
 use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproScript};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
+
+use libnative_sys as sys;
 
 use crate::{allowed, native_calls, py_failure, with_ledger, Scenario, Scratch};
 
@@ -196,11 +200,118 @@ impl StructCall {
                         ),
                     ));
                 }
-                Ok(())
+                // libnative is the judge of what is valid: well-typed options it accepts must not
+                // be refused by the wrapper (a range off by one, a field checked against another's).
+                let given = match self {
+                    StructCall::Kwargs(f) | StructCall::FromMapping(f) => model_options(f),
+                    _ => None,
+                };
+                match given.map(|o| c_verdict(&o)) {
+                    Some(Ok(())) => Err(OracleFailure::new(
+                        "validation",
+                        format!(
+                            "the wrapper refused options libnative accepts: {}",
+                            self.source()
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
             }
-            Some(opts) => round_trip(py, &options, opts.bind(py), &arg),
+            Some(opts) => {
+                round_trip(py, &options, opts.bind(py), &arg)?;
+                // ...and everything the wrapper accepts, libnative must accept too (a field the wrapper
+                // only type-checks reaches C as a value C refuses, or wraps when stored as u32).
+                let accepted = accepted_options(opts.bind(py))
+                    .map_err(|e| py_failure(py, "accepted options", e))?;
+                c_verdict(&accepted).map_err(|why| {
+                    OracleFailure::new(
+                        "validation",
+                        format!(
+                            "the wrapper accepted options libnative refuses ({why}): {}",
+                            self.source()
+                        ),
+                    )
+                })
+            }
         }
     }
+}
+
+/// libnative's own verdict on `opts` (`native_options_validate`): Ok, or its message.
+fn c_verdict(opts: &sys::native_options) -> Result<(), String> {
+    let mut err = sys::native_error::zeroed();
+    // SAFETY: both pointers are to live, initialised locals for the duration of the call; the
+    // function only reads `opts` and writes `err`.
+    let rc = unsafe { sys::native_options_validate(opts, &mut err) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: libnative NUL-terminates `message` within its array (err was zeroed, and C writes a
+    // bounded, terminated string).
+    let msg = unsafe { std::ffi::CStr::from_ptr(err.message.as_ptr()) };
+    Err(msg.to_string_lossy().into_owned())
+}
+
+/// libnative's defaults, as its struct.
+fn default_options() -> sys::native_options {
+    let mut o = sys::native_options {
+        create: 0,
+        sync: 0,
+        max_key_size: 0,
+        max_value_size: 0,
+        file_mode: 0,
+    };
+    // SAFETY: `o` is a live, initialised local the function fills in.
+    unsafe { sys::native_options_default(&mut o) };
+    o
+}
+
+/// The C struct a well-typed field list describes (libnative's defaults, then each field in order, the
+/// last of a repeated name winning), or `None` when the list is not one C could be asked about: an
+/// unknown name, a wrong type (bool fields take bools, int fields non-bool ints), a value no u32 holds,
+/// or a hostile object.
+fn model_options(given: &[(u8, FieldValue)]) -> Option<sys::native_options> {
+    let mut o = default_options();
+    for (name, value) in fields(given) {
+        let int = || -> Option<u32> {
+            match value {
+                FieldValue::Int(i) => u32::try_from(*i).ok(),
+                FieldValue::Edge(e) => {
+                    u32::try_from(INT_EDGES[usize::from(*e) % INT_EDGES.len()].1).ok()
+                }
+                _ => None,
+            }
+        };
+        let flag = || match value {
+            FieldValue::Bool(b) => Some(i32::from(*b)),
+            _ => None,
+        };
+        match name {
+            "create" => o.create = flag()?,
+            "sync" => o.sync = flag()?,
+            "max_key_size" => o.max_key_size = int()?,
+            "max_value_size" => o.max_value_size = int()?,
+            "file_mode" => o.file_mode = int()?,
+            _ => return None,
+        }
+    }
+    Some(o)
+}
+
+/// The C struct of options the wrapper accepted, read back through `to_dict()`.
+fn accepted_options(opts: &Bound<'_, PyAny>) -> PyResult<sys::native_options> {
+    let d = opts.call_method0("to_dict")?;
+    let flag =
+        |name: &str| -> PyResult<i32> { Ok(i32::from(d.get_item(name)?.extract::<bool>()?)) };
+    // A value no u32 holds fails here, which the caller reports: C could not be given it.
+    let int = |name: &str| -> PyResult<u32> { d.get_item(name)?.extract::<u32>() };
+    Ok(sys::native_options {
+        create: flag("create")?,
+        sync: flag("sync")?,
+        max_key_size: int("max_key_size")?,
+        max_value_size: int("max_value_size")?,
+        file_mode: int("file_mode")?,
+    })
 }
 
 /// Accepted options must come back exactly: every given field as given, and the dict forms agree.
@@ -262,9 +373,27 @@ impl Scenario for StructsInput {
     }
 
     fn repro(&self, script: ReproScript) -> ReproScript {
+        // The validation oracle asks libnative itself; the script states its verdict: the ranges of
+        // native.h for what the wrapper accepted, and for a refusal, that C accepts these options.
+        let ranges = format!(
+            "{{'max_key_size': (1, {}), 'max_value_size': (1, {}), 'file_mode': (0, 0o777)}}",
+            sys::NATIVE_MAX_KEY_LIMIT,
+            sys::NATIVE_MAX_VALUE_LIMIT
+        );
         self.calls.iter().take(8).fold(script, |s, c| {
+            let c_accepts = match c {
+                StructCall::Kwargs(f) | StructCall::FromMapping(f) => {
+                    model_options(f).is_some_and(|o| c_verdict(&o).is_ok())
+                }
+                _ => false,
+            };
+            let refused_valid = if c_accepts {
+                "\n    raise AssertionError('the wrapper refused options libnative accepts (native_options_validate)')"
+            } else {
+                ""
+            };
             s.step(format!(
-                "_calls = native.debug_counters()['calls']\ntry:\n    _o = {}\nexcept (TypeError, ValueError, OverflowError):\n    assert native.debug_counters()['calls'] == _calls, 'rejected input reached C'\n    raise",
+                "_calls = native.debug_counters()['calls']\ntry:\n    _o = {}\nexcept (TypeError, ValueError, OverflowError):\n    assert native.debug_counters()['calls'] == _calls, 'rejected input reached C'{refused_valid}\n    raise\nif isinstance(_o, native.Options):\n    for _f, (_lo, _hi) in {ranges}.items():\n        assert _lo <= getattr(_o, _f) <= _hi, f'the wrapper accepted {{_f}}={{getattr(_o, _f)}}, outside libnative\\'s {{_lo}}..={{_hi}}'",
                 c.source()
             ))
         })

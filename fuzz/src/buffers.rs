@@ -10,7 +10,7 @@ use ffi_harness::{check_call, AllowedExceptions, OracleFailure, PyValue, ReproSc
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt};
 
-use crate::{allowed, py_bytes, ref_fnv, ref_process, Scenario};
+use crate::{allowed, py_bytes, ref_fnv, ref_process, ref_process_uniform_prefix, Scenario};
 
 /// How an exact buffer is exported: each kind has a different exporter and allocation.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -351,9 +351,10 @@ impl BufferCall {
                 }
                 let got = ba.to_vec();
                 let (want, what) = if *process {
-                    let mut want = original.clone();
-                    ref_process(&mut want, *key, rounds);
-                    (want, "process")
+                    (
+                        ref_process_uniform_prefix(&original, *key, rounds),
+                        "process",
+                    )
                 } else {
                     let sum = result.extract::<u64>().ok();
                     if sum != Some(ref_fnv(&original)) {

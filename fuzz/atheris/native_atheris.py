@@ -311,10 +311,10 @@ def fuzz_errors(data):
                 else:
                     errors_checks.case_path(PATH_KINDS[kind])
             elif case == 1:
-                records = [
-                    (b"k" + bytes([fdp.ConsumeIntInRange(0, 255)]), fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 32)))
-                    for _ in range(fdp.ConsumeIntInRange(0, 8))
-                ]
+                records = []
+                for _ in range(fdp.ConsumeIntInRange(0, 8)):
+                    k = fdp.ConsumeIntInRange(0, 255)
+                    records.append((b"k" * (1 + k % 4) + bytes([k]), fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 32))))
                 damage = []
                 for _ in range(fdp.ConsumeIntInRange(0, 4)):
                     how, offset = fdp.ConsumeIntInRange(0, 3), fdp.ConsumeIntInRange(0, 65535)
@@ -326,7 +326,8 @@ def fuzz_errors(data):
                             ("overwrite", offset, fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))),
                         ][how]
                     )
-                errors_checks.case_corrupt(records, damage)
+                limit = fdp.ConsumeIntInRange(0, 8)  # 0: reopen with the default max_key_size
+                errors_checks.case_corrupt(records, damage, *([limit] if limit else []))
             else:
                 pick = fdp.ConsumeIntInRange(0, 4)
                 timeout = [0, fdp.ConsumeIntInRange(0, 19) / 1000.0, -1.0, float("nan"), None][pick]

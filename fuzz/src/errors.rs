@@ -40,6 +40,9 @@ pub enum ErrorCase {
     Corrupt {
         records: Vec<(u8, Vec<u8>)>,
         damage: Vec<Corruption>,
+        /// Reopen with this `max_key_size` (1..=8; keys are 2..=5 bytes): every stored key must be
+        /// usable through the new handle, or the store refused.
+        reopen_key_limit: Option<u8>,
     },
     Locked {
         timeout: TimeoutArg,
@@ -151,18 +154,29 @@ impl ErrorCase {
                 };
                 ("case_path", vec![Arg::Text(kind)])
             }
-            ErrorCase::Corrupt { records, damage } => {
+            ErrorCase::Corrupt {
+                records,
+                damage,
+                reopen_key_limit,
+            } => {
                 let records = records[..records.len().min(8)]
                     .iter()
                     .map(|(k, v)| {
+                        // 2..=5 bytes, so a reopen limit can fall on either side of a stored key.
+                        let mut key = vec![b'k'; 1 + usize::from(*k % 4)];
+                        key.push(*k);
                         Arg::Tuple(vec![
-                            Arg::Bytes(Cow::Owned(vec![b'k', *k])),
+                            Arg::Bytes(Cow::Owned(key)),
                             Arg::Bytes(Cow::Borrowed(v)),
                         ])
                     })
                     .collect();
                 let damage = damage.iter().take(4).map(Corruption::arg).collect();
-                ("case_corrupt", vec![Arg::List(records), Arg::List(damage)])
+                let mut args = vec![Arg::List(records), Arg::List(damage)];
+                if let Some(limit) = reopen_key_limit {
+                    args.push(Arg::Int(u64::from(limit % 8) + 1));
+                }
+                ("case_corrupt", args)
             }
             ErrorCase::Locked { timeout } => ("case_locked", vec![timeout.arg()]),
         }

@@ -29,8 +29,8 @@ def _check_store(c):
         items = list(c.items())
         assert len(items) == len(c) == c.stats().keys, "opened store is inconsistent"
         assert len({k for k, _ in items}) == len(items), "duplicate keys after replay"
-        c.put(b"after", b"corruption")
-        assert c.get(b"after") == b"corruption"
+        c.put(b"z", b"corruption")  # a key every max_key_size allows
+        assert c.get(b"z") == b"corruption"
     finally:
         c.close()
 
@@ -80,12 +80,18 @@ def _check_model(data, model):
     assert got == model, f"reference reader: {got!r}, model of what was written: {model!r}"
 
 
-def _check_against_reference(p, data):
+def _check_against_reference(p, data, max_key_size=None):
     """A damaged store either is refused, as the reference refuses it, or opens holding exactly what the
-    reference reads from the same bytes: never other data, never silently less."""
-    want = _ref_read(data)
+    reference reads from the same bytes: never other data, never silently less. With `max_key_size`,
+    the store is reopened with that limit: a stored key the new handle could not use is a refusal."""
+    if max_key_size is None:
+        want = _ref_read(data)
+        options = None
+    else:
+        want = _ref_read(data, max_key_size)
+        options = {"max_key_size": max_key_size}
     try:
-        c = native.connect(p)
+        c = native.connect(p, options=options)
     except (native.Error, ValueError) as e:
         assert not isinstance(want, dict), f"refused a store the reference reads ({len(want)} keys): {e!r}"
         raise
@@ -144,10 +150,11 @@ def _damage(data, how):
         raise AssertionError(f"unknown damage {how!r}")
 
 
-def case_corrupt(records, damage):
+def case_corrupt(records, damage, max_key_size=None):
     """Write `records` ((key, value) puts) to a fresh store, check the reference reader reads back the
     model of what was written, apply `damage` (("flip", offset, mask), ("truncate", keep),
-    ("append", bytes), ("overwrite", offset, bytes)) to the file, then reopen it."""
+    ("append", bytes), ("overwrite", offset, bytes)) to the file, then reopen it (with `max_key_size`
+    when given)."""
     p = os.path.join(_TMP, "c.db")  # noqa: F821
     if os.path.exists(p):
         os.remove(p)  # a fresh store per case: the model is this case's puts
@@ -164,7 +171,7 @@ def case_corrupt(records, damage):
         _damage(data, how)
     with open(p, "wb") as f:
         f.write(data)
-    _check_error(lambda: _check_against_reference(p, bytes(data)))
+    _check_error(lambda: _check_against_reference(p, bytes(data), max_key_size))
 
 
 def _waits_long(timeout):

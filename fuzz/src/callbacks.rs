@@ -2,7 +2,8 @@
 //! themselves, subscribe, gc), cancel (also twice), puts/deletes from the main thread and from writer
 //! threads racing cancels, close, dropping subscriptions and connections, reconnecting. Oracles: no
 //! call after cancel/close returned (counted once every notifier thread has exited, and a notifier that
-//! outlives its connection is one too), every callback object released after close + gc (weakrefs die),
+//! outlives its connection is one too), a callback released once its cancel() returns and every callback
+//! object released after close + gc (weakrefs die),
 //! callback errors go to sys.unraisablehook and are never SystemError/PanicException, the native ledger
 //! returns to baseline, and (under ASan + PYTHONMALLOC=malloc) any refcount slip is a use-after-free.
 
@@ -103,6 +104,10 @@ impl CallbackOp {
             // From here on, any call of this callback is a bug.
             bx.set_item("cancelled", true)
         };
+        // ...and the wrapper must have let go of it (reported by finish, with the other problems).
+        let released = |bx: &Bound<'py, PyAny>| -> PyResult<()> {
+            h.call_method1("check_released", (bx, &st.errors)).map(drop)
+        };
         let on_conn = |f: &dyn Fn(&Bound<'py, PyAny>) -> PyResult<()>| -> PyResult<()> {
             if conn.is_none() {
                 return Ok(());
@@ -133,6 +138,7 @@ impl CallbackOp {
                         }
                         _ => cancel(&sub, &bx)?,
                     }
+                    released(&bx)?;
                 }
             }
             CallbackOp::Put(k, v) => {
@@ -209,7 +215,7 @@ impl CallbackOp {
                     CallbackOp::CancelTwice(_) => "_s.cancel(); _s.cancel()",
                     _ => "_s.cancel()",
                 };
-                format!("if subs and subs[{i} % len(subs)] is not None:\n    _s = subs[{i} % len(subs)]\n    {call}\n    boxes[{i} % len(subs)]['cancelled'] = True")
+format!("if subs and subs[{i} % len(subs)] is not None:\n    _s = subs[{i} % len(subs)]\n    {call}\n    boxes[{i} % len(subs)]['cancelled'] = True\n    _cb.check_released(boxes[{i} % len(subs)], errors)")
             }
             CallbackOp::Put(k, v) => format!("if conn_ref[0] is not None:\n    conn_ref[0].put({}, {})", py_bytes(&key(*k)), py_bytes(v)),
             CallbackOp::Delete(k) => format!(

@@ -74,17 +74,31 @@ class Recorder:
 
 
 def new_box():
-    return {"calls": 0, "late": 0, "cancelled": False, "bad_event": 0, "sub": None}
+    return {"calls": 0, "late": 0, "cancelled": False, "bad_event": 0, "sub": None, "ref": None}
 
 
 def subscribe(conn_ref, kind, boxes, weakrefs):
     box = new_box()
     rec = Recorder(box, kind, conn_ref)
-    weakrefs.append(weakref.ref(rec))
+    box["ref"] = weakref.ref(rec)
+    weakrefs.append(box["ref"])
     sub = conn_ref[0].subscribe(rec)
     box["sub"] = sub
     boxes.append(box)
     return sub
+
+
+def check_released(box, problems, limit=2.0):
+    """Once cancel() has returned, the wrapper must let go of the callback: its weakref dies. Polled with
+    gc.collect and bounded, as a notifier thread may still be unwinding from its last call."""
+    ref = box["ref"]
+    deadline = time.monotonic() + limit
+    while ref() is not None:
+        if time.monotonic() >= deadline:
+            problems.append(f"a callback is still alive {limit} s after its cancel() returned: the wrapper kept it")
+            return
+        gc.collect()
+        time.sleep(0.0005)
 
 
 def writer(conn_ref, n, errors):

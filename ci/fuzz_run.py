@@ -86,18 +86,27 @@ def fuzz_one(target: str, seconds: int, env: dict[str, str], workdir: Path) -> d
     )
 
 
-def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str], log: Path, budget_s: int) -> dict:
+def run_target(
+    target: str,
+    corpus: Path,
+    limit: list[str],
+    env: dict[str, str],
+    log: Path,
+    budget_s: int,
+    plain: bool = False,
+    inputs: list[Path] | None = None,
+) -> dict:
     """One libFuzzer run of `target` (CI's flags, the `limit` flags, new inputs into `corpus`, the committed
-    seeds read too): its stats and findings. `budget_s` bounds the run (plus 300 s of slack)."""
+    seeds read too): its stats and findings. `budget_s` bounds the run (plus 300 s of slack). `plain`: the
+    build without sanitizers. `inputs`: run each of these files once instead of fuzzing."""
     artifacts = FUZZ / "artifacts" / target
     artifacts.mkdir(parents=True, exist_ok=True)
     corpus.mkdir(parents=True, exist_ok=True)  # new inputs go here: the committed seeds stay as they are
     seeds = FUZZ / "corpus" / target
     seeds.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(binary(target)),
-        str(corpus),
-        str(seeds),
+        str(binary(target, plain)),
+        *([str(corpus), str(seeds)] if inputs is None else [str(p) for p in inputs]),
         *limit,
         "-print_final_stats=1",
         "-timeout=30",
@@ -110,7 +119,7 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
     dictionary = FUZZ / "dicts" / f"{target}.dict"
     if dictionary.exists():
         cmd.append(f"-dict={dictionary}")
-    run_env = dict(env, FFI_HARNESS_REPRO_DIR=str(artifacts))
+    run_env = dict(plain_env(env) if plain else env, FFI_HARNESS_REPRO_DIR=str(artifacts))
     started = time.monotonic()
     proc = subprocess.run(
         cmd,
@@ -142,7 +151,7 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
     if crashed or leak_report:
         repro = last(r"ffi-harness: repro written to (\S+)", out)
         if artifact and not repro:
-            repro = regenerate_repro(target, Path(artifact), run_env)
+            repro = regenerate_repro(target, Path(artifact), run_env, plain)
         # An oracle failure panics (then aborts): name the oracle, not the abort.
         kind = last(r"oracle failure in \w+: (\[[\w ]+\])", out) or last(
             r"(ERROR: AddressSanitizer: [\w-]+|ERROR: LeakSanitizer|deadly signal|timeout|out-of-memory)", out
@@ -154,11 +163,11 @@ def run_target(target: str, corpus: Path, limit: list[str], env: dict[str, str],
     return result
 
 
-def regenerate_repro(target: str, artifact: Path, env: dict[str, str]) -> str | None:
+def regenerate_repro(target: str, artifact: Path, env: dict[str, str], plain: bool = False) -> str | None:
     """The process died before it could write a repro (ASan abort): replay the artifact with
     FFI_HARNESS_WRITE_REPRO=1, which writes repro.py before running the input."""
     proc = subprocess.run(
-        [str(binary(target)), str(artifact)],
+        [str(binary(target, plain)), str(artifact)],
         check=False,
         env=dict(env, FFI_HARNESS_WRITE_REPRO="1"),
         stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: runs every cargo-fuzz target until it has executed a given number of inputs, resumably.
 
-    ci/fuzz-soak [--execs N] [--targets a,b] [--jobs J] [--chunk C] [--dir DIR] [--no-build]
+    ci/fuzz-soak [--execs N] [--targets a,b] [--jobs J] [--chunk C] [--dir DIR] [--no-build] [--explore plain]
 
 Each target runs in chunks of C executions (libFuzzer `-runs`) with CI's flags. After every chunk the
 executions, seconds and coverage are added to DIR/state.json, so an interrupted soak (Ctrl-C, a
@@ -12,6 +12,12 @@ for the same features). DIR/REPORT.md is the table after every chunk. A finding 
 (its repro.py is under fuzz/artifacts/<target>/) and makes the command exit 1; a target that executed
 nothing is a failure too, never "clean". A stopped target stays stopped on the next call (its finding
 stays in the report) until `--restart <target>` clears its row; its corpus is kept.
+
+`--explore plain` is the OSS-Fuzz model: the chunks run the build without sanitizers (fuzz/target-plain,
+2-3x the ASan build's exec/s; the Rust oracles all run there), and after each chunk every input it added
+to the corpus is run once on the ASan build, so every input that reached new coverage is also checked
+for memory errors. Inputs that added no coverage are not seen by ASan: the ASan chunks remain the
+default.
 """
 
 from __future__ import annotations
@@ -75,7 +81,17 @@ def soak_one(target: str, args: argparse.Namespace, env: dict[str, str], state: 
         # watchdog's business, 25 s).
         budget = max(600, runs // 20)
         log = args.dir / "logs" / f"{target}-{row['chunks']}.log"
-        r = run_target(target, corpus, [f"-runs={runs}"], env, log, budget)
+        plain = args.explore == "plain"
+        before = set(corpus.iterdir()) if corpus.exists() else set()
+        r = run_target(target, corpus, [f"-runs={runs}"], env, log, budget, plain=plain)
+        if plain and not r["findings"]:
+            new = sorted(set(corpus.iterdir()) - before)
+            if new:
+                asan_log = args.dir / "logs" / f"{target}-{row['chunks']}-asan.log"
+                replay = run_target(target, corpus, [], env, asan_log, budget, inputs=new)
+                r["findings"] += replay["findings"]
+                with LOCK:
+                    row["asan_replayed"] = row.get("asan_replayed", 0) + replay["execs"]
         with LOCK:
             row["chunks"] += 1
             row.pop("minimised", None)  # new inputs since the last merge
@@ -101,6 +117,7 @@ def write_report(args: argparse.Namespace, state: dict) -> None:
         "| target | executions | seconds | exec/s | coverage (edges) | features | corpus | new inputs kept | findings |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    replayed = {t: row["asan_replayed"] for t, row in sorted(state.items()) if row.get("asan_replayed")}
     for target, row in sorted(state.items()):
         rate = round(row["execs"] / row["seconds"]) if row["seconds"] else 0
         done = "" if row["execs"] >= args.execs else " (not reached)"
@@ -110,6 +127,12 @@ def write_report(args: argparse.Namespace, state: dict) -> None:
             f"| {target} | {row['execs']:,}{done} | {round(row['seconds']):,} | {rate:,} | {row['cov']} | {row['ft']} "
             f"| {row['corpus']} | {kept} | {findings} |"
         )
+    if replayed:
+        lines += [
+            "",
+            "Explored on the build without sanitizers (`--explore plain`); the inputs each chunk added, run once"
+            " on the ASan build: " + ", ".join(f"{t} {n:,}" for t, n in replayed.items()) + ".",
+        ]
     (args.dir / "REPORT.md").write_text("\n".join(lines) + "\n")
 
 
@@ -122,6 +145,12 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=ROOT / "target" / "soak", help="state, corpora, logs, REPORT.md")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument(
+        "--explore",
+        choices=["asan", "plain"],
+        default="asan",
+        help="the build the chunks run on (default asan); plain: without sanitizers, new inputs replayed on ASan",
+    )
+    parser.add_argument(
         "--restart", default="", help="comma-separated targets whose saved progress and findings are cleared first"
     )
     args = parser.parse_args()
@@ -132,7 +161,11 @@ def main() -> int:
     env = env_for_fuzzing()
     if not args.no_build:
         build(env)
+        if args.explore == "plain":
+            build(env, plain=True)
     targets = chosen_targets(args.targets, env)
+    if args.explore == "plain" and (missing := [t for t in targets if not binary(t, plain=True).exists()]):
+        parser.error(f"{', '.join(missing)} not built without sanitizers (run without --no-build)")
     state_file = args.dir / "state.json"
     state = load(state_file)
     for target in filter(None, args.restart.split(",")):

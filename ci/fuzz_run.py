@@ -146,7 +146,8 @@ def run_target(
         "log": str(log),
     }
     crashed = proc.returncode != 0
-    artifact = last(r"Test unit written to (\S+)", out)
+    # Running files (`inputs`), libFuzzer writes no crash file: the input is the file it was running.
+    artifact = last(r"Test unit written to (\S+)", out) or (last(r"Running: (\S+)", out) if inputs else None)
     leak_report = "ERROR: LeakSanitizer" in out
     if crashed or leak_report:
         repro = last(r"ffi-harness: repro written to (\S+)", out)

@@ -92,7 +92,11 @@ def resize_race(fdp):
     else:
         outcome, result, ba = _resizer[0].during(base, native.checksum)
         original = base + (b"\x55" if outcome.get("state") == "extra" else b"")
-        assert bytes(ba) == original and result == native.checksum(original)
+        # No state: the resizer never ran into the export, so the call may have seen its extra byte.
+        seen = {native.checksum(original)} | (
+            {native.checksum(original + b"\x55")} if "state" not in outcome else set()
+        )
+        assert bytes(ba) == original and result in seen
     ba.append(1)
     ba.pop()
 

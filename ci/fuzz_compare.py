@@ -44,6 +44,10 @@ def exec_per_sec(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
     if not rate:
         sys.stderr.write(out[-3000:])
         raise SystemExit(f"no libFuzzer stats from {cmd[0]}")
+    if not execs or int(execs[-1]) == 0:
+        # A side that executed nothing has no rate to compare: never print a ratio for it.
+        sys.stderr.write(out[-3000:])
+        raise SystemExit(f"{' '.join(cmd[:2])} executed no input")
     return int(rate[-1]), int(execs[-1])
 
 

@@ -35,3 +35,27 @@ build_cython_and_capsule() {
   "$PY" pytests/bindings/cython_build.py >/dev/null || return
   if [ -f pytests/bindings/capsule_consumer/build.py ]; then "$PY" pytests/bindings/capsule_consumer/build.py >/dev/null; fi
 }
+
+# side_by_side NAME CMD NAME CMD ...: runs each command (a script or a shell function, no arguments)
+# as a timed step at the same time as the others. For steps that keep one core busy for minutes, on
+# the 2-core CI machine. Each step's output goes to its own file and is printed whole once all have
+# ended, in the order given, so the log reads as if they ran one after another. Fails when any failed.
+side_by_side() {
+  local dir n=0 pids=() names=() status=0 i
+  dir=$(mktemp -d)
+  echo "side_by_side: starting $(($# / 2)) steps at once; each one's output follows when all have ended" >&2
+  while [ $# -ge 2 ]; do
+    names+=("$1")
+    ( step "$1" "$2" ) >"$dir/$n.log" 2>&1 &
+    pids+=($!)
+    n=$((n + 1))
+    shift 2
+  done
+  [ $# -eq 0 ] || { echo "side_by_side: expected NAME CMD pairs, left over: $*" >&2; rm -rf "$dir"; return 2; }
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=1
+  done
+  for i in "${!pids[@]}"; do cat "$dir/$i.log" >&2; done
+  rm -rf "$dir"
+  return "$status"
+}

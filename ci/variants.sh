@@ -14,6 +14,9 @@ variants_dir="${CARGO_TARGET_DIR:-$root/target}/variants"
 ASAN_RT=${ASAN_RT:-$(clang-19 -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null || true)}
 ASAN_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
 PY_DEBUG="$root/.venv-debug/bin/python"
+# Freed blocks' first 4 KiB filled with 0x55: a use after free by code ASan does not instrument (libc's
+# open() reading a dead path) sees garbage, not the old bytes (harness/src/fuzz_target.rs ASAN_FREE_FILL).
+ASAN_FREE_FILL="max_free_fill_size=4096"
 
 # .venv-debug: python3.11d (Debian's debug CPython: Py_DEBUG, sys.gettotalrefcount) with pytest.
 # Only an interpreter: nothing of this project is ever installed into it (builds are staged).

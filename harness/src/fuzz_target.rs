@@ -364,9 +364,17 @@ impl Drop for Scratch {
     }
 }
 
+/// The ASan option that fills the first 4 KiB of every freed block with 0x55. A use after free by
+/// code ASan does not instrument (libc's `open` reading a path whose bytes object died, the
+/// interpreter itself) reads stale but plausible bytes by default, and nothing notices; scribbled,
+/// the call sees garbage and its result goes wrong where an oracle looks (mutant 15: `connect` on a
+/// freed path). Every repro.py and the sanitized pytest runs set it too.
+pub const ASAN_FREE_FILL: &str = "max_free_fill_size=4096";
+
 /// Defines ASan's and LSan's default options for the binary that invokes it, so a bare
 /// `cargo fuzz run T` behaves like CI: leak checking at exit (`detect_leaks=1`), ODR checks off
-/// (an interpreter and an extension may both carry a copy of a static library), and the given
+/// (an interpreter and an extension may both carry a copy of a static library), freed blocks
+/// scribbled over (see [`ASAN_FREE_FILL`]), and the given
 /// LSan suppressions (e.g. `include_str!("../lsan.supp")`; CPython's interned objects and the
 /// allocations of `Py_Initialize` are never freed) compiled in, no `LSAN_OPTIONS` needed.
 /// A macro because the sanitizer runtime finds these weak hooks by their unmangled names in the
@@ -377,7 +385,8 @@ macro_rules! sanitizer_defaults {
         /// ASan's defaults for this binary (see `ffi_harness::sanitizer_defaults!`).
         #[unsafe(no_mangle)]
         pub extern "C" fn __asan_default_options() -> *const ::std::ffi::c_char {
-            c"detect_leaks=1:detect_odr_violation=0".as_ptr()
+            // ASAN_FREE_FILL, spelled out: a C string literal cannot be built with concat!.
+            c"detect_leaks=1:detect_odr_violation=0:max_free_fill_size=4096".as_ptr()
         }
 
         /// LSan's suppressions for this binary (see `ffi_harness::sanitizer_defaults!`).

@@ -67,7 +67,10 @@ impl ReproConfig {
             format!("$({clang} -print-file-name=libclang_rt.asan-x86_64.so)"),
         )
         .env("PYTHONMALLOC", "malloc")
-        .env("ASAN_OPTIONS", "detect_leaks=0")
+        .env(
+            "ASAN_OPTIONS",
+            format!("detect_leaks=0:{}", crate::fuzz_target::ASAN_FREE_FILL),
+        )
     }
 
     /// GIL-discipline bugs: `PYTHONMALLOC=debug` aborts on allocator use without the GIL.
@@ -299,7 +302,7 @@ mod tests {
         let text = ReproScript::new(&config).render();
         assert!(text.contains(
             "LD_PRELOAD=$(clang-19 -print-file-name=libclang_rt.asan-x86_64.so) \
-             PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 python repro.py"
+             PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:max_free_fill_size=4096 python repro.py"
         ));
     }
 }

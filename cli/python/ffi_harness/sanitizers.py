@@ -23,10 +23,13 @@ from pathlib import Path
 
 CLANG_CANDIDATES = ("clang-19", "clang-20", "clang-18", "clang")
 
-# The runtime's own defaults for a Python process: the interpreter's arenas look leaked at exit, and
-# sanitizer reports must abort (a finding), never continue with corrupted state.
+# The runtime's own defaults for a Python process: the interpreter's arenas look leaked at exit,
+# sanitizer reports must abort (a finding), never continue with corrupted state, and freed blocks are
+# filled with 0x55 (first 4 KiB), so a use after free by uninstrumented code (libc, the interpreter)
+# sees garbage instead of the old bytes.
 ASAN_OPTIONS = (
     "detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:handle_abort=1:detect_odr_violation=0:symbolize=1"
+    ":max_free_fill_size=4096"
 )
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
 

@@ -20,6 +20,9 @@ use state::SLOTS;
 
 use crate::{allowed, with_ledger, Scenario};
 
+/// The target's model and checks in Python, for repro.py.
+const REPRO_MODEL: &str = include_str!("../handles_repro.py");
+
 #[derive(Arbitrary, Debug, Clone)]
 pub struct HandlesInput {
     pub ops: Vec<HandleOp>,
@@ -39,13 +42,18 @@ impl Scenario for HandlesInput {
             st.check_reopened(py)
         })
     }
+    /// Each op as a call of the model in handles_repro.py (the same checks as the Rust ops), then
+    /// the reopen check: a repro of a model finding fails where the input did.
     fn repro(&self, script: ReproScript) -> ReproScript {
-        let script = script.step(format!("slots = [None] * {SLOTS}\nkept = [None] * {SLOTS}"));
+        let script = script
+            .setup(REPRO_MODEL)
+            .step(format!("_h = _Handles(_TMP, {SLOTS})"));
         self.ops
             .iter()
             .take(48)
             .fold(script, |s, op| s.step(op.to_python()))
-            .step("kept = None\nslots = None\ngc.collect()")
+            .step("_h.check_reopened()")
+            .step("_h = None\ngc.collect()")
     }
 }
 

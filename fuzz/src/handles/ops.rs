@@ -143,49 +143,55 @@ impl HandleOp {
         }
     }
 
+    /// The op as one call of repro.py's model (fuzz/src/handles_repro.py), which makes the same
+    /// native call and checks its outcome the way [`HandleOp::apply`] does.
     pub(super) fn to_python(&self) -> String {
-        let c = |s: &u8| format!("slots[{}]", slot(*s));
-        let guard = |s: &u8, body: String| {
-            format!(
-                "if {} is not None:\n    {}",
-                c(s),
-                body.replace('\n', "\n    ")
-            )
-        };
+        let key = |k: &KeyArg| format!("{}, {}", k.source(), py_bytes(&k.bytes()));
         match self {
-            HandleOp::Connect { slot: s, file } => format!(
-                "{} = native.connect(os.path.join(_TMP, {:?}), timeout=0)",
-                c(s),
-                file_name(*file)
-            ),
-            HandleOp::Put { slot: s, key, value } => guard(s, format!("{}.put({}, {})", c(s), key.source(), py_bytes(value))),
-            HandleOp::Get { slot: s, key } => guard(s, format!("print({}.get({}))", c(s), key.source())),
-            HandleOp::Delete { slot: s, key } => guard(s, format!("{}.delete({})", c(s), key.source())),
-            HandleOp::Len { slot: s } => guard(s, format!("print(len({}))", c(s))),
-            HandleOp::Items { slot: s, take, mutate_at } => guard(
-                s,
-                format!(
-                    "_it = {}.items()\nfor _i in range({}):\n    if _i == {:?}:\n        {}.put(b'kz', b'm')\n    if next(_it, None) is None:\n        break",
-                    c(s),
-                    u16::from(*take) + 1,
-                    mutate_at.map(i64::from).unwrap_or(-1),
-                    c(s)
-                ),
-            ),
-            HandleOp::Flush { slot: s } => guard(s, format!("{}.flush()", c(s))),
-            HandleOp::Stats { slot: s } => guard(s, format!("print({}.stats())", c(s))),
-            HandleOp::Close { slot: s } => guard(s, format!("{}.close()", c(s))),
-            HandleOp::Drop { slot: s } => format!("{} = None", c(s)),
-            HandleOp::Gc => "gc.collect()".into(),
-            HandleOp::HostilePut { slot: s, key, value } => {
-                guard(s, format!("{}.put({}, {})", c(s), key.to_python_source(), value.to_python_source()))
+            HandleOp::Connect { slot: s, file } => {
+                format!("_h.connect({}, {})", slot(*s), u8::from(*file))
             }
-            HandleOp::HostileGet { slot: s, key } => guard(s, format!("{}.get({})", c(s), key.to_python_source())),
-            HandleOp::KeepItems { slot: s, it } => guard(s, format!("kept[{}] = {}.items()", slot(*it), c(s))),
-            HandleOp::NextKept { it } => {
-                let k = format!("kept[{}]", slot(*it));
-                format!("if {k} is not None:\n    print(next({k}, None))")
+            HandleOp::Put {
+                slot: s,
+                key: k,
+                value,
+            } => {
+                format!("_h.put({}, {}, {})", slot(*s), key(k), py_bytes(value))
             }
+            HandleOp::Get { slot: s, key: k } => format!("_h.get({}, {})", slot(*s), key(k)),
+            HandleOp::Delete { slot: s, key: k } => format!("_h.delete({}, {})", slot(*s), key(k)),
+            HandleOp::Len { slot: s } => format!("_h.len({})", slot(*s)),
+            HandleOp::Items {
+                slot: s,
+                take,
+                mutate_at,
+            } => format!(
+                "_h.items({}, {take}, {})",
+                slot(*s),
+                mutate_at.map_or("None".to_string(), |m| m.to_string())
+            ),
+            HandleOp::Flush { slot: s } => format!("_h.flush({})", slot(*s)),
+            HandleOp::Stats { slot: s } => format!("_h.stats({})", slot(*s)),
+            HandleOp::Close { slot: s } => format!("_h.close({})", slot(*s)),
+            HandleOp::Drop { slot: s } => format!("_h.drop({})", slot(*s)),
+            HandleOp::Gc => "_h.gc()".into(),
+            HandleOp::HostilePut {
+                slot: s,
+                key,
+                value,
+            } => format!(
+                "_h.hostile_put({}, {}, {})",
+                slot(*s),
+                key.to_python_source(),
+                value.to_python_source()
+            ),
+            HandleOp::HostileGet { slot: s, key } => {
+                format!("_h.hostile_get({}, {})", slot(*s), key.to_python_source())
+            }
+            HandleOp::KeepItems { slot: s, it } => {
+                format!("_h.keep_items({}, {})", slot(*s), slot(*it))
+            }
+            HandleOp::NextKept { it } => format!("_h.next_kept({})", slot(*it)),
         }
     }
 }

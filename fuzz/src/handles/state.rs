@@ -115,6 +115,14 @@ impl<'py> HandleState<'py> {
         for file in [false, true] {
             let path = self.scratch.path(file_name(file));
             if !std::path::Path::new(&path).exists() {
+                // Writes that succeeded went somewhere else (a connection opened another path).
+                if !self.model[file as usize].is_empty() {
+                    return Err(mismatch(format!(
+                        "{} is missing, model has {:?}",
+                        file_name(file),
+                        self.model[file as usize]
+                    )));
+                }
                 continue;
             }
             let c = native

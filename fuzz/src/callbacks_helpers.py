@@ -32,10 +32,11 @@ class CallbackRaised(Exception):
 class Recorder:
     """A callback object: counts calls, notices calls after its cancel returned, and re-enters."""
 
-    def __init__(self, box, kind, conn_ref):
+    def __init__(self, box, kind, conn_ref, boxes):
         self.box = box  # shared with the harness: survives the recorder, so it can be read afterwards
         self.kind = kind
         self.conn_ref = conn_ref
+        self.boxes = boxes  # every callback's box so far: a close() from here ends them all
 
     def __call__(self, ev):
         box = self.box
@@ -64,6 +65,11 @@ class Recorder:
             conn.put(b"reenter", b"x")
         elif kind == "close":
             conn.close()
+            # close() has returned: no callback of this connection may run any more, not even for the
+            # events queued behind this one, and a close deferred by a pinned call is no exception.
+            # (Older connections' boxes are marked already: they were closed or dropped.)
+            for b in self.boxes:
+                b["cancelled"] = True
         elif kind == "cancel_self" and box.get("sub") is not None:
             box["sub"].cancel()
         elif kind == "subscribe":
@@ -79,7 +85,7 @@ def new_box():
 
 def subscribe(conn_ref, kind, boxes, weakrefs):
     box = new_box()
-    rec = Recorder(box, kind, conn_ref)
+    rec = Recorder(box, kind, conn_ref, boxes)
     box["ref"] = weakref.ref(rec)
     weakrefs.append(box["ref"])
     sub = conn_ref[0].subscribe(rec)

@@ -414,6 +414,67 @@ def test_close_from_inside_callback(store_path):
     native.connect(store_path, timeout=0).close()  # lock released
 
 
+def test_close_inside_a_callback_while_another_thread_closes_ends_every_delivery(store_path):
+    """Another thread's close() is waiting for the callback in flight; the callback closes too. Its
+    close() returns at once (waiting would deadlock), and from then on no callback runs: not the next
+    subscriber for the same event, not the events queued behind it (found by the callbacks fuzzer)."""
+    c = native.connect(store_path)
+    entered, release, closed_in_cb = threading.Event(), threading.Event(), threading.Event()
+    late = []
+
+    def closer(ev):
+        if ev.seq == 1:
+            entered.set()
+            release.wait(5)  # meanwhile the other thread's close() is pending, waiting for us
+            c.close()
+            closed_in_cb.set()
+
+    def victim(ev):
+        if closed_in_cb.is_set():
+            late.append(ev.seq)
+
+    subs = [c.subscribe(closer), c.subscribe(victim)]  # noqa: F841  (kept referenced)
+    for i in range(10):
+        c.put(b"k%d" % i, b"v")
+    assert entered.wait(5)
+    other = threading.Thread(target=c.close)
+    other.start()
+    assert wait_until(lambda: c.closed, 5), "the other thread's close() never started"
+    release.set()
+    other.join(10)
+    assert not other.is_alive(), "close() deadlocked"
+    assert late == [], f"callback called for events {late} after close() had returned inside a callback"
+
+
+def test_a_second_close_returns_only_once_the_handle_is_freed(store_path):
+    """close() from a second thread while the first one's close() waits for a callback in flight must
+    not return early: after close() returns the store is unlocked (and no callback runs)."""
+    c = native.connect(store_path)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(ev):
+        entered.set()
+        release.wait(5)
+
+    sub = c.subscribe(slow)  # noqa: F841
+    c.put(b"k", b"v")
+    assert entered.wait(5)
+    first = threading.Thread(target=c.close)
+    first.start()
+    assert wait_until(lambda: c.closed, 5), "the first close() never started"
+    returned = []
+    second = threading.Thread(target=lambda: (c.close(), returned.append(True)))
+    second.start()
+    time.sleep(0.2)
+    early = list(returned)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert early == [], "close() returned while another thread's close was still waiting for a callback"
+    assert returned == [True]
+    native.connect(store_path, timeout=0).close()  # the store's lock was released
+
+
 def test_close_from_callback_while_other_thread_puts(store_path):
     c = native.connect(store_path)
     stop = threading.Event()

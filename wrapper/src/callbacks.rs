@@ -6,7 +6,7 @@
 //! callback exceptions to sys.unraisablehook.
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
@@ -22,6 +22,8 @@ use crate::sys;
 /// What libnative's `user_data` points to: boxed, so its address is stable while registered.
 pub(crate) struct CallbackCtx {
     pub(crate) callback: Py<PyAny>,
+    /// The connection's `silenced` flag: set, the trampoline delivers nothing more.
+    pub(crate) silenced: Arc<AtomicBool>,
 }
 
 static EVENT_KIND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -99,6 +101,22 @@ impl Event {
     }
 }
 
+/// `CALLBACK_DEPTH` raised while it lives (the trampoline's body), lowered on every way out.
+struct CallbackDepth;
+
+impl CallbackDepth {
+    fn enter() -> Self {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+        CallbackDepth
+    }
+}
+
+impl Drop for CallbackDepth {
+    fn drop(&mut self) {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
 /// The C trampoline registered with libnative for every subscription.
 // Callbacks: the C trampoline takes the GIL, owns its own reference to the callable for the call, and
 // never unwinds into C.
@@ -113,21 +131,30 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
                 let attached = unsafe { ffi::PyGILState_Check() };
                 assert_eq!(attached, 1, "callback trampoline without the GIL");
             }
+            // For close(), this thread is inside a callback for the whole body, not only the call:
+            // building the event, reporting an error and dropping our reference may run Python too
+            // (a GC pass, a __del__) that closes this connection, and that close must not wait for
+            // the notifier it runs on. The guard is declared first, so it is dropped last.
+            let _depth = CallbackDepth::enter();
             // Take our own reference first: a close from inside the callback may free the context,
-            // so `user_data` is not touched after this line.
-            // SAFETY: libnative passes back the CallbackCtx registered with this subscription; it is
-            // alive until native_unsubscribe/native_close return, which cannot happen before this read
-            // (they wait for the callback in flight).
-            let callback = unsafe { (*(user_data as *const CallbackCtx)).callback.clone_ref(py) };
+            // so `user_data` is not touched after this block.
+            let callback = {
+                // SAFETY: libnative passes back the CallbackCtx registered with this subscription; it
+                // is alive until native_unsubscribe/native_close return, which cannot happen before
+                // this read (they wait for the callback in flight).
+                let ctx = unsafe { &*(user_data as *const CallbackCtx) };
+                // A close() returned inside a callback before the native close: deliver no more.
+                if ctx.silenced.load(Ordering::SeqCst) {
+                    return;
+                }
+                ctx.callback.clone_ref(py)
+            };
             // SAFETY: libnative's contract: `ev` is valid for the duration of the callback.
             let event = match unsafe { Event::from_raw(py, ev) } {
                 Ok(e) => e,
                 Err(e) => return e.write_unraisable(py, Some(callback.bind(py))),
             };
-            CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
-            let result = callback.bind(py).call1((event,));
-            CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
-            if let Err(e) = result {
+            if let Err(e) = callback.bind(py).call1((event,)) {
                 // Errors: an exception in a callback is reported, never lost, never kills the thread.
                 e.write_unraisable(py, Some(callback.bind(py)));
             }
@@ -156,6 +183,7 @@ pub(crate) fn subscribe(
     // Callbacks + ownership: the context owns a strong reference for as long as libnative may call it.
     let ctx = Box::new(CallbackCtx {
         callback: callback.clone().unbind(),
+        silenced: inner.silenced.clone(),
     });
     let user_data = &*ctx as *const CallbackCtx as *mut c_void;
     let mut err = sys::native_error::zeroed();

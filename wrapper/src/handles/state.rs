@@ -54,6 +54,11 @@ pub(crate) struct ConnInner {
     pub(crate) subs: Mutex<std::collections::HashMap<u64, Box<CallbackCtx>>>,
     pub(crate) options: Options,
     pub(super) path: String,
+    /// Set when close() returns inside a callback before the native close has run (a pinned call
+    /// defers it, or another thread's close is still waiting for this very callback): the notifier
+    /// may still hold queued events, and the trampoline drops them, as no callback may run after
+    /// close() has returned.
+    pub(crate) silenced: Arc<AtomicBool>,
 }
 
 // SAFETY: the raw handle is only used under `state`'s rules: fast calls hold the mutex, blocking calls
@@ -195,16 +200,28 @@ impl ConnInner {
     }
 
     /// Idempotent. Ownership: after this returns (outside a callback) the native handle is freed and
-    /// every callback reference is dropped.
+    /// every callback reference is dropped; inside a callback, no callback runs after it returns.
     pub(crate) fn close(&self, py: Python<'_>) {
+        let in_callback = CALLBACK_DEPTH.with(|d| d.get()) > 0;
         {
             let mut g = lock(&self.state);
             if g.db.is_null() || g.close_pending {
+                // Another call is closing it (or has). Inside a callback that close may be waiting for
+                // this very callback: return, but let nothing more be delivered. Outside one, wait for
+                // it, so that this close() keeps the contract above too.
+                let closed = g.closed;
+                drop(g);
+                if in_callback {
+                    self.silenced.store(true, Ordering::SeqCst);
+                } else if !closed {
+                    self.wait_closed(py);
+                }
                 return;
             }
             g.close_pending = true;
-            if g.busy > 0 && CALLBACK_DEPTH.with(|d| d.get()) > 0 {
+            if g.busy > 0 && in_callback {
                 drop(g);
+                self.silenced.store(true, Ordering::SeqCst);
                 // The last pin finishes the native close (see CALLBACK_DEPTH), but no callback may run
                 // after close() returns: cancel every subscription now (teardown pins keep the handle
                 // open; from its own notifier thread native_unsubscribe does not wait).
@@ -353,6 +370,7 @@ impl ConnInner {
             subs: Mutex::new(Default::default()),
             options,
             path,
+            silenced: Arc::new(AtomicBool::new(false)),
         });
         let mut live = lock(&LIVE);
         live.retain(|w| w.strong_count() > 0);

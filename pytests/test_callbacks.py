@@ -446,6 +446,37 @@ def test_close_inside_a_callback_while_another_thread_closes_ends_every_delivery
     assert late == [], f"callback called for events {late} after close() had returned inside a callback"
 
 
+def test_cancel_inside_a_callback_while_another_thread_closes_ends_its_deliveries(store_path):
+    """As above with cancel() instead of close(): the other thread's close() is waiting for this very
+    callback, so cancel() cannot wait for the native close; it returns, and the callback is never
+    called again, not for the events queued behind this one either."""
+    c = native.connect(store_path)
+    entered, release, cancelled = threading.Event(), threading.Event(), threading.Event()
+    late = []
+    holder = {}
+
+    def cb(ev):
+        if cancelled.is_set():
+            late.append(ev.seq)
+        elif ev.seq == 1:
+            entered.set()
+            release.wait(5)
+            holder["sub"].cancel()
+            cancelled.set()
+
+    holder["sub"] = c.subscribe(cb)
+    for i in range(10):
+        c.put(b"k%d" % i, b"v")
+    assert entered.wait(5)
+    other = threading.Thread(target=c.close)
+    other.start()
+    assert wait_until(lambda: c.closed, 5), "the other thread's close() never started"
+    release.set()
+    other.join(10)
+    assert not other.is_alive(), "close() deadlocked"
+    assert late == [], f"callback called for events {late} after its cancel() had returned"
+
+
 def test_a_second_close_returns_only_once_the_handle_is_freed(store_path):
     """close() from a second thread while the first one's close() waits for a callback in flight must
     not return early: after close() returns the store is unlocked (and no callback runs)."""

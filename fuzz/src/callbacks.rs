@@ -1,12 +1,12 @@
 //! `callbacks`: subscribe (callbacks that record, raise, or re-enter: get, put, close, cancel
 //! themselves, subscribe, gc), cancel (also twice), puts/deletes from the main thread and from writer
 //! threads racing cancels, close, dropping subscriptions and connections, reconnecting. Oracles: no
-//! call after cancel/close returned, a close() from inside a callback included (counted once every
-//! notifier thread has exited, and a notifier that
-//! outlives its connection is one too), a callback released once its cancel() returns and every callback
-//! object released after close + gc (weakrefs die),
-//! callback errors go to sys.unraisablehook and are never SystemError/PanicException, the native ledger
-//! returns to baseline, and (under ASan + PYTHONMALLOC=malloc) any refcount slip is a use-after-free.
+//! call after cancel/close returned, a cancel() or close() from inside a callback included (counted
+//! once every notifier thread has exited, and a notifier that outlives its connection is one too), a
+//! callback released once its cancel() returns and every callback object released after close + gc
+//! (weakrefs die), callback errors go to sys.unraisablehook and are never SystemError/PanicException,
+//! the native ledger returns to baseline, and (under ASan + PYTHONMALLOC=malloc) any refcount slip is
+//! a use-after-free.
 
 use arbitrary::Arbitrary;
 use ffi_harness::{AllowedExceptions, OracleFailure, ReproScript};

@@ -72,8 +72,18 @@ class Recorder:
                 b["cancelled"] = True
         elif kind == "cancel_self" and box.get("sub") is not None:
             box["sub"].cancel()
+            box["cancelled"] = True  # from inside its own call, too: never called again
         elif kind == "subscribe":
-            conn.subscribe(lambda e: None).cancel()
+            # A subscription made and cancelled from inside a callback: a call after its cancel()
+            # returned counts against this box.
+            nested_cancelled = []
+
+            def nested(_ev):
+                if nested_cancelled:
+                    box["late"] += 1
+
+            conn.subscribe(nested).cancel()
+            nested_cancelled.append(True)
         elif kind == "gc":
             gc.collect()
         return

@@ -477,6 +477,47 @@ def test_cancel_inside_a_callback_while_another_thread_closes_ends_its_deliverie
     assert late == [], f"callback called for events {late} after its cancel() had returned"
 
 
+def test_cancel_inside_a_callback_while_a_close_waits_for_a_pinned_call(store_path, flush_delay):
+    """A close() on another thread is waiting for a slow flush's pin; until it reaches the native close
+    the notifier still delivers queued events. A callback that cancels itself then (the pin refused:
+    the close is under way) is never called again (found by the callbacks fuzzer under load)."""
+    c = native.connect(store_path)
+    gate, cancelled = threading.Event(), threading.Event()
+    late = []
+    holder = {}
+
+    def cb(ev):
+        if cancelled.is_set():
+            late.append(ev.seq)
+            return
+        gate.wait(5)  # until the close is waiting for the flush's pin
+        holder["sub"].cancel()
+        cancelled.set()
+
+    def flush():
+        try:
+            c.flush()
+        except native.InvalidStateError:
+            pass
+
+    holder["sub"] = c.subscribe(cb)
+    flush_delay(1000)
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    time.sleep(0.2)  # the flush holds its pin from now on
+    for i in range(10):
+        c.put(b"k%d" % i, b"v")
+    closer = threading.Thread(target=c.close)
+    closer.start()
+    assert wait_until(lambda: c.closed, 5), "close() never started"
+    time.sleep(0.05)  # the close now waits for the flush's pin, the notifier for the gate
+    gate.set()
+    closer.join(10)
+    flusher.join(10)
+    assert not closer.is_alive() and not flusher.is_alive()
+    assert late == [], f"callback called for events {late} after its cancel() had returned"
+
+
 def test_a_second_close_returns_only_once_the_handle_is_freed(store_path):
     """close() from a second thread while the first one's close() waits for a callback in flight must
     not return early: after close() returns the store is unlocked (and no callback runs)."""

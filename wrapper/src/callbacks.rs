@@ -24,6 +24,9 @@ pub(crate) struct CallbackCtx {
     pub(crate) callback: Py<PyAny>,
     /// The connection's `silenced` flag: set, the trampoline delivers nothing more.
     pub(crate) silenced: Arc<AtomicBool>,
+    /// Set by a cancel() that could not unsubscribe natively (a close was already under way): the
+    /// trampoline delivers nothing more to this subscription.
+    pub(crate) cancelled: AtomicBool,
 }
 
 static EVENT_KIND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -143,8 +146,9 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
                 // is alive until native_unsubscribe/native_close return, which cannot happen before
                 // this read (they wait for the callback in flight).
                 let ctx = unsafe { &*(user_data as *const CallbackCtx) };
-                // A close() returned inside a callback before the native close: deliver no more.
-                if ctx.silenced.load(Ordering::SeqCst) {
+                // A close() returned inside a callback before the native close, or a cancel() that
+                // found the close under way: deliver no more.
+                if ctx.silenced.load(Ordering::SeqCst) || ctx.cancelled.load(Ordering::SeqCst) {
                     return;
                 }
                 ctx.callback.clone_ref(py)
@@ -184,6 +188,7 @@ pub(crate) fn subscribe(
     let ctx = Box::new(CallbackCtx {
         callback: callback.clone().unbind(),
         silenced: inner.silenced.clone(),
+        cancelled: AtomicBool::new(false),
     });
     let user_data = &*ctx as *const CallbackCtx as *mut c_void;
     let mut err = sys::native_error::zeroed();

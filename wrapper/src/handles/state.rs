@@ -274,8 +274,14 @@ impl ConnInner {
         // A teardown pin: granted while a close is pending (until the native close, the notifier
         // still delivers, so the subscription must really be removed before cancel() returns).
         let Some(pin) = self.try_pin(true) else {
-            // Closed meanwhile: native_close dropped every subscription; once it has returned, no
-            // callback runs any more.
+            // Closed meanwhile: native_close drops every subscription; once it has returned, no
+            // callback runs any more. Until it stops the notifier (the closing thread may still be
+            // waiting for a pinned call), queued events are still delivered: this subscription's are
+            // dropped from now on, so no call follows this return, not even inside a callback, where
+            // wait_closed cannot wait.
+            if let Some(ctx) = lock(&self.subs).get(&id) {
+                ctx.cancelled.store(true, Ordering::SeqCst);
+            }
             self.wait_closed(py);
             return Ok(false);
         };

@@ -414,6 +414,20 @@ def test_close_from_inside_callback(store_path):
     native.connect(store_path, timeout=0).close()  # lock released
 
 
+def _close_on_another_thread_while_a_callback_waits(c, entered, release):
+    """Queue 10 events; once the first callback has entered (it then waits for `release`), close() on
+    another thread, which waits for that callback; release it and let the close finish."""
+    for i in range(10):
+        c.put(b"k%d" % i, b"v")
+    assert entered.wait(5)
+    other = threading.Thread(target=c.close)
+    other.start()
+    assert wait_until(lambda: c.closed, 5), "the other thread's close() never started"
+    release.set()
+    other.join(10)
+    assert not other.is_alive(), "close() deadlocked"
+
+
 def test_close_inside_a_callback_while_another_thread_closes_ends_every_delivery(store_path):
     """Another thread's close() is waiting for the callback in flight; the callback closes too. Its
     close() returns at once (waiting would deadlock), and from then on no callback runs: not the next
@@ -434,15 +448,7 @@ def test_close_inside_a_callback_while_another_thread_closes_ends_every_delivery
             late.append(ev.seq)
 
     subs = [c.subscribe(closer), c.subscribe(victim)]  # noqa: F841  (kept referenced)
-    for i in range(10):
-        c.put(b"k%d" % i, b"v")
-    assert entered.wait(5)
-    other = threading.Thread(target=c.close)
-    other.start()
-    assert wait_until(lambda: c.closed, 5), "the other thread's close() never started"
-    release.set()
-    other.join(10)
-    assert not other.is_alive(), "close() deadlocked"
+    _close_on_another_thread_while_a_callback_waits(c, entered, release)
     assert late == [], f"callback called for events {late} after close() had returned inside a callback"
 
 
@@ -465,15 +471,7 @@ def test_cancel_inside_a_callback_while_another_thread_closes_ends_its_deliverie
             cancelled.set()
 
     holder["sub"] = c.subscribe(cb)
-    for i in range(10):
-        c.put(b"k%d" % i, b"v")
-    assert entered.wait(5)
-    other = threading.Thread(target=c.close)
-    other.start()
-    assert wait_until(lambda: c.closed, 5), "the other thread's close() never started"
-    release.set()
-    other.join(10)
-    assert not other.is_alive(), "close() deadlocked"
+    _close_on_another_thread_while_a_callback_waits(c, entered, release)
     assert late == [], f"callback called for events {late} after its cancel() had returned"
 
 

@@ -371,6 +371,12 @@ impl Drop for Scratch {
 /// freed path). Every repro.py and the sanitized pytest runs set it too.
 pub const ASAN_FREE_FILL: &str = "max_free_fill_size=4096";
 
+/// What [`sanitizer_defaults!`] hands ASan (leak check at exit, ODR checks off, [`ASAN_FREE_FILL`]).
+/// A C string literal cannot be built with `concat!`, so the fill is spelled out here; a unit test
+/// holds the two together.
+pub const ASAN_DEFAULT_OPTIONS: &std::ffi::CStr =
+    c"detect_leaks=1:detect_odr_violation=0:max_free_fill_size=4096";
+
 /// Defines ASan's and LSan's default options for the binary that invokes it, so a bare
 /// `cargo fuzz run T` behaves like CI: leak checking at exit (`detect_leaks=1`), ODR checks off
 /// (an interpreter and an extension may both carry a copy of a static library), freed blocks
@@ -385,8 +391,7 @@ macro_rules! sanitizer_defaults {
         /// ASan's defaults for this binary (see `ffi_harness::sanitizer_defaults!`).
         #[unsafe(no_mangle)]
         pub extern "C" fn __asan_default_options() -> *const ::std::ffi::c_char {
-            // ASAN_FREE_FILL, spelled out: a C string literal cannot be built with concat!.
-            c"detect_leaks=1:detect_odr_violation=0:max_free_fill_size=4096".as_ptr()
+            $crate::fuzz_target::ASAN_DEFAULT_OPTIONS.as_ptr()
         }
 
         /// LSan's suppressions for this binary (see `ffi_harness::sanitizer_defaults!`).
@@ -395,4 +400,19 @@ macro_rules! sanitizer_defaults {
             concat!($lsan_suppressions, "\0").as_ptr().cast()
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ASAN_DEFAULT_OPTIONS, ASAN_FREE_FILL};
+
+    #[test]
+    fn the_default_asan_options_fill_freed_blocks() {
+        let options = ASAN_DEFAULT_OPTIONS.to_str().unwrap();
+        assert!(options.split(':').any(|o| o == ASAN_FREE_FILL), "{options}");
+        assert!(
+            options.split(':').any(|o| o == "detect_leaks=1"),
+            "{options}"
+        );
+    }
 }

@@ -104,11 +104,9 @@ pub fn exact_object<'py>(
     kind: ExactKind,
     data: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let builtins = py.import("builtins")?;
+    let builtins = ffi_harness::imported!(py, "builtins")?;
     let array_b = |bytes: &[u8]| {
-        py.import("array")?
-            .getattr("array")?
-            .call1(("B", PyBytes::new(py, bytes)))
+        ffi_harness::imported!(py, "array", "array")?.call1(("B", PyBytes::new(py, bytes)))
     };
     match kind {
         ExactKind::ArrayB => array_b(data),
@@ -151,9 +149,7 @@ fn underlying<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<(Vec<u8
     match mv {
         Ok(view) => {
             let base = view.getattr("obj")?;
-            let whole: Vec<u8> = py
-                .import("builtins")?
-                .getattr("bytes")?
+            let whole: Vec<u8> = ffi_harness::imported!(py, "builtins", "bytes")?
                 .call1((&base,))?
                 .extract()?;
             // The view's offset inside its base: padding length for windows, 0 otherwise.
@@ -164,8 +160,7 @@ fn underlying<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<(Vec<u8
             Ok((whole, start))
         }
         Err(_) => Ok((
-            py.import("builtins")?
-                .getattr("bytes")?
+            ffi_harness::imported!(py, "builtins", "bytes")?
                 .call1((obj,))?
                 .extract()?,
             0,
@@ -186,9 +181,8 @@ fn rounds_is_cheap(value: &Bound<'_, PyAny>) -> bool {
 
 impl BufferCall {
     fn run(&self, py: Python<'_>, allowed: &AllowedExceptions) -> Result<(), OracleFailure> {
-        let native = py
-            .import("native")
-            .map_err(|e| crate::py_failure(py, "import", e))?;
+        let native =
+            ffi_harness::imported!(py, "native").map_err(|e| crate::py_failure(py, "import", e))?;
         let mat = |v: &PyValue| {
             v.materialise(py)
                 .map_err(|e| crate::py_failure(py, "materialise", e))
@@ -318,8 +312,7 @@ impl BufferCall {
                                 ("rounds", rounds.into_pyobject(py)?.into_any()),
                             ],
                         )?;
-                        py.import("functools")?
-                            .getattr("partial")?
+                        ffi_harness::imported!(py, "functools", "partial")?
                             .call((native.getattr("process")?,), Some(&kw))?
                     } else {
                         native.getattr("checksum")?
@@ -554,10 +547,7 @@ pub static TARGET: std::sync::LazyLock<ffi_harness::FuzzTarget> =
 /// Does `obj` export a read-only buffer? (False when it exports none: process() refuses it anyway.)
 fn is_read_only(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
     let probe = || -> PyResult<bool> {
-        let view = py
-            .import("builtins")?
-            .getattr("memoryview")?
-            .call1((obj,))?;
+        let view = ffi_harness::imported!(py, "builtins", "memoryview")?.call1((obj,))?;
         let read_only = view.getattr("readonly")?.extract()?;
         view.call_method0("release")?;
         Ok(read_only)

@@ -182,7 +182,7 @@ impl CallbackOp {
                         t.call_method0("join")?;
                     }
                     drop(conn);
-                    py.import("gc")?.call_method0("collect")?;
+                    ffi_harness::imported!(py, "gc")?.call_method0("collect")?;
                     // Dropping the connection closes it (its subscriptions with it)... unless a live
                     // Subscription object or a writer still holds it: only then is it still open.
                     for bx in st.boxes.iter() {
@@ -190,14 +190,13 @@ impl CallbackOp {
                     }
                 }
                 if matches!(self, CallbackOp::Reconnect) {
-                    let c = py
-                        .import("native")?
+                    let c = ffi_harness::imported!(py, "native")?
                         .call_method1("connect", (st.scratch.path("cb.db"),))?;
                     st.conn_ref.set_item(0, c)?;
                 }
             }
             CallbackOp::Gc => {
-                py.import("gc")?.call_method0("collect")?;
+                ffi_harness::imported!(py, "gc")?.call_method0("collect")?;
             }
         }
         let _ = allowed;
@@ -259,8 +258,7 @@ impl Scenario for CallbacksInput {
                 .module(py)
                 .map_err(|e| py_failure(py, "helpers", e))?;
             let scratch = Scratch::new();
-            let conn = py
-                .import("native")
+            let conn = ffi_harness::imported!(py, "native")
                 .and_then(|n| n.call_method1("connect", (scratch.path("cb.db"),)))
                 .map_err(|e| py_failure(py, "connect", e))?;
             let st = State {

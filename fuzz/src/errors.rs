@@ -217,13 +217,12 @@ impl Scenario for ErrorsInput {
             // executed per input, so each input still gets its own `_TMP` and fresh definitions.
             let checks = CHECKS_CODE
                 .get_or_try_init(py, || {
-                    py.import("builtins")?
-                        .getattr("compile")?
+                    ffi_harness::imported!(py, "builtins", "compile")?
                         .call1((CHECKS, "errors_checks.py", "exec"))
                         .map(Bound::unbind)
                 })
                 .map_err(|e| py_failure(py, "setup", e))?;
-            py.import("builtins")
+            ffi_harness::imported!(py, "builtins")
                 .and_then(|b| b.getattr("exec"))
                 .and_then(|exec| exec.call1((checks.bind(py), &globals)))
                 .map_err(|e| py_failure(py, "setup", e))?;

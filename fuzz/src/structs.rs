@@ -129,9 +129,8 @@ impl StructCall {
         allowed: &AllowedExceptions,
         scratch: &std::cell::OnceCell<Scratch>,
     ) -> Result<(), OracleFailure> {
-        let native = py
-            .import("native")
-            .map_err(|e| py_failure(py, "import", e))?;
+        let native =
+            ffi_harness::imported!(py, "native").map_err(|e| py_failure(py, "import", e))?;
         let options = native
             .getattr("Options")
             .map_err(|e| py_failure(py, "Options", e))?;

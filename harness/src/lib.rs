@@ -8,7 +8,8 @@
 //! - [`Scenario`]: the one abstraction for work under the oracles (a whole fuzz input, or one step
 //!   of a stateful sequence); [`OpSeq`] makes a sequence of steps a scenario.
 //! - [`FuzzTarget`]: the loop of a fuzz target (run under the oracles, repro on failure),
-//!   [`init_embedded`] for the interpreter, [`sanitizer_defaults!`] for a bare `cargo fuzz run`.
+//!   [`init_embedded`] for the interpreter, [`sanitizer_defaults!`] for a bare `cargo fuzz run`,
+//!   [`imported!`] for modules a per-input path needs (looked up once per process).
 //! - Oracles ([`oracles`]): refcount neutrality, allowed exceptions, native ledger,
 //!   and [`leak_hunt`] (regrtest `-R` style).
 //! - [`repro`]: a standalone `repro.py` for any failing input; crash artifacts back
@@ -22,6 +23,7 @@
 
 pub mod env;
 pub mod fuzz_target;
+pub mod imported;
 pub mod isolate;
 pub mod leak_hunt;
 pub mod oracles;
@@ -53,3 +55,6 @@ pub use strategies::{arbitrary_strategy, pyvalue_strategy};
 
 /// Re-exported so fuzz targets and tests use the same `arbitrary` version.
 pub use arbitrary;
+/// For macros ([`imported!`]): the `pyo3` this crate was built with.
+#[doc(hidden)]
+pub use pyo3 as __pyo3;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PySystemError;
@@ -149,7 +150,7 @@ pub fn check_sole_owner(label: &str, obj: &Bound<'_, PyAny>) -> Result<(), Oracl
 }
 
 fn collect_garbage(py: Python<'_>) {
-    if let Ok(gc) = py.import("gc") {
+    if let Ok(gc) = crate::imported!(py, "gc") {
         let _ = gc.call_method0("collect");
     }
 }
@@ -243,7 +244,28 @@ fn is_panic_exception(py: Python<'_>, err: &PyErr) -> bool {
     name == "PanicException" && module == "pyo3_runtime"
 }
 
+/// The type an allowed-exception name resolves to, looked up once per process: the check runs for
+/// every exception of every input, and resolving a name imports its module (see [`crate::imported!`]
+/// for what an import costs there). The lock is never held across a call into Python.
 fn resolve_type<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyType>> {
+    static RESOLVED: Mutex<BTreeMap<String, Py<PyType>>> = Mutex::new(BTreeMap::new());
+    let cached = RESOLVED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(path)
+        .map(|ty| ty.clone_ref(py).into_bound(py));
+    if let Some(ty) = cached {
+        return Ok(ty);
+    }
+    let ty = resolve_type_uncached(py, path)?;
+    RESOLVED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(path.to_owned(), ty.clone().unbind());
+    Ok(ty)
+}
+
+fn resolve_type_uncached<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyType>> {
     let obj = match path.rsplit_once('.') {
         None => py.import("builtins")?.getattr(path)?,
         // `_fh.X` is how reproducers spell the prelude's classes: resolve it the same way here.

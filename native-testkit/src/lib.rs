@@ -39,7 +39,7 @@ pub const LEDGER_KEYS: [&str; 3] = ["live_handles", "live_subscriptions", "live_
 
 /// libnative's live-object counters ([`LEDGER_KEYS`], without `calls`).
 pub fn ledger(py: Python<'_>) -> PyResult<Ledger> {
-    let counters = py.import("native")?.call_method0("debug_counters")?;
+    let counters = ffi_harness::imported!(py, "native")?.call_method0("debug_counters")?;
     let mut out = Ledger::new();
     for key in LEDGER_KEYS {
         out.insert(key.to_owned(), counters.get_item(key)?.extract()?);
@@ -49,7 +49,7 @@ pub fn ledger(py: Python<'_>) -> PyResult<Ledger> {
 
 /// `gc.collect()`, then the [`ledger`]: a baseline that does not count the garbage of earlier cases.
 pub fn settled_ledger(py: Python<'_>) -> PyResult<Ledger> {
-    py.import("gc")?.call_method0("collect")?;
+    ffi_harness::imported!(py, "gc")?.call_method0("collect")?;
     ledger(py)
 }
 
@@ -75,7 +75,7 @@ where
 
 /// libnative's `calls` counter: every public entry point bumps it.
 pub fn native_calls(py: Python<'_>) -> PyResult<i64> {
-    py.import("native")?
+    ffi_harness::imported!(py, "native")?
         .call_method0("debug_counters")?
         .get_item("calls")?
         .extract()
@@ -117,7 +117,7 @@ pub fn allowed(extra: &[&str]) -> AllowedExceptions {
 
 /// True if `err` is an instance of `native.<name>` (e.g. `"InvalidStateError"`).
 pub fn is_native_error(py: Python<'_>, err: &PyErr, name: &str) -> bool {
-    py.import("native")
+    ffi_harness::imported!(py, "native")
         .and_then(|m| m.getattr(name))
         .is_ok_and(|ty| err.is_instance(py, &ty))
 }
@@ -201,7 +201,7 @@ pub fn run_python<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     refs(py)?;
     let globals = PyDict::new(py);
-    globals.set_item("__builtins__", py.import("builtins")?)?;
+    globals.set_item("__builtins__", ffi_harness::imported!(py, "builtins")?)?;
     for (name, value) in locals {
         globals.set_item(*name, value)?;
     }

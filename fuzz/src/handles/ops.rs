@@ -81,12 +81,11 @@ impl HandleOp {
         st: &mut HandleState<'py>,
         allowed: &AllowedExceptions,
     ) -> Result<(), OracleFailure> {
-        let native = py
-            .import("native")
-            .map_err(|e| py_failure(py, "import", e))?;
+        let native =
+            ffi_harness::imported!(py, "native").map_err(|e| py_failure(py, "import", e))?;
         let s = match self {
             HandleOp::Connect { slot: s, file } => {
-                return connect(py, &native, st, allowed, *s, *file)
+                return connect(py, native, st, allowed, *s, *file)
             }
             HandleOp::Drop { slot: s } => {
                 st.slots[slot(*s)] = None;
@@ -94,8 +93,7 @@ impl HandleOp {
             }
             HandleOp::NextKept { it } => return next_kept(py, st, *it),
             HandleOp::Gc => {
-                return py
-                    .import("gc")
+                return ffi_harness::imported!(py, "gc")
                     .and_then(|gc| gc.call_method0("collect"))
                     .map(drop)
                     .map_err(|e| py_failure(py, "gc", e))

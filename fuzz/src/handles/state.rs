@@ -93,7 +93,7 @@ impl<'py> HandleState<'py> {
             .unwrap_or(false);
         let items: Vec<(Vec<u8>, Vec<u8>)> = c
             .call_method0("items")
-            .and_then(|it| py.import("builtins")?.getattr("list")?.call1((it,)))
+            .and_then(|it| ffi_harness::imported!(py, "builtins", "list")?.call1((it,)))
             .and_then(|l| l.extract())
             .map_err(|e| py_failure(py, "resync", e))?;
         self.model[file as usize] = items.into_iter().collect();
@@ -109,9 +109,8 @@ impl<'py> HandleState<'py> {
             let _ = c.call_method0("close");
         }
         self.slots.iter_mut().for_each(|s| *s = None);
-        let native = py
-            .import("native")
-            .map_err(|e| py_failure(py, "import", e))?;
+        let native =
+            ffi_harness::imported!(py, "native").map_err(|e| py_failure(py, "import", e))?;
         for file in [false, true] {
             let path = self.scratch.path(file_name(file));
             if !std::path::Path::new(&path).exists() {
@@ -128,8 +127,7 @@ impl<'py> HandleState<'py> {
             let c = native
                 .call_method1("connect", (path,))
                 .map_err(|e| py_failure(py, "reopen", e))?;
-            let items: Vec<(Vec<u8>, Vec<u8>)> = py
-                .import("builtins")
+            let items: Vec<(Vec<u8>, Vec<u8>)> = ffi_harness::imported!(py, "builtins")
                 .and_then(|b| b.getattr("list")?.call1((c.call_method0("items")?,)))
                 .and_then(|l| l.extract())
                 .map_err(|e| py_failure(py, "reopen items", e))?;

@@ -10,6 +10,7 @@ import array as _array
 import gc as _gc
 import math as _math
 import mmap as _mmap
+import sys as _sys
 
 # ---------------------------------------------------------------------------
 # Re-entrancy hook: every Reenter(n) value calls __harness_reenter__(n).  The
@@ -249,6 +250,24 @@ class DelRunsCode:
             raise HostileError("DelRunsCode.__del__ raised on purpose")
         elif self.mode == "reenter":
             __harness_reenter__(self.n)
+
+
+# The hook in place before this module: whatever it was (the default, or a target's recorder).
+_unraisable_before = getattr(_sys, "unraisablehook", None)  # 3.8+
+
+
+def _quiet_deliberate_unraisable(args):
+    """sys.unraisablehook: a DelRunsCode("raise") raises from __del__ on purpose, thousands of times a
+    second under a fuzzer, and the default hook prints each with its traceback and source line (opening
+    this file every time: a tenth of a plain `buffers` execution). Only that exception is dropped;
+    anything else raised where it cannot propagate goes to the hook that was there before."""
+    if args.exc_type is HostileError and args.object is DelRunsCode.__del__:
+        return
+    _unraisable_before(args)
+
+
+if _unraisable_before is not None:
+    _sys.unraisablehook = _quiet_deliberate_unraisable
 
 
 def mk_self_referential_list():

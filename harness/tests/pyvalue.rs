@@ -325,3 +325,49 @@ fn arbitrary_values_materialise_and_round_trip() {
         assert!(count >= 100, "only {count} values");
     });
 }
+
+#[test]
+fn a_deliberate_del_raise_is_not_printed_and_any_other_unraisable_still_is() {
+    Python::attach(|py| {
+        let prelude = prelude(py).unwrap();
+        // Stand in for the hook that was there before the prelude (the default printer).
+        let seen = py.eval(c"[]", None, None).unwrap();
+        let before = prelude.getattr("_unraisable_before").unwrap();
+        prelude
+            .setattr("_unraisable_before", seen.getattr("append").unwrap())
+            .unwrap();
+        drop(
+            PyValue::Hostile(Hostile::Del(DelAction::Raise))
+                .materialise(py)
+                .unwrap(),
+        );
+        let other = CString::new(
+            "class _Other:\n    def __del__(self):\n        raise ValueError('not deliberate')\n_Other()\n",
+        )
+        .unwrap();
+        py.run(&other, None, None).unwrap();
+        prelude.setattr("_unraisable_before", before).unwrap();
+        let kinds: Vec<String> = seen
+            .try_iter()
+            .unwrap()
+            .map(|args| {
+                args.unwrap()
+                    .getattr("exc_type")
+                    .unwrap()
+                    .getattr("__name__")
+                    .unwrap()
+                    .extract()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(kinds, ["ValueError"], "forwarded to the previous hook");
+        assert!(
+            py.import("sys")
+                .unwrap()
+                .getattr("unraisablehook")
+                .unwrap()
+                .is(&prelude.getattr("_quiet_deliberate_unraisable").unwrap()),
+            "the prelude installs its hook"
+        );
+    });
+}

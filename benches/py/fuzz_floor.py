@@ -25,7 +25,9 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 
-CALLBACK = ("LLVMFuzzerTestOneInput", "atheris::TestOneInput")
+# The fuzz callback: libFuzzer calls LLVMFuzzerTestOneInput, which libfuzzer-sys forwards to
+# rust_fuzzer_test_input (a build without sanitizers may show only the latter); atheris calls its own.
+CALLBACK = ("LLVMFuzzerTestOneInput", "rust_fuzzer_test_input", "atheris::TestOneInput")
 LIBNATIVE_C = re.compile(r"^native_[a-z_]+$")
 
 

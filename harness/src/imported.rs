@@ -10,7 +10,9 @@
 
 /// `imported!(py, "module")` is `py.import("module")`, and `imported!(py, "module", "attr")` is
 /// `py.import("module")?.getattr("attr")`, each done once per process per call site and returned as
-/// `PyResult<&Bound<'py, _>>` afterwards (a failed import is retried next time).
+/// `PyResult<&Bound<'py, _>>` afterwards (a failed import is retried next time). The names must be
+/// literals: the cell belongs to the call site, so a name computed at run time would get the first
+/// one's module forever.
 ///
 /// ```
 /// use pyo3::prelude::*;
@@ -24,7 +26,7 @@
 /// ```
 #[macro_export]
 macro_rules! imported {
-    ($py:expr, $module:expr) => {{
+    ($py:expr, $module:literal) => {{
         static CELL: $crate::__pyo3::sync::PyOnceLock<
             $crate::__pyo3::Py<$crate::__pyo3::types::PyModule>,
         > = $crate::__pyo3::sync::PyOnceLock::new();
@@ -32,7 +34,7 @@ macro_rules! imported {
         CELL.get_or_try_init(py, || py.import($module).map($crate::__pyo3::Bound::unbind))
             .map(|module| module.bind(py))
     }};
-    ($py:expr, $module:expr, $attr:expr) => {{
+    ($py:expr, $module:literal, $attr:literal) => {{
         static CELL: $crate::__pyo3::sync::PyOnceLock<$crate::__pyo3::Py<$crate::__pyo3::PyAny>> =
             $crate::__pyo3::sync::PyOnceLock::new();
         CELL.import($py, $module, $attr)

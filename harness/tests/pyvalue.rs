@@ -366,7 +366,7 @@ fn a_deliberate_del_raise_is_not_printed_and_any_other_unraisable_still_is() {
                 .unwrap()
                 .getattr("unraisablehook")
                 .unwrap()
-                .is(&prelude.getattr("_quiet_deliberate_unraisable").unwrap()),
+                .is(prelude.getattr("_quiet_deliberate_unraisable").unwrap()),
             "the prelude installs its hook"
         );
     });

@@ -44,32 +44,56 @@ macro_rules! imported {
 #[cfg(test)]
 mod tests {
     use pyo3::prelude::*;
+    use pyo3::types::PyModule;
 
-    fn native_id(py: Python<'_>) -> usize {
-        crate::imported!(py, "sys").unwrap().as_ptr() as usize
+    /// One call site, as a fuzz target would have it.
+    fn probe<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyModule>> {
+        crate::imported!(py, "ffi_harness_imported_probe").map(|m| m.clone())
+    }
+
+    fn install<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyModule> {
+        let module = PyModule::new(py, name).unwrap();
+        py.import("sys")
+            .unwrap()
+            .getattr("modules")
+            .unwrap()
+            .set_item("ffi_harness_imported_probe", &module)
+            .unwrap();
+        module
     }
 
     #[test]
-    fn a_call_site_imports_once_and_returns_the_same_object() {
+    fn a_failed_import_is_retried_then_the_module_is_kept_for_the_call_site() {
         Python::attach(|py| {
-            let first = native_id(py);
-            assert_eq!(first, py.import("sys").unwrap().as_ptr() as usize);
-            assert_eq!(native_id(py), first);
-            let join = crate::imported!(py, "os.path", "join").unwrap();
-            assert_eq!(
-                join.call1(("a", "b")).unwrap().extract::<String>().unwrap(),
-                "a/b"
+            // Not importable yet: an error each time, nothing cached.
+            for _ in 0..2 {
+                let err = probe(py).unwrap_err();
+                assert!(err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py));
+            }
+            let first = install(py, "first");
+            assert!(
+                probe(py).unwrap().is(&first),
+                "retried once it can be imported"
+            );
+            // sys.modules now holds another module under the name: the call site keeps the one it
+            // imported (it looks the name up once), as a plain py.import would not.
+            let second = install(py, "second");
+            assert!(py.import("ffi_harness_imported_probe").unwrap().is(&second));
+            assert!(
+                probe(py).unwrap().is(&first),
+                "imported again instead of once"
             );
         });
     }
 
     #[test]
-    fn a_failed_import_is_an_error_not_a_cached_none() {
+    fn the_attribute_form_returns_the_attribute() {
         Python::attach(|py| {
-            for _ in 0..2 {
-                let err = crate::imported!(py, "no_such_module_here").unwrap_err();
-                assert!(err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py));
-            }
+            let join = crate::imported!(py, "os.path", "join").unwrap();
+            assert_eq!(
+                join.call1(("a", "b")).unwrap().extract::<String>().unwrap(),
+                "a/b"
+            );
         });
     }
 }

@@ -20,8 +20,9 @@ driver's to win, so `(total) / (calls + engine)` bounds the speed-up of a driver
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -70,8 +71,16 @@ def classify(frames: Frames) -> str:
 
 
 def main() -> int:
-    path, execs = sys.argv[1], int(sys.argv[2])
-    hz = float(sys.argv[3]) if len(sys.argv) > 3 else 499.0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", help="`perf script` output")
+    parser.add_argument("execs", type=int, help="executions the run made (libFuzzer's number_of_executed_units)")
+    parser.add_argument("hz", type=float, nargs="?", default=499.0, help="perf's sampling rate (default 499)")
+    args = parser.parse_args()
+    if args.execs <= 0 or args.hz <= 0:
+        parser.error("execs and hz must be positive: a run with no execution has no cost per execution")
+    path, execs, hz = args.script, args.execs, args.hz
+    if not os.path.isfile(path):
+        parser.error(f"{path}: no such file (make it with `perf script`, see above)")
     all_samples = list(samples(path))
     # The fuzzing process: the one whose samples run libFuzzer (asan-python and cargo exec into it).
     per_pid = Counter(pid for pid, _, fr in all_samples if any(s.startswith("fuzzer::") for s, _ in fr))

@@ -635,3 +635,64 @@ def test_reference_cycle_through_callback_is_collected(store_path):
     assert wait_until(lambda: (gc.collect(), w() is None)[1], 5), "cycle through the callback never collected"
     assert wait_until(lambda: ledger_snapshot() == before, 5), ledger_snapshot()
     native.connect(store_path, timeout=0).close()
+
+
+class _Token:
+    """A plain object (no cycle) stored in a threading.local: freed exactly when its thread state is."""
+
+
+def _local_keeping_callback(calls, seen):
+    local = threading.local()
+
+    def cb(ev):
+        if not hasattr(local, "token"):
+            local.token = _Token()
+            calls.append(weakref.ref(local.token))
+        seen.append(ev.key)
+
+    return cb
+
+
+def test_notifier_thread_keeps_one_thread_state_across_callbacks(conn):
+    # One Python thread state for the notifier's whole life (CPython gh-146219): a threading.local value
+    # set by one callback is still there for the next, as on any Python thread. Built and torn down per
+    # callback, the state lost it after every call (and cost an mmap/munmap pair per event).
+    tokens, seen = [], []
+    with conn.subscribe(_local_keeping_callback(tokens, seen)):
+        for i in range(20):
+            conn.put(b"k%d" % i, b"v")
+        assert wait_until(lambda: len(seen) == 20, 5), seen
+    assert len(tokens) == 1, f"{len(tokens)} thread states for one notifier thread"
+
+
+@pytest.mark.parametrize("how", ["close", "drop", "close_in_callback"])
+def test_notifier_thread_state_is_deleted_when_the_notifier_exits(store_path, how):
+    # ...and no longer: once the notifier thread has exited, its thread state is cleared and deleted,
+    # so what the callbacks kept in it is freed. close() and dropping the connection join the notifier
+    # (freed when they return); a close from inside a callback lets the notifier tear down on its own
+    # (freed shortly after).
+    before = ledger_snapshot()
+    c = native.connect(store_path)
+    tokens, seen = [], []
+    keep = _local_keeping_callback(tokens, seen)
+
+    def cb(ev):
+        keep(ev)
+        if how == "close_in_callback":
+            c.close()
+
+    sub = c.subscribe(cb)
+    c.put(b"k", b"v")
+    assert wait_until(lambda: len(seen) == 1, 5), seen
+    if how != "close_in_callback":
+        assert tokens[0]() is not None  # the notifier, and its state, live until the connection closes
+    if how == "close":
+        c.close()
+        assert tokens[0]() is None, "close() returned but the notifier's thread state still holds its values"
+    elif how == "drop":
+        del c, cb, sub
+        assert tokens[0]() is None, "the dropped connection's notifier thread state still holds its values"
+    else:
+        assert wait_until(lambda: tokens[0]() is None, 5), "the notifier's thread state outlived the thread"
+    sub = None
+    assert wait_until(lambda: (gc.collect(), ledger_snapshot() == before)[1], 5), ledger_snapshot()

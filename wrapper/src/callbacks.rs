@@ -124,6 +124,8 @@ impl Drop for CallbackDepth {
 // Callbacks: the C trampoline takes the GIL, owns its own reference to the callable for the call, and
 // never unwinds into C.
 unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_void) {
+    // Performance: one thread state for the notifier's whole life, not one per callback.
+    crate::thread_state::keep_for_this_thread();
     // A panic must not unwind into C (that would abort the process from a foreign frame).
     let _ = std::panic::catch_unwind(|| {
         // GIL: this runs on libnative's notifier thread; attach before touching Python. try_attach

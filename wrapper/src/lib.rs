@@ -20,6 +20,7 @@ mod handles;
 #[cfg(test)]
 mod mirror_check;
 mod structs;
+mod thread_state;
 pub use libnative_sys as sys;
 
 pub use callbacks::{Event, Subscription};

@@ -1,0 +1,80 @@
+//! One Python thread state per notifier thread, kept for the thread's whole life (checklist: "Native
+//! Threads Calling Python").
+//!
+//! libnative's notifier is a foreign thread: CPython has no thread state for it. Attaching with
+//! `PyGILState_Ensure` creates one and the matching release destroys it again when its nesting count
+//! drops to zero, so a callback per event meant a thread state built and torn down per event. On
+//! CPython 3.11+ that is an mmap and an munmap of the frame stack and a gettid per call (strace: one
+//! of each per callback), most of a trivial callback's cost, and every `threading.local` value and
+//! context variable a callback set was gone by its next call. CPython documents the remedy
+//! (gh-146219): one outer Ensure that stays outstanding for the thread's lifetime, so the callbacks'
+//! own Ensure/Release pairs only move the count between 1 and 2.
+//!
+//! The outer Ensure is made in its own attach, before the callback's attach, so the callback still
+//! takes and releases the GIL exactly as before. The matching release runs when the thread exits (a
+//! Rust thread-local's destructor: glibc runs those before `pthread_join` returns), so once
+//! `native_close` has joined the notifier, its thread state is gone too.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::handles::SHUTTING_DOWN;
+
+/// The thread state this thread keeps; its drop (at thread exit) deletes it.
+struct KeptThreadState {
+    tstate: *mut ffi::PyThreadState,
+}
+
+thread_local! {
+    static KEPT: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
+}
+
+/// Called by the callback trampoline before it attaches: on a foreign thread's first callback, makes
+/// the outer Ensure. Never panics (it runs on a C thread) and does nothing on a thread CPython made
+/// (CPython owns and deletes that thread state itself) or after the atexit hook (see below).
+pub(crate) fn keep_for_this_thread() {
+    let _ = std::panic::catch_unwind(|| {
+        let _ = KEPT.try_with(|kept| {
+            let Ok(mut kept) = kept.try_borrow_mut() else {
+                return;
+            };
+            if kept.is_some() || SHUTTING_DOWN.load(Ordering::SeqCst) {
+                return;
+            }
+            // SAFETY: reads this thread's gilstate slot only; callable without the GIL.
+            if !unsafe { ffi::PyGILState_GetThisThreadState() }.is_null() {
+                return;
+            }
+            *kept = Python::try_attach(|_py| {
+                // SAFETY: attached, so this Ensure only raises this thread state's nesting count to 2;
+                // the attach's own release brings it back to 1 and detaches, keeping the state.
+                let _ = unsafe { ffi::PyGILState_Ensure() };
+                KeptThreadState {
+                    // SAFETY: attached: this thread's current state.
+                    tstate: unsafe { ffi::PyThreadState_Get() },
+                }
+            });
+        });
+    });
+}
+
+impl Drop for KeptThreadState {
+    fn drop(&mut self) {
+        // Thread exit. After the atexit hook, finalization may already have freed this state (it frees
+        // every thread's): leave it to that. Before it, nothing native calls Python after shutdown.
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            return;
+        }
+        // SAFETY: `tstate` is this thread's own state, detached (every callback's attach has ended);
+        // restoring it takes the GIL. Its nesting count is then 1 (the outer Ensure): this release
+        // drops it to 0, which clears and deletes the state and releases the GIL. UNLOCKED because
+        // the state did not exist before the first attach made it (CPython asserts that).
+        unsafe {
+            ffi::PyEval_RestoreThread(self.tstate);
+            ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_UNLOCKED);
+        }
+    }
+}

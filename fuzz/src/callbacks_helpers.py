@@ -159,7 +159,7 @@ def settle(conn_ref, limit=0.02):
                 return
         else:
             last, still = now, 0
-        time.sleep(0.0001)
+        time.sleep(0.00002)
 
 
 def _wait_notifiers_gone(limit):

@@ -25,6 +25,19 @@ def _record_unraisable(args):
 sys.unraisablehook = _record_unraisable
 
 
+_THIS_THREAD = threading.local()
+
+
+def _native_id():
+    """threading.get_native_id(), asked once per thread: it is a gettid system call, and a notifier thread
+    keeps its Python thread state (and so this local) for its whole life."""
+    try:
+        return _THIS_THREAD.tid
+    except AttributeError:
+        _THIS_THREAD.tid = threading.get_native_id()
+        return _THIS_THREAD.tid
+
+
 class CallbackRaised(Exception):
     """Raised by 'raise' callbacks on purpose."""
 
@@ -43,7 +56,7 @@ class Recorder:
         if box["cancelled"]:
             box["late"] += 1
         box["calls"] += 1
-        tid = threading.get_native_id()
+        tid = _native_id()
         NOTIFIER_TIDS.add(tid)
         IN_CALLBACK.add(tid)
         try:

@@ -44,7 +44,8 @@ struct notifier {
     pthread_t thread;
     int started;         /* the thread starts with the first subscription: no listener, no thread */
     struct event *head, *tail;
-    size_t pending;
+    size_t pending;      /* queued events (the queue limit counts these) */
+    int delivering;      /* an event is dequeued and its callbacks have not all returned */
     struct sub *subs;    /* sorted by id (ids only grow, new ones are appended) */
     uint32_t nsubs;
     uint64_t next_sub_id, next_seq;

@@ -73,6 +73,7 @@ typedef struct native_stats {
     uint64_t file_bytes;     /* size of the log file */
     uint64_t events_delivered; /* callback invocations completed */
     uint64_t events_dropped;   /* events discarded because the queue was full */
+    uint64_t events_pending;   /* events queued or being delivered: 0 means the notifier is idle */
     uint32_t subscriptions;  /* live subscriptions */
     uint32_t generation;     /* low 32 bits of the modification counter */
 } native_stats;

@@ -57,6 +57,7 @@ static void *notifier_main(void *arg)
         if (nt->head == NULL)
             nt->tail = NULL;
         nt->pending--;
+        nt->delivering = 1;
         for (struct sub *s = sub_after(nt, 0); s != NULL && s->id <= ev->sub_limit;) {
             uint64_t id = s->id;
             native_callback cb = s->cb;
@@ -72,6 +73,7 @@ static void *notifier_main(void *arg)
                 break;
             s = sub_after(nt, id);
         }
+        nt->delivering = 0;
         free(ev);
     }
     int teardown_here = nt->deferred_close;

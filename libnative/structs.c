@@ -68,6 +68,8 @@ int native_stats_get(native_db *db, native_stats *out)
     pthread_mutex_lock(&db->nt.mu);
     out->events_delivered = db->nt.delivered;
     out->events_dropped = db->nt.dropped;
+    /* Counts the event in delivery too: 0 means every callback of every queued event has returned. */
+    out->events_pending = db->nt.pending + (uint64_t)db->nt.delivering;
     out->subscriptions = db->nt.nsubs;
     pthread_mutex_unlock(&db->nt.mu);
     pthread_mutex_unlock(&db->mu);

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import threading
 import types
 
 import native
@@ -17,6 +18,7 @@ STATS_FIELDS = (
     "file_bytes",
     "events_delivered",
     "events_dropped",
+    "events_pending",
     "subscriptions",
     "generation",
 )
@@ -298,7 +300,7 @@ def test_stats_fresh(conn):
     for f in STATS_FIELDS:
         assert type(getattr(s, f)) is int, f
     assert (s.keys, s.puts, s.gets, s.deletes) == (0, 0, 0, 0)
-    assert (s.events_delivered, s.events_dropped, s.subscriptions) == (0, 0, 0)
+    assert (s.events_delivered, s.events_dropped, s.events_pending, s.subscriptions) == (0, 0, 0, 0)
     assert s.file_bytes >= 0
 
 
@@ -365,6 +367,34 @@ def test_stats_subscriptions_and_events(conn):
     assert conn.stats().subscriptions == 1
     s1.cancel()
     assert conn.stats().subscriptions == 0
+
+
+def test_stats_events_pending_counts_the_event_in_delivery(conn):
+    # events_pending is 0 only once every callback of every queued event has returned: the exact "idle"
+    # signal a test needs instead of waiting for the delivered count to hold still.
+    entered, release = threading.Event(), threading.Event()
+    calls = []
+
+    def blocking(ev):
+        entered.set()
+        release.wait(5)
+        calls.append(ev.key)
+
+    sub = conn.subscribe(blocking)
+    try:
+        for i in range(3):
+            conn.put(b"k%d" % i, b"v")
+        assert entered.wait(5)
+        s = conn.stats()
+        assert (s.events_pending, s.events_delivered) == (3, 0), s  # one in its callback, two queued
+        release.set()
+        assert wait_until(lambda: conn.stats().events_pending == 0, 5), conn.stats()
+        assert conn.stats().events_delivered == 3 and len(calls) == 3
+    finally:
+        release.set()
+        sub.cancel()
+    conn.put(b"nobody-listens", b"v")
+    assert conn.stats().events_pending == 0
 
 
 def test_stats_readonly(conn):

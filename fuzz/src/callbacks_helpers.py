@@ -14,8 +14,6 @@ UNRAISABLE = []
 # Native ids of the threads that delivered a callback (the handles' notifier threads): `finish` waits
 # until each has exited, so every call a notifier could still make has been made before it looks.
 NOTIFIER_TIDS = set()
-# The notifier threads inside a callback right now (set operations are atomic under the GIL).
-IN_CALLBACK = set()
 
 
 def _record_unraisable(args):
@@ -56,13 +54,8 @@ class Recorder:
         if box["cancelled"]:
             box["late"] += 1
         box["calls"] += 1
-        tid = _native_id()
-        NOTIFIER_TIDS.add(tid)
-        IN_CALLBACK.add(tid)
-        try:
-            self._react(box, ev)
-        finally:
-            IN_CALLBACK.discard(tid)
+        NOTIFIER_TIDS.add(_native_id())
+        self._react(box, ev)
 
     def _react(self, box, ev):
         if not isinstance(ev, native.Event) or not isinstance(ev.key, bytes):
@@ -153,25 +146,20 @@ def writer(conn_ref, n, errors):
 
 
 def settle(conn_ref, limit=0.02):
-    """Wait (bounded) until the notifier stops delivering: events are asynchronous. Quiet means no
-    callback is running and the delivered count held still across two short polls."""
+    """Wait (bounded) until the notifier is idle: events are asynchronous. Idle is exact: libnative's
+    events_pending counts queued events and the one whose callbacks are running, so 0 means every
+    callback of every event so far has returned (and a callback's own put, made before it returned, is
+    counted)."""
     conn = conn_ref[0]
     deadline = time.monotonic() + limit
-    last, still = -1, 0
-    while time.monotonic() < deadline:
+    while True:
         try:
-            stats = conn.stats()
-        except native.InvalidStateError:
-            return
-        now = stats.events_delivered
-        if not IN_CALLBACK and stats.subscriptions == 0:
-            return  # nobody left to deliver to: nothing pending can run a callback
-        if now == last and not IN_CALLBACK:
-            still += 1
-            if still == 2:
+            if conn.stats().events_pending == 0:
                 return
-        else:
-            last, still = now, 0
+        except native.InvalidStateError:
+            return  # closed (perhaps by a callback): nothing can be delivered any more
+        if time.monotonic() >= deadline:
+            return
         time.sleep(0.00002)
 
 

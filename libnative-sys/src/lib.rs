@@ -66,6 +66,7 @@ pub struct native_stats {
     pub file_bytes: u64,
     pub events_delivered: u64,
     pub events_dropped: u64,
+    pub events_pending: u64,
     pub subscriptions: u32,
     pub generation: u32,
 }

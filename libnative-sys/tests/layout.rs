@@ -78,6 +78,7 @@ fn rust_declarations_match_native_h() {
             file_bytes,
             events_delivered,
             events_dropped,
+            events_pending,
             subscriptions,
             generation
         }

@@ -15,7 +15,8 @@ int main(void) {
     OFF(native_options, max_key_size); OFF(native_options, max_value_size); OFF(native_options, file_mode);
     SIZE(native_stats); OFF(native_stats, keys); OFF(native_stats, puts); OFF(native_stats, gets);
     OFF(native_stats, deletes); OFF(native_stats, file_bytes); OFF(native_stats, events_delivered);
-    OFF(native_stats, events_dropped); OFF(native_stats, subscriptions); OFF(native_stats, generation);
+    OFF(native_stats, events_dropped); OFF(native_stats, events_pending);
+    OFF(native_stats, subscriptions); OFF(native_stats, generation);
     SIZE(native_event); OFF(native_event, kind); OFF(native_event, seq); OFF(native_event, key);
     OFF(native_event, klen); OFF(native_event, value); OFF(native_event, vlen);
     SIZE(native_debug_counters); OFF(native_debug_counters, live_handles);

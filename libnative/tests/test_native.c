@@ -554,6 +554,7 @@ static void test_events_basic(void)
     put_s(db, "b", "2");
     CHECK_RC(native_delete(db, "a", 1, &err), NATIVE_OK);
     wait_delivered(db, 3);
+    CHECK(stats_of(db).events_pending == 0); /* one subscriber: its last call returned, nothing queued */
     pthread_mutex_lock(&r.mu);
     CHECK(r.n == 3);
     CHECK(r.ev[0].kind == NATIVE_EVENT_PUT && r.ev[0].seq == 1 && !strcmp(r.keys[0], "a") && !strcmp(r.vals[0], "1"));
@@ -759,6 +760,8 @@ static void test_queue_and_close(void)
         CHECK_RC(native_put(db, "k", 1, "v", 1, NULL), NATIVE_OK);
     native_stats s = stats_of(db);
     CHECK(s.events_dropped == extra && s.events_delivered == 0);
+    /* The one in delivery counts as pending until its callback returns. */
+    CHECK(s.events_pending == NATIVE_EVENT_QUEUE_LIMIT + 1u);
     fprintf(stderr, "  %u puts with a stuck notifier took %lld ms\n", NATIVE_EVENT_QUEUE_LIMIT + extra,
             (long long)(now_ms() - t0));
 

@@ -44,6 +44,7 @@ typedef struct native_stats {
     uint64_t file_bytes;
     uint64_t events_delivered;
     uint64_t events_dropped;
+    uint64_t events_pending;
     uint32_t subscriptions;
     uint32_t generation;
 } native_stats;

@@ -59,7 +59,7 @@ class NativeOptions(Structure):
 
 
 class NativeStats(Structure):
-    _fields_ = [(f, c_uint64) for f in facade.STATS_FIELDS[:7]] + [
+    _fields_ = [(f, c_uint64) for f in facade.STATS_FIELDS[:8]] + [
         ("subscriptions", c_uint32),
         ("generation", c_uint32),
     ]

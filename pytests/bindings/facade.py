@@ -38,6 +38,7 @@ STATS_FIELDS = (
     "file_bytes",
     "events_delivered",
     "events_dropped",
+    "events_pending",
     "subscriptions",
     "generation",
 )
@@ -133,6 +134,7 @@ class Stats:
     file_bytes: int
     events_delivered: int
     events_dropped: int
+    events_pending: int
     subscriptions: int
     generation: int
 

@@ -230,6 +230,9 @@ pub struct Stats {
     events_delivered: u64,
     #[pyo3(get)]
     events_dropped: u64,
+    /// Queued or being delivered: 0 means every callback of every event so far has returned.
+    #[pyo3(get)]
+    events_pending: u64,
     #[pyo3(get)]
     subscriptions: u32,
     #[pyo3(get)]
@@ -246,6 +249,7 @@ impl From<sys::native_stats> for Stats {
             file_bytes: s.file_bytes,
             events_delivered: s.events_delivered,
             events_dropped: s.events_dropped,
+            events_pending: s.events_pending,
             subscriptions: s.subscriptions,
             generation: s.generation,
         }
@@ -263,6 +267,7 @@ impl Stats {
         d.set_item("file_bytes", self.file_bytes)?;
         d.set_item("events_delivered", self.events_delivered)?;
         d.set_item("events_dropped", self.events_dropped)?;
+        d.set_item("events_pending", self.events_pending)?;
         d.set_item("subscriptions", self.subscriptions)?;
         d.set_item("generation", self.generation)?;
         Ok(d)
@@ -271,7 +276,7 @@ impl Stats {
     fn __repr__(&self) -> String {
         format!(
             "native.Stats(keys={}, puts={}, gets={}, deletes={}, file_bytes={}, events_delivered={}, \
-             events_dropped={}, subscriptions={}, generation={})",
+             events_dropped={}, events_pending={}, subscriptions={}, generation={})",
             self.keys,
             self.puts,
             self.gets,
@@ -279,6 +284,7 @@ impl Stats {
             self.file_bytes,
             self.events_delivered,
             self.events_dropped,
+            self.events_pending,
             self.subscriptions,
             self.generation
         )

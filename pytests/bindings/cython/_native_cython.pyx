@@ -375,6 +375,7 @@ cdef class Connection:
         native_stats_get(self._handle("stats"), &s)
         return facade.Stats(keys=s.keys, puts=s.puts, gets=s.gets, deletes=s.deletes, file_bytes=s.file_bytes,
                             events_delivered=s.events_delivered, events_dropped=s.events_dropped,
+                            events_pending=s.events_pending,
                             subscriptions=s.subscriptions, generation=s.generation)
 
     def subscribe(self, callback):

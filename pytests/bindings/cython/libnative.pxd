@@ -51,6 +51,7 @@ cdef extern from "native.h" nogil:
         uint64_t file_bytes
         uint64_t events_delivered
         uint64_t events_dropped
+        uint64_t events_pending
         uint32_t subscriptions
         uint32_t generation
 

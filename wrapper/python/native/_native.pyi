@@ -113,6 +113,7 @@ class Stats:
     file_bytes: int
     events_delivered: int
     events_dropped: int
+    events_pending: int
     subscriptions: int
     generation: int
     def to_dict(self) -> dict[str, int]: ...

@@ -274,6 +274,7 @@ def fuzz_available() -> bool:
 def run_fuzz(pkg: Package, seconds: int, res: Result) -> None:
     artifacts = pkg.dir / "fuzz"
     artifacts.mkdir(parents=True, exist_ok=True)
+    (pkg.dir / "fuzz.json").unlink(missing_ok=True)  # a run that writes none must not show the last one's
     cmd = [str(CLI), "fuzz", pkg.module, "--python", str(pkg.venv / "bin" / "python"), "--max-time", str(seconds)]
     cmd += ["--artifacts", str(artifacts), "--json", str(pkg.dir / "fuzz.json")]
     with (pkg.dir / "fuzz.out").open("w") as out:
@@ -325,23 +326,74 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def unmet_expectations(
+    pkgs: list[Package], results: list[Result], tests_pass: set[str], buggy: set[str], fuzzed: bool
+) -> list[str]:
+    """What --expect-tests-pass / --expect-findings asked and the run did not show. A run that exercised
+    nothing (no test passed, no execution) meets neither: it proves nothing either way."""
+    unmet = []
+    for p, r in zip(pkgs, results):
+        names = {p.key, p.name, p.requirement}
+        if not names & (tests_pass | buggy):
+            continue
+        if not r.build_ok:
+            unmet.append(f"{p.requirement}: the build failed")
+            continue
+        f = r.fuzz
+        if fuzzed and r.fuzz_exit is None:
+            unmet.append(f"{p.requirement}: not fuzzed in this run")
+        elif fuzzed and not (f.get("execs") and f.get("exercised")):
+            unmet.append(f"{p.requirement}: `ffi-harness fuzz` exercised nothing")
+        if names & tests_pass and (r.tests_passed == 0 or r.tests_failed or r.tests_crashes):
+            got = r.tests_summary or "not run"
+            unmet.append(f"{p.requirement}: expected its own tests to pass under ASan, got: {got}")
+        if names & buggy and not any(x.get("reproduced") for x in f.get("findings", [])):
+            unmet.append(f"{p.requirement}: expected a finding that its repro replays, got none")
+    return unmet
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="only these packages")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="only these packages (a name selects every version listed; NAME==VERSION one)",
+    )
     ap.add_argument("--download-only", action="store_true", help="download the sdists and stop")
     ap.add_argument("--skip-build", action="store_true", help="reuse the venvs built by an earlier run")
     ap.add_argument("--no-tests", action="store_true", help="do not run the packages' own tests")
     ap.add_argument("--fuzz", type=int, metavar="SECONDS", help="run `ffi-harness fuzz` on each for SECONDS")
     ap.add_argument("--fuzz-jobs", type=int, default=2, help="fuzz runs at a time (default 2)")
     ap.add_argument("--python", help="base interpreter for the venvs (default: .venv's base interpreter)")
+    ap.add_argument(
+        "--expect-tests-pass",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="exit 1 unless these packages' own tests ran and all passed under ASan (nothing crashed)",
+    )
+    ap.add_argument(
+        "--expect-findings",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="exit 1 unless fuzzing (--fuzz) finds a bug in these packages that its repro replays",
+    )
     args = ap.parse_args()
 
     pkgs = read_list(LIST)
+    expected = set(args.expect_tests_pass) | set(args.expect_findings)
+    if args.expect_findings and not args.fuzz:
+        ap.error("--expect-findings needs --fuzz SECONDS")
+    known = {n for p in pkgs for n in (p.key, p.name, p.requirement)}
+    if expected - known:
+        raise SystemExit(f"not in {LIST.name}: {', '.join(sorted(expected - known))}")
     if args.only:
-        unknown = set(args.only) - ({p.key for p in pkgs} | {p.name for p in pkgs})
+        unknown = set(args.only) - known
         if unknown:
             raise SystemExit(f"not in {LIST.name}: {', '.join(sorted(unknown))}")
-        pkgs = [p for p in pkgs if p.key in args.only or p.name in args.only]
+        pkgs = [p for p in pkgs if {p.key, p.name, p.requirement} & set(args.only)]
     sdists = {p.key: download(p) for p in pkgs}
     if args.download_only:
         for p in pkgs:
@@ -399,7 +451,14 @@ def main() -> int:
     failed = [r.name for r in results if not r.build_ok]
     if failed:
         log(f"build failed: {', '.join(failed)}")
-    return 1 if failed else 0
+    unmet = unmet_expectations(pkgs, results, set(args.expect_tests_pass), set(args.expect_findings), bool(args.fuzz))
+    for u in unmet:
+        log(f"UNMET: {u}")
+    selected = {n for p in pkgs for n in (p.key, p.name, p.requirement)}
+    for name in sorted(expected - selected):
+        log(f"UNMET: {name} was expected but not selected by --only")
+        unmet.append(name)
+    return 1 if failed or unmet else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ missing module is a usage error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -65,6 +66,24 @@ def test_each_repro_reproduces_and_is_minimal(
         r = subprocess.run([CLI, "repro", f["repro"]], env=cli_env(None), capture_output=True, text=True, check=False)
         assert r.returncode == 1, (f, r.stdout, r.stderr)
         assert f["kind"] in r.stdout
+
+
+def test_a_crashing_corpus_input_is_moved_out_and_the_run_goes_on(
+    asan_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]], buggy_asan: Path, tmp_path: Path
+) -> None:
+    # A resumed session's corpus can hold inputs that crash (saved while their shape was masked): each
+    # engine run would die loading the corpus, before any fuzzing.
+    _p, data = asan_run
+    art = Path(data["findings"][0]["repro"]).parent
+    crash = next(iter(sorted((art / ".work" / "crashes").glob("job*-crash-*"))))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    planted = corpus / hashlib.sha1(crash.read_bytes()).hexdigest()  # libFuzzer's naming
+    planted.write_bytes(crash.read_bytes())
+    p, again = _fuzz(buggy_asan, tmp_path, "buggy", "--max-time", "10", "--timeout", "2", "--corpus", str(corpus))
+    assert "crashed: moved out of the corpus" in p.stdout, p.stdout + p.stderr
+    assert not planted.exists()
+    assert again["execs"] > 100 and again["native_edges"] > 20, p.stdout
 
 
 def test_uninstrumented_build_says_so_and_runs(buggy_plain: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -206,6 +207,19 @@ def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> di
 
 class DiscoveryCrash(Exception):
     """The target crashed while being imported or probed: a finding in itself."""
+
+
+def _quarantine_if_from_corpus(art: Path, corpus: Path, crashes: Path, notes: list[str]) -> None:
+    """A corpus input that crashes (one saved while its shape was masked, by an earlier session whose masks
+    this one does not have yet) would end every engine run while the corpus loads, before any fuzzing:
+    it is moved out of the corpus. libFuzzer names both an artifact and a corpus file by the input's SHA-1."""
+    digest = art.name.rsplit("-", 1)[-1]
+    source = corpus / digest
+    if not source.is_file() or source.read_bytes() != art.read_bytes():
+        return
+    moved = crashes / f"from-corpus-{digest}"
+    shutil.move(source, moved)
+    notes.append(f"corpus input {digest[:12]} crashed: moved out of the corpus to {moved}, so later runs load the rest")
 
 
 def _libfuzzer_args(
@@ -438,6 +452,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 seen_artifacts.update((p.name, p.stat().st_mtime_ns) for p in new)
                 for art in new:
+                    _quarantine_if_from_corpus(art, corpus, crashes, notes)
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir, er.masks).read_text())
                     f = _crash_finding(art, text, rc, run_plan, t0)
                     pre = f.key

@@ -23,7 +23,8 @@ import tarfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,11 @@ class Result:
     fuzz_exit: int | None = None
     fuzz_summary: str = ""
     fuzz: dict[str, Any] = field(default_factory=dict)  # `ffi-harness fuzz --json` of the last run
+    fuzz_when: str = ""  # "this run", or when the earlier run that wrote `fuzz` ended
+
+
+# What --skip-build takes from an earlier run's results.json.
+BUILD_FIELDS = ("kind", "build_ok", "build_seconds", "build_error", "instrumentation")
 
 
 def read_list(path: Path) -> list[Package]:
@@ -290,12 +296,16 @@ def load_fuzz(pkg: Package, res: Result) -> None:
     path = pkg.dir / "fuzz.json"
     if path.is_file():
         res.fuzz = json.loads(path.read_text())
+        ended = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        # A row from an earlier run must say so: without --fuzz (or for a package whose build failed this
+        # time) the table would otherwise pass an old result off as this run's.
+        res.fuzz_when = "this run" if res.fuzz_exit is not None else f"earlier run ({ended})"
 
 
 def fuzz_table(results: list[Result]) -> str:
     rows = [
-        "| package | module | time (s) | callables found / exercised | execs | exec/s | native edges | findings |",
-        "|---|---|---:|---|---:|---:|---:|---|",
+        "| package | module | fuzzed | time (s) | callables found / exercised | execs | exec/s | native edges | findings |",
+        "|---|---|---|---:|---|---:|---:|---:|---|",
     ]
     for r in results:
         f = r.fuzz
@@ -306,7 +316,8 @@ def fuzz_table(results: list[Result]) -> str:
             for x in f.get("findings", [])
         ]
         rows.append(
-            f"| {r.name} | {f['module']} | {f['seconds']:.0f} | {f['callables']} / {f['exercised']} | {f['execs']} "
+            f"| {r.name} | {f['module']} | {r.fuzz_when} | {f['seconds']:.0f} | {f['callables']} / {f['exercised']} "
+            f"| {f['execs']} "
             f"| {f['exec_per_s']:.0f} | {f.get('native_edges', '?')} | {'; '.join(found) or 'none found'} |"
         )
     return "\n".join(rows) if len(rows) > 2 else ""
@@ -414,7 +425,10 @@ def main() -> int:
             p.key, p.version, p.module, p.why, str(sdists[p.key].relative_to(ROOT)), str(p.venv.relative_to(ROOT))
         )
         if args.skip_build and p.key in previous:
-            res = Result(**previous[p.key])
+            # Only the build is reused: test and fuzz results are this run's or none, so a stale result
+            # can neither fill the tables nor meet an --expect-* as if this run had shown it.
+            kept = {k: previous[p.key][k] for k in BUILD_FIELDS if k in previous[p.key]}
+            res = replace(res, **kept)
             make_venv(p, python)  # the test dependencies, in case the list changed
         else:
             log(f"{p.key}: venv + build-ext")

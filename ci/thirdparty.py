@@ -102,6 +102,13 @@ class Result:
 BUILD_FIELDS = ("kind", "build_ok", "build_seconds", "build_error", "instrumentation")
 
 
+def reuse_build(res: Result, earlier: dict[str, Any]) -> Result:
+    """--skip-build: this run's result with an earlier run's build. Only the build is reused: test and
+    fuzz results are this run's or none, so a stale one can neither fill the tables nor meet an
+    --expect-* as if this run had shown it."""
+    return replace(res, **{k: earlier[k] for k in BUILD_FIELDS if k in earlier})
+
+
 def read_list(path: Path) -> list[Package]:
     pkgs = []
     for raw in path.read_text().splitlines():
@@ -425,10 +432,7 @@ def main() -> int:
             p.key, p.version, p.module, p.why, str(sdists[p.key].relative_to(ROOT)), str(p.venv.relative_to(ROOT))
         )
         if args.skip_build and p.key in previous:
-            # Only the build is reused: test and fuzz results are this run's or none, so a stale result
-            # can neither fill the tables nor meet an --expect-* as if this run had shown it.
-            kept = {k: previous[p.key][k] for k in BUILD_FIELDS if k in previous[p.key]}
-            res = replace(res, **kept)
+            res = reuse_build(res, previous[p.key])
             make_venv(p, python)  # the test dependencies, in case the list changed
         else:
             log(f"{p.key}: venv + build-ext")

@@ -44,15 +44,16 @@ def samples(path: str) -> Iterator[tuple[int, int, Frames]]:
     head: tuple[int, int] | None = None
     frames: Frames = []
     frame = re.compile(r"^\s+[0-9a-f]+ (.*?) \((.*)\)$")
+    # perf right-aligns the pid/tid column, so a header line may start with spaces (pids under 10,000)
+    header = re.compile(r"^\s*(\d+)/(\d+)\s")
     with open(path, errors="replace") as f:
         for line in f:
             if not line.strip():
                 if head:
                     yield (*head, frames)
                 head, frames = None, []
-            elif line[0] not in " \t":
-                ids = line.split()[0].split("/")
-                head = (int(ids[0]), int(ids[1]))
+            elif h := header.match(line):
+                head = (int(h.group(1)), int(h.group(2)))
             elif m := frame.match(line.rstrip("\n")):
                 frames.append((m.group(1), m.group(2)))
     if head:

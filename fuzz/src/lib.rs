@@ -94,9 +94,32 @@ pub fn py_failure(py: Python<'_>, oracle: &'static str, err: PyErr) -> OracleFai
 
 /// Rust references of libnative's kernels (the oracles compare against these).
 pub fn ref_fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
+    fnv_continue(FNV_OFFSET, data)
+}
+
+/// [`ref_fnv`] of `fill` repeated `len` times, then `tail`, for the resize race's checksum (a bytearray
+/// of one byte repeated just over 64 KiB). FNV-1a is one dependent multiply per byte, so over 64 KiB it
+/// was a fifth of the plain buffers target's own work; the state after the first 64 KiB of each fill
+/// byte is computed once per process and the rest (at most 255 bytes plus the tail) per call.
+pub fn ref_fnv_uniform_then(fill: u8, len: usize, tail: &[u8]) -> u64 {
+    const CACHED: usize = 64 << 10;
+    static AFTER_CACHED: [std::sync::OnceLock<u64>; 256] =
+        [const { std::sync::OnceLock::new() }; 256];
+    let (start, done) = if len >= CACHED {
+        let h = *AFTER_CACHED[usize::from(fill)].get_or_init(|| ref_fnv(&[fill; CACHED]));
+        (h, CACHED)
+    } else {
+        (FNV_OFFSET, 0)
+    };
+    let h = fnv_continue(start, std::iter::repeat_n(&fill, len - done));
+    fnv_continue(h, tail)
+}
+
+const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+
+fn fnv_continue<'a>(h: u64, data: impl IntoIterator<Item = &'a u8>) -> u64 {
+    data.into_iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 pub fn ref_process(data: &mut [u8], key: u32, rounds: u32) {
@@ -132,7 +155,27 @@ pub fn ref_process_uniform_prefix(data: &[u8], key: u32, rounds: u32) -> Vec<u8>
 
 #[cfg(test)]
 mod tests {
-    use super::{ref_process, ref_process_uniform_prefix};
+    use super::{ref_fnv, ref_fnv_uniform_then, ref_process, ref_process_uniform_prefix};
+
+    #[test]
+    fn uniform_fnv_reference_equals_the_full_reference() {
+        for len in [0, 1, 255, 65535, 65536, 65537, 65536 + 255] {
+            for tail in [&[][..], &[0x55][..], &[0x55, 0x55][..]] {
+                for fill in [0, 0x55, 0xa7, 0xff] {
+                    let mut data = vec![fill; len];
+                    data.extend_from_slice(tail);
+                    // Twice: the first call fills the cache, the second reads it.
+                    for _ in 0..2 {
+                        assert_eq!(
+                            ref_fnv_uniform_then(fill, len, tail),
+                            ref_fnv(&data),
+                            "fill {fill:#x} len {len} tail {tail:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn uniform_prefix_reference_equals_the_full_reference() {

@@ -72,6 +72,37 @@ SYS_EXIT_IN_CALLBACK = textwrap.dedent("""
     sys.exit(0)
 """)
 
+# Notifier threads exiting (each after running a callback, so each releases the thread state it kept)
+# while the interpreter exits: the exit of a notifier and the atexit hook are ordered by a fence
+# (wrapper/src/thread_state.rs), which must neither deadlock (a notifier past its check waits for the GIL
+# the hook holds) nor let a notifier take the GIL of a finalizing interpreter. Open connections without
+# subscriptions are dropped during finalization: closing them detaches, handing the GIL on.
+NOTIFIERS_EXITING_AT_EXIT = textwrap.dedent("""
+    import os, sys, threading, time
+    import native
+
+    d = os.path.dirname(sys.argv[1])
+    kept = [native.connect(os.path.join(d, f"kept-{sys.argv[2]}-{i}.db")) for i in range(4)]
+
+    def churn(n):
+        i = 0
+        while True:
+            try:
+                with native.connect(os.path.join(d, f"churn-{sys.argv[2]}-{n}-{i % 4}.db")) as c:
+                    got = threading.Event()
+                    sub = c.subscribe(lambda ev: got.set())
+                    c.put(b"k", b"v")
+                    got.wait(1)
+                    sub.cancel()
+            except native.Error:
+                return
+            i += 1
+
+    for n in range(3):
+        threading.Thread(target=churn, args=(n,), daemon=True).start()
+    time.sleep(0.01 + (int(sys.argv[2]) % 10) * 0.003)
+""")
+
 BAD_MARKERS = ("Fatal Python error", "Segmentation", "Aborted", "core dumped", "panicked")
 
 
@@ -118,6 +149,11 @@ def test_exit_by_falling_off_the_end_20_times(tmp_path):
 def test_sys_exit_while_callback_running(tmp_path):
     n = 6
     _check(_run_many(SYS_EXIT_IN_CALLBACK, tmp_path, n, parallel=3), n)
+
+
+def test_exit_while_notifier_threads_exit_40_times(tmp_path):
+    n = 40
+    _check(_run_many(NOTIFIERS_EXITING_AT_EXIT, tmp_path, n, parallel=min(6, (os.cpu_count() or 2) * 2)), n)
 
 
 def test_store_usable_after_unclean_exit(tmp_path):

@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
+use std::sync::RwLock;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -30,6 +31,24 @@ struct KeptThreadState {
 
 thread_local! {
     static KEPT: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
+}
+
+/// Orders a notifier thread's exit against the atexit hook. A thread that found `SHUTTING_DOWN` unset
+/// goes on to take the GIL; without the fence the hook could set the flag and finalization begin in
+/// between, and the thread would then take the GIL of a finalizing interpreter (CPython ends or parks
+/// a thread that does, here inside a thread-local destructor) with a state finalization may have
+/// freed. The exit holds this for reading from its check to the release of its state; the hook takes
+/// it for writing to set the flag, so it waits for exits already past the check and every later exit
+/// sees the flag.
+static EXIT_FENCE: RwLock<()> = RwLock::new(());
+
+/// The atexit hook's first step: from here on no notifier thread's exit touches Python. Detached while
+/// it waits, because an exit past the check is waiting for the GIL.
+pub(crate) fn stop_releasing_at_exit(py: Python<'_>) {
+    py.detach(|| {
+        let _fence = EXIT_FENCE.write().unwrap_or_else(|e| e.into_inner());
+        SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    });
 }
 
 /// Called by the callback trampoline before it attaches: on a foreign thread's first callback, makes
@@ -65,6 +84,8 @@ impl Drop for KeptThreadState {
     fn drop(&mut self) {
         // Thread exit. After the atexit hook, finalization may already have freed this state (it frees
         // every thread's): leave it to that. Before it, nothing native calls Python after shutdown.
+        // The fence keeps the hook from starting between this check and the release (see EXIT_FENCE).
+        let _fence = EXIT_FENCE.read().unwrap_or_else(|e| e.into_inner());
         if SHUTTING_DOWN.load(Ordering::SeqCst) {
             return;
         }

@@ -322,7 +322,7 @@ impl Drop for ConnInner {
 // Shutdown: cancel (and join) every callback while CPython can still run them; connections stay usable
 // by daemon threads, and nothing native calls Python after this.
 pub(crate) fn shutdown_all(py: Python<'_>) {
-    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    crate::thread_state::stop_releasing_at_exit(py);
     let live: Vec<Arc<ConnInner>> = lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
     for inner in live {
         inner.cancel_all(py);

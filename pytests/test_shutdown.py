@@ -73,9 +73,10 @@ SYS_EXIT_IN_CALLBACK = textwrap.dedent("""
 """)
 
 # Notifier threads exiting (each after running a callback, so each releases the thread state it kept)
-# while the interpreter exits: the exit of a notifier and the atexit hook are ordered by a fence
-# (wrapper/src/thread_state.rs), which must neither deadlock (a notifier past its check waits for the GIL
-# the hook holds) nor let a notifier take the GIL of a finalizing interpreter. Open connections without
+# while the interpreter exits. Their exits and the atexit hook are ordered by a fence
+# (wrapper/src/thread_state.rs) so that no notifier takes the GIL of a finalizing interpreter; that race's
+# window is too narrow to hit from Python, so this churn checks the other side: the fence never hangs an
+# exit (a hook that waited for it without releasing the GIL hung 12 of 40 runs). Open connections without
 # subscriptions are dropped during finalization: closing them detaches, handing the GIL on.
 NOTIFIERS_EXITING_AT_EXIT = textwrap.dedent("""
     import os, sys, threading, time
@@ -101,6 +102,41 @@ NOTIFIERS_EXITING_AT_EXIT = textwrap.dedent("""
     for n in range(3):
         threading.Thread(target=churn, args=(n,), daemon=True).start()
     time.sleep(0.01 + (int(sys.argv[2]) % 10) * 0.003)
+""")
+
+# A notifier's release runs Python: here a `threading.local` value set in a callback, whose __del__ closes
+# another connection (joining that connection's notifier) while the main thread is in the atexit hook. The
+# second notifier's exit must not wait for the hook, which waits for the first (a read-write lock as the
+# fence deadlocked here on every run).
+RELEASE_CLOSES_ANOTHER_AT_EXIT = textwrap.dedent("""
+    import os, sys, threading, time
+    import native
+
+    d = os.path.dirname(sys.argv[1])
+    a = native.connect(os.path.join(d, f"a-{sys.argv[2]}.db"))
+    b = native.connect(os.path.join(d, f"b-{sys.argv[2]}.db"))
+
+    class ClosesB:
+        def __del__(self):
+            time.sleep(0.3)   # meanwhile the main thread falls off the end into the atexit hook
+            b.close()
+
+    local = threading.local()
+    seen_a, seen_b = threading.Event(), threading.Event()
+
+    def on_a(ev):
+        local.closer = ClosesB()   # kept in notifier A's thread state until A exits
+        seen_a.set()
+
+    sub_a = a.subscribe(on_a)
+    sub_b = b.subscribe(lambda ev: seen_b.set())
+    a.put(b"k", b"v")
+    b.put(b"k", b"v")
+    assert seen_a.wait(5) and seen_b.wait(5)
+    sub_a.cancel()
+    sub_b.cancel()
+    threading.Thread(target=a.close, daemon=True).start()
+    time.sleep(0.1)   # A's release is in ClosesB.__del__ now
 """)
 
 BAD_MARKERS = ("Fatal Python error", "Segmentation", "Aborted", "core dumped", "panicked")
@@ -154,6 +190,11 @@ def test_sys_exit_while_callback_running(tmp_path):
 def test_exit_while_notifier_threads_exit_40_times(tmp_path):
     n = 40
     _check(_run_many(NOTIFIERS_EXITING_AT_EXIT, tmp_path, n, parallel=min(6, (os.cpu_count() or 2) * 2)), n)
+
+
+def test_exit_while_a_notifier_release_closes_another_connection(tmp_path):
+    n = 3
+    _check(_run_many(RELEASE_CLOSES_ANOTHER_AT_EXIT, tmp_path, n, parallel=3), n)
 
 
 def test_store_usable_after_unclean_exit(tmp_path):

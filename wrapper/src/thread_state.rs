@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
-use std::sync::RwLock;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -33,21 +33,43 @@ thread_local! {
     static KEPT: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
 }
 
-/// Orders a notifier thread's exit against the atexit hook. A thread that found `SHUTTING_DOWN` unset
+/// Orders notifier threads' exits against the atexit hook. A thread that found `SHUTTING_DOWN` unset
 /// goes on to take the GIL; without the fence the hook could set the flag and finalization begin in
 /// between, and the thread would then take the GIL of a finalizing interpreter (CPython ends or parks
 /// a thread that does, here inside a thread-local destructor) with a state finalization may have
-/// freed. The exit holds this for reading from its check to the release of its state; the hook takes
-/// it for writing to set the flag, so it waits for exits already past the check and every later exit
-/// sees the flag.
-static EXIT_FENCE: RwLock<()> = RwLock::new(());
+/// freed. An exit that finds the hook not yet run counts itself in `releasing` until its state is
+/// released; the hook sets the flag, then waits for that count to reach 0.
+///
+/// A late exit never waits: releasing a state runs Python (its `threading.local` values' `__del__`),
+/// which may close another connection and so join that connection's notifier. With a lock held from
+/// check to release (a read-write lock, say), that notifier's exit would queue behind the waiting hook
+/// while the hook waits for the first exit: a deadlock (`pytests/test_shutdown.py` has it).
+struct ExitFence {
+    hook_ran: bool,
+    releasing: usize,
+}
+
+static EXIT_FENCE: Mutex<ExitFence> = Mutex::new(ExitFence {
+    hook_ran: false,
+    releasing: 0,
+});
+static RELEASED: Condvar = Condvar::new();
+
+fn exit_fence() -> MutexGuard<'static, ExitFence> {
+    // Plain data behind the lock: a panic elsewhere leaves nothing half-updated that matters here.
+    EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The atexit hook's first step: from here on no notifier thread's exit touches Python. Detached while
-/// it waits, because an exit past the check is waiting for the GIL.
+/// it waits, because the exits it waits for need the GIL.
 pub(crate) fn stop_releasing_at_exit(py: Python<'_>) {
     py.detach(|| {
-        let _fence = EXIT_FENCE.write().unwrap_or_else(|e| e.into_inner());
+        let mut fence = exit_fence();
+        fence.hook_ran = true;
         SHUTTING_DOWN.store(true, Ordering::SeqCst);
+        while fence.releasing > 0 {
+            fence = RELEASED.wait(fence).unwrap_or_else(|e| e.into_inner());
+        }
     });
 }
 
@@ -84,10 +106,13 @@ impl Drop for KeptThreadState {
     fn drop(&mut self) {
         // Thread exit. After the atexit hook, finalization may already have freed this state (it frees
         // every thread's): leave it to that. Before it, nothing native calls Python after shutdown.
-        // The fence keeps the hook from starting between this check and the release (see EXIT_FENCE).
-        let _fence = EXIT_FENCE.read().unwrap_or_else(|e| e.into_inner());
-        if SHUTTING_DOWN.load(Ordering::SeqCst) {
-            return;
+        // Counted in the fence, so the hook waits for this release (see EXIT_FENCE).
+        {
+            let mut fence = exit_fence();
+            if fence.hook_ran {
+                return;
+            }
+            fence.releasing += 1;
         }
         // SAFETY: `tstate` is this thread's own state, detached (every callback's attach has ended);
         // restoring it takes the GIL. Its nesting count is then 1 (the outer Ensure): this release
@@ -96,6 +121,11 @@ impl Drop for KeptThreadState {
         unsafe {
             ffi::PyEval_RestoreThread(self.tstate);
             ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_UNLOCKED);
+        }
+        let mut fence = exit_fence();
+        fence.releasing -= 1;
+        if fence.releasing == 0 {
+            RELEASED.notify_all();
         }
     }
 }

@@ -134,11 +134,18 @@ def run_target(
     out = proc.stdout
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(out)
+    seconds = round(time.monotonic() - started, 1)
+    execs = int(last(r"stat::number_of_executed_units:\s*(\d+)", out) or 0)
+    # libFuzzer divides by whole seconds of fuzzing and reports 0 under one second (short soak chunks,
+    # quick finds): then the rate is the run's executions over its wall time, start-up included.
+    exec_s = int(last(r"stat::average_exec_per_sec:\s*(\d+)", out) or 0)
+    if exec_s == 0 and execs and seconds:
+        exec_s = round(execs / seconds)
     result = {
         "target": target,
-        "seconds": round(time.monotonic() - started, 1),
-        "execs": int(last(r"stat::number_of_executed_units:\s*(\d+)", out) or 0),
-        "exec_s": int(last(r"stat::average_exec_per_sec:\s*(\d+)", out) or 0),
+        "seconds": seconds,
+        "execs": execs,
+        "exec_s": exec_s,
         "cov": last(r"cov: (\d+)", out) or "-",
         "ft": last(r"ft: (\d+)", out) or "-",
         "corpus": last(r"corp: (\d+)", out) or "-",

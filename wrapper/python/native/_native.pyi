@@ -5,7 +5,7 @@ import enum
 import os
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final
 
 from typing_extensions import Buffer, Self
 
@@ -143,7 +143,7 @@ class Subscription:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> Literal[False]: ...
 
 @final
 class ItemsIter(Iterator[Any]):
@@ -176,4 +176,4 @@ class Connection:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> Literal[False]: ...

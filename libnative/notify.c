@@ -78,6 +78,9 @@ static void *notifier_main(void *arg)
     }
     int teardown_here = nt->deferred_close;
     pthread_mutex_unlock(&nt->mu);
+    /* No longer this handle's notifier: the thread's exit still runs the host's code (thread-local
+     * destructors), and a handle allocated later at the same address must not look like ours. */
+    tl_notifier_of = NULL;
     if (teardown_here) {
         /* native_close was called by a callback on this thread and already returned: nobody will join. */
         pthread_detach(pthread_self());

@@ -339,6 +339,9 @@ def test_the_extension_is_the_private_submodule_native_native():
     assert native.connect is ext.connect and native.Connection is ext.Connection
     assert native.__all__ == ext.__all__ and native.__version__ == ext.__version__
     assert all(hasattr(native, name) for name in native.__all__)
+    # `from native import *` gives the public API only; the private names stay reachable by name.
+    assert [n for n in native.__all__ if n.startswith("_")] == []
+    assert all(hasattr(native, n) for n in ("_C_API", "_capi_live_tables", "_set_flush_delay_ms", "_shutdown"))
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("native.native")  # the old double name is gone
     # Public classes and exceptions keep the public module name.

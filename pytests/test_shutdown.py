@@ -6,6 +6,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 FALL_OFF_END = textwrap.dedent("""
     import sys, threading, time
     import native
@@ -139,10 +141,122 @@ RELEASE_CLOSES_ANOTHER_AT_EXIT = textwrap.dedent("""
     time.sleep(0.1)   # A's release is in ClosesB.__del__ now
 """)
 
+# A notifier's release whose `threading.local` value's __del__ uses the notifier's OWN connection: it closes
+# it, or cancels a subscription of it, while another thread's close() is joining that very notifier. Until
+# the release counted as "inside a callback", that close or cancel waited for the native close, which waits
+# for this thread to exit: a deadlock at runtime, and at exit the atexit hook then waited for it forever.
+# argv[3] says what the __del__ does ("close" or "cancel"), argv[4] when ("runtime": the main thread waits
+# for it, "exit": the main thread falls off the end into the atexit hook meanwhile).
+RELEASE_USES_ITS_OWN_CONNECTION = textwrap.dedent("""
+    import os, sys, threading, time
+    import native
+
+    d = os.path.dirname(sys.argv[1])
+    what, when = sys.argv[3], sys.argv[4]
+    a = native.connect(os.path.join(d, f"own-{what}-{when}-{sys.argv[2]}.db"))
+    done = threading.Event()
+
+    class UsesA:
+        def __del__(self):
+            time.sleep(0.2)   # a.close() on the closer thread is joining this notifier meanwhile
+            if what == "close":
+                a.close()
+            else:
+                keep.cancel()
+            done.set()
+
+    local = threading.local()
+    seen = threading.Event()
+
+    def on_a(ev):
+        local.user = UsesA()   # kept in the notifier's thread state until the notifier exits
+        seen.set()
+
+    sub = a.subscribe(on_a)
+    keep = a.subscribe(lambda ev: None)
+    a.put(b"k", b"v")
+    assert seen.wait(5)
+    sub.cancel()
+    closer = threading.Thread(target=a.close, daemon=True)
+    closer.start()
+    if when == "runtime":
+        assert done.wait(10), "the release's __del__ never finished"
+        closer.join(10)
+        assert not closer.is_alive(), "close() never returned"
+        keep.cancel()   # closed: a no-op
+    else:
+        time.sleep(0.05)   # the release is in UsesA.__del__ now
+""")
+
+# A fork while a notifier is releasing its thread state: the child inherits the fence's count of releases
+# in progress but not the thread doing it, so its atexit hook waited forever for a release that never ends.
+FORK_DURING_A_RELEASE = textwrap.dedent("""
+    import os, sys, threading, time, warnings
+    import native
+
+    warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork() with threads running
+    d = os.path.dirname(sys.argv[1])
+    a = native.connect(os.path.join(d, f"fork-{sys.argv[2]}.db"))
+    releasing = threading.Event()
+
+    class Slow:
+        def __del__(self):
+            releasing.set()
+            time.sleep(0.5)
+
+    local = threading.local()
+    seen = threading.Event()
+
+    def on_a(ev):
+        local.slow = Slow()
+        seen.set()
+
+    sub = a.subscribe(on_a)
+    a.put(b"k", b"v")
+    assert seen.wait(5)
+    sub.cancel()
+    threading.Thread(target=a.close, daemon=True).start()
+    assert releasing.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)   # a normal exit: the atexit hook runs in the child
+    deadline = time.monotonic() + 10
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the forked child hung at exit")
+        time.sleep(0.02)
+""")
+
+# `native` first imported by an atexit function: CPython does not run an atexit hook registered while the
+# hooks run, so native's never runs, and the connection left open is closed during finalization. Its
+# notifier's exit then must not release its thread state (finalization frees it, and taking the GIL there
+# hung every run).
+IMPORTED_FIRST_AT_EXIT = textwrap.dedent("""
+    import atexit, sys, threading
+
+    def late():
+        import native
+        a = native.connect(sys.argv[1])
+        seen = threading.Event()
+        local = threading.local()
+
+        def on_a(ev):
+            local.value = [ev.seq]
+            seen.set()
+
+        sub = a.subscribe(on_a)
+        a.put(b"k", b"v")
+        assert seen.wait(5)
+        globals()["kept"] = (a, sub)   # still open when finalization begins
+
+    atexit.register(late)
+""")
+
 BAD_MARKERS = ("Fatal Python error", "Segmentation", "Aborted", "core dumped", "panicked")
 
 
-def _run_many(script, tmp_path, n, parallel=4, timeout=30):
+def _run_many(script, tmp_path, n, parallel=4, timeout=30, extra=()):
     procs = []
     results = []
     pending = list(range(n))
@@ -152,7 +266,7 @@ def _run_many(script, tmp_path, n, parallel=4, timeout=30):
             i = pending.pop(0)
             path = str(tmp_path / f"shutdown-{i}.db")
             p = subprocess.Popen(
-                [sys.executable, "-X", "faulthandler", "-c", script, path, str(i)],
+                [sys.executable, "-X", "faulthandler", "-c", script, path, str(i), *extra],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -195,6 +309,25 @@ def test_exit_while_notifier_threads_exit_40_times(tmp_path):
 def test_exit_while_a_notifier_release_closes_another_connection(tmp_path):
     n = 3
     _check(_run_many(RELEASE_CLOSES_ANOTHER_AT_EXIT, tmp_path, n, parallel=3), n)
+
+
+@pytest.mark.parametrize("when", ["runtime", "exit"])
+@pytest.mark.parametrize("what", ["close", "cancel"])
+def test_a_notifier_release_that_uses_its_own_connection(tmp_path, what, when):
+    n = 2
+    script = RELEASE_USES_ITS_OWN_CONNECTION
+    results = _run_many(script, tmp_path, n, parallel=2, timeout=20, extra=[what, when])
+    _check(results, n)
+
+
+def test_a_child_forked_during_a_notifier_release_exits(tmp_path):
+    n = 2
+    _check(_run_many(FORK_DURING_A_RELEASE, tmp_path, n, parallel=2, timeout=20), n)
+
+
+def test_native_first_imported_by_an_atexit_function(tmp_path):
+    n = 2
+    _check(_run_many(IMPORTED_FIRST_AT_EXIT, tmp_path, n, parallel=2, timeout=20), n)
 
 
 def test_store_usable_after_unclean_exit(tmp_path):

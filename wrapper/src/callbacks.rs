@@ -104,11 +104,12 @@ impl Event {
     }
 }
 
-/// `CALLBACK_DEPTH` raised while it lives (the trampoline's body), lowered on every way out.
-struct CallbackDepth;
+/// `CALLBACK_DEPTH` raised while it lives (the trampoline's body, and a notifier's release of its kept
+/// thread state), lowered on every way out.
+pub(crate) struct CallbackDepth;
 
 impl CallbackDepth {
-    fn enter() -> Self {
+    pub(crate) fn enter() -> Self {
         CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
         CallbackDepth
     }

@@ -121,7 +121,9 @@ fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .keys()
         .iter()
         .filter_map(|k| k.extract::<String>().ok())
-        .filter(|k| !k.starts_with("__"))
+        // The public API only: `_shutdown` and the test knobs are not for `from native import *`
+        // (native/__init__.py re-exports them by name).
+        .filter(|k| !k.starts_with('_'))
         .collect();
     m.add("__all__", public)?;
     Ok(())

@@ -33,12 +33,12 @@ thread_local! {
     static KEPT: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
 }
 
-/// Orders notifier threads' exits against the atexit hook. A thread that found `SHUTTING_DOWN` unset
-/// goes on to take the GIL; without the fence the hook could set the flag and finalization begin in
-/// between, and the thread would then take the GIL of a finalizing interpreter (CPython ends or parks
-/// a thread that does, here inside a thread-local destructor) with a state finalization may have
-/// freed. An exit that finds the hook not yet run counts itself in `releasing` until its state is
-/// released; the hook sets the flag, then waits for that count to reach 0.
+/// Orders notifier threads' exits against the atexit hook. A thread that found the hook not yet run
+/// goes on to take the GIL; without the fence the hook could run and finalization begin in between,
+/// and the thread would then take the GIL of a finalizing interpreter (CPython ends or parks a thread
+/// that does, here inside a thread-local destructor) with a state finalization may have freed. An
+/// exit that finds `hook_ran` unset counts itself in `releasing` until its state is released; the
+/// hook sets `hook_ran`, then waits for that count to reach 0.
 ///
 /// A late exit never waits: releasing a state runs Python (its `threading.local` values' `__del__`),
 /// which may close another connection and so join that connection's notifier. With a lock held from
@@ -47,17 +47,47 @@ thread_local! {
 struct ExitFence {
     hook_ran: bool,
     releasing: usize,
+    /// The process `releasing` counts in. A child forked while a notifier was releasing inherits the
+    /// count but not the thread, so its atexit hook would wait forever: a new pid restarts the count.
+    pid: u32,
 }
 
 static EXIT_FENCE: Mutex<ExitFence> = Mutex::new(ExitFence {
     hook_ran: false,
     releasing: 0,
+    pid: 0,
 });
 static RELEASED: Condvar = Condvar::new();
 
 fn exit_fence() -> MutexGuard<'static, ExitFence> {
     // Plain data behind the lock: a panic elsewhere leaves nothing half-updated that matters here.
-    EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner())
+    let mut fence = EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if fence.pid != pid {
+        // First use, or the first in a forked child: no thread of this process is releasing.
+        fence.pid = pid;
+        fence.releasing = 0;
+    }
+    fence
+}
+
+/// Whether the interpreter has started finalizing (it then frees every thread state). Normally the
+/// atexit hook has run by then; not if `native` was first imported by another atexit function, as
+/// CPython does not run a hook registered while the hooks run.
+#[cfg(Py_3_13)]
+fn interpreter_finalizing() -> bool {
+    // SAFETY: reads the runtime's finalizing flag; callable without the GIL.
+    unsafe { ffi::Py_IsFinalizing() != 0 }
+}
+
+#[cfg(not(Py_3_13))]
+fn interpreter_finalizing() -> bool {
+    extern "C" {
+        // CPython 3.7-3.12's name for it (exported; declared in cpython/pylifecycle.h).
+        fn _Py_IsFinalizing() -> std::os::raw::c_int;
+    }
+    // SAFETY: as above.
+    unsafe { _Py_IsFinalizing() != 0 }
 }
 
 /// The atexit hook's first step: from here on no notifier thread's exit touches Python. Detached while
@@ -109,11 +139,16 @@ impl Drop for KeptThreadState {
         // Counted in the fence, so the hook waits for this release (see EXIT_FENCE).
         {
             let mut fence = exit_fence();
-            if fence.hook_ran {
+            if fence.hook_ran || interpreter_finalizing() {
                 return;
             }
             fence.releasing += 1;
         }
+        // For close() and cancel(), the release runs inside this notifier's callbacks: the Python it
+        // runs (a `threading.local` value's __del__) may close this notifier's own connection or cancel
+        // one of its subscriptions, while another thread's close() is joining this very thread; waiting
+        // for that close to finish would wait for this thread to exit.
+        let depth = crate::callbacks::CallbackDepth::enter();
         // SAFETY: `tstate` is this thread's own state, detached (every callback's attach has ended);
         // restoring it takes the GIL. Its nesting count is then 1 (the outer Ensure): this release
         // drops it to 0, which clears and deletes the state and releases the GIL. UNLOCKED because
@@ -122,6 +157,7 @@ impl Drop for KeptThreadState {
             ffi::PyEval_RestoreThread(self.tstate);
             ffi::PyGILState_Release(ffi::PyGILState_STATE::PyGILState_UNLOCKED);
         }
+        drop(depth);
         let mut fence = exit_fence();
         fence.releasing -= 1;
         if fence.releasing == 0 {

@@ -6,4 +6,15 @@ maturin mistaking them for a Python package. Type checkers read __init__.pyi and
 """
 
 from ._native import *
-from ._native import __all__, __doc__, __version__  # noqa: F401
+
+# Besides __all__, the dunders and the private names (not in __all__): the atexit hook, the C API
+# capsule and its live-table count, a test knob.
+from ._native import (  # noqa: F401
+    _C_API,
+    __all__,
+    __doc__,
+    __version__,
+    _capi_live_tables,
+    _set_flush_delay_ms,
+    _shutdown,
+)

@@ -10,10 +10,9 @@ from typing import Any, Literal, final
 from typing_extensions import Buffer, Self
 
 __version__: str
-# The runtime builds __all__ from the module's names; listed here so `from ._native import *` in
+# The runtime builds __all__ from the module's public names; listed here so `from ._native import *` in
 # native/__init__.py re-exports the same names for type checkers (stubtest compares the two).
 __all__ = [
-    "_C_API",
     "Connection",
     "ConnectionError",
     "Error",
@@ -26,9 +25,6 @@ __all__ = [
     "Stats",
     "Subscription",
     "TimeoutError",
-    "_capi_live_tables",
-    "_set_flush_delay_ms",
-    "_shutdown",
     "add",
     "add_fast",
     "checksum",

@@ -223,6 +223,71 @@ def test_mid_iteration(conn: Any, method: str) -> None:
     assert error is None or isinstance(error, (native.InvalidStateError, RuntimeError)), repr(error)
 
 
+def _in_a_forked_child(call: Callable[[], Any]) -> str:
+    """Run `call` in a forked child of this process; what it did, as text ("ok", "ExcType: message" or
+    "STUCK"). The child leaves with os._exit: it never runs pytest's cleanup."""
+    import time
+    import warnings
+
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            try:
+                call()
+                out = "ok"
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                out = f"{type(e).__name__}: {e}"
+            os.write(w, out.encode(errors="replace")[:4000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + BOUND_S
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(r)
+            return "STUCK"
+        time.sleep(0.005)
+    with os.fdopen(r, "rb") as f:
+        return f.read().decode()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("method", DATA_METHODS)
+def test_in_a_forked_child(conn: Any, method: str) -> None:
+    # The connection, with a subscription (a notifier thread the child does not have), belongs to the
+    # parent: in the child every data call is refused, closed reads True, close() returns, and a new
+    # connection works; the parent's connection is untouched by all of it.
+    events: list[Any] = []
+    sub = conn.subscribe(events.append)
+    conn.put(b"k3", b"v3")
+
+    def in_child() -> None:
+        assert conn.closed, "an inherited connection reads as open"
+        try:
+            _call(conn, method)()
+        except native.InvalidStateError as e:
+            assert "fork" in str(e), str(e)
+        else:
+            raise AssertionError(f"{method} on a connection inherited across fork() was not refused")
+        sub.cancel()
+        conn.close()
+        fresh = native.connect(conn.path + f".child-{os.getpid()}")
+        fresh.put(b"x", b"y")
+        assert fresh.get(b"x") == b"y"
+        fresh.close()
+
+    assert _in_a_forked_child(in_child) == "ok"
+    _result, error = _bounded(f"{method} (in the parent, after a child used its copy)", _call(conn, method))
+    _open_outcome(method, error)
+    assert not conn.closed and sub.active
+
+
 REFUSALS: dict[str, tuple[type[BaseException], Callable[[Any], Any]]] = {
     "get of a missing key": (KeyError, lambda c: c.get(b"missing")),
     "put of None": (TypeError, lambda c: c.put(None, b"v")),

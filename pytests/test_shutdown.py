@@ -190,6 +190,8 @@ RELEASE_USES_ITS_OWN_CONNECTION = textwrap.dedent("""
 
 # A fork while a notifier is releasing its thread state: the child inherits the fence's count of releases
 # in progress but not the thread doing it, so its atexit hook waited forever for a release that never ends.
+# The connection being closed keeps a subscription: the child's hook cancels it, and must not wait for the
+# parent's close.
 FORK_DURING_A_RELEASE = textwrap.dedent("""
     import os, sys, threading, time, warnings
     import native
@@ -212,6 +214,7 @@ FORK_DURING_A_RELEASE = textwrap.dedent("""
         seen.set()
 
     sub = a.subscribe(on_a)
+    keep = a.subscribe(lambda ev: None)
     a.put(b"k", b"v")
     assert seen.wait(5)
     sub.cancel()
@@ -251,6 +254,58 @@ IMPORTED_FIRST_AT_EXIT = textwrap.dedent("""
         globals()["kept"] = (a, sub)   # still open when finalization begins
 
     atexit.register(late)
+""")
+
+# A child forked from a process with a subscribed connection, leaving by a normal exit (its atexit hook and
+# finalization run): closing the inherited connection joined a notifier thread the child does not have, so
+# every such child hung at exit. The child also opens and subscribes to a connection of its own; the
+# parent's subscription still delivers after the child is gone.
+FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
+    import os, sys, threading, time, warnings
+    import native
+
+    warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork() with threads running
+    d = os.path.dirname(sys.argv[1])
+    a = native.connect(os.path.join(d, f"parent-{sys.argv[2]}.db"))
+    seen = []
+    got = threading.Event()
+
+    def on_a(ev):
+        seen.append(ev.key)
+        got.set()
+
+    sub = a.subscribe(on_a)
+    a.put(b"before", b"v")
+    assert got.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            a.put(b"from-child", b"v")
+        except native.InvalidStateError:
+            pass
+        else:
+            sys.exit("the child wrote through its parent's connection")
+        c = native.connect(os.path.join(d, f"child-{sys.argv[2]}.db"))
+        mine = threading.Event()
+        c.subscribe(lambda ev: mine.set())
+        c.put(b"k", b"v")
+        if not mine.wait(5):
+            sys.exit("the child's own subscription never delivered")
+        sys.exit(0)   # a normal exit, every connection still open
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the forked child hung at exit")
+        time.sleep(0.02)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"the child failed: {status}")
+    got.clear()
+    a.put(b"after", b"v")
+    assert got.wait(5) and seen == [b"before", b"after"], seen
 """)
 
 BAD_MARKERS = ("Fatal Python error", "Segmentation", "Aborted", "core dumped", "panicked")
@@ -323,6 +378,11 @@ def test_a_notifier_release_that_uses_its_own_connection(tmp_path, what, when):
 def test_a_child_forked_during_a_notifier_release_exits(tmp_path):
     n = 2
     _check(_run_many(FORK_DURING_A_RELEASE, tmp_path, n, parallel=2, timeout=20), n)
+
+
+def test_a_child_forked_with_a_subscribed_connection_exits(tmp_path):
+    n = 2
+    _check(_run_many(FORK_WITH_A_SUBSCRIBED_CONNECTION, tmp_path, n, parallel=2, timeout=20), n)
 
 
 def test_native_first_imported_by_an_atexit_function(tmp_path):

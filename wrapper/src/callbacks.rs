@@ -220,7 +220,7 @@ pub(crate) fn subscribe(
         None => {
             drop(subs);
             drop(ctx);
-            return Err(invalid_state(py, "subscribe", "connection is closed"));
+            return Err(invalid_state(py, "subscribe", inner.refusal()));
         }
     }
     Ok(Subscription {

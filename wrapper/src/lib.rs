@@ -16,6 +16,7 @@ mod callbacks;
 mod capsule;
 mod errors;
 mod fastcall;
+mod fork;
 mod handles;
 #[cfg(test)]
 mod mirror_check;

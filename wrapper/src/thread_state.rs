@@ -47,25 +47,25 @@ thread_local! {
 struct ExitFence {
     hook_ran: bool,
     releasing: usize,
-    /// The process `releasing` counts in. A child forked while a notifier was releasing inherits the
-    /// count but not the thread, so its atexit hook would wait forever: a new pid restarts the count.
-    pid: u32,
+    /// The fork generation `releasing` counts in (see `crate::fork`). A child forked while a notifier
+    /// was releasing inherits the count but not the thread, so its atexit hook would wait forever: a
+    /// new generation restarts the count.
+    generation: u32,
 }
 
 static EXIT_FENCE: Mutex<ExitFence> = Mutex::new(ExitFence {
     hook_ran: false,
     releasing: 0,
-    pid: 0,
+    generation: 0,
 });
 static RELEASED: Condvar = Condvar::new();
 
 fn exit_fence() -> MutexGuard<'static, ExitFence> {
     // Plain data behind the lock: a panic elsewhere leaves nothing half-updated that matters here.
     let mut fence = EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
-    if fence.pid != pid {
-        // First use, or the first in a forked child: no thread of this process is releasing.
-        fence.pid = pid;
+    if crate::fork::inherited(fence.generation) {
+        // The first use in a forked child: no thread of this process is releasing.
+        fence.generation = crate::fork::generation();
         fence.releasing = 0;
     }
     fence

@@ -59,6 +59,9 @@ pub(crate) struct ConnInner {
     /// may still hold queued events, and the trampoline drops them, as no callback may run after
     /// close() has returned.
     pub(crate) silenced: Arc<AtomicBool>,
+    /// The fork generation this handle was opened in (see `crate::fork`): in a forked child it is the
+    /// parent's, and nothing may touch it natively.
+    fork_generation: u32,
 }
 
 // SAFETY: the raw handle is only used under `state`'s rules: fast calls hold the mutex, blocking calls
@@ -126,13 +129,28 @@ impl ConnInner {
         // Python (allocation, so a GC pass: __del__, weakref and gc callbacks that may re-enter this
         // connection on this thread, or let another thread run and block on `state` holding the GIL).
         self.try_with_db(f)
-            .ok_or_else(|| invalid_state(py, op, "connection is closed"))
+            .ok_or_else(|| invalid_state(py, op, self.refusal()))
+    }
+
+    /// Why a call was refused: closed, or opened by the parent of this forked process.
+    pub(crate) fn refusal(&self) -> &'static str {
+        if self.inherited() {
+            "connection was opened before fork(): it belongs to the parent process; open a new one in \
+             this process"
+        } else {
+            "connection is closed"
+        }
+    }
+
+    /// Opened by a parent process, this one a fork of it (see `crate::fork`).
+    pub(crate) fn inherited(&self) -> bool {
+        crate::fork::inherited(self.fork_generation)
     }
 
     /// `f` with the handle held under `state`, or None once closed. Never runs Python.
     pub(crate) fn try_with_db<R>(&self, f: impl FnOnce(*mut sys::native_db) -> R) -> Option<R> {
         let g = lock(&self.state);
-        if g.db.is_null() || g.close_pending {
+        if g.db.is_null() || g.close_pending || self.inherited() {
             return None;
         }
         Some(f(g.db))
@@ -163,14 +181,14 @@ impl ConnInner {
     pub(crate) fn pin(&self, py: Python<'_>, op: &str) -> PyResult<Pin<'_>> {
         // Locks: the exception is built after try_pin has released `state` (see with_db).
         self.try_pin(false)
-            .ok_or_else(|| invalid_state(py, op, "connection is closed"))
+            .ok_or_else(|| invalid_state(py, op, self.refusal()))
     }
 
     /// A pin, or None once closed. `teardown`: also while a close is pending but the handle is still
     /// open (unsubscribing is part of closing, and the notifier still delivers until the native close).
     fn try_pin(&self, teardown: bool) -> Option<Pin<'_>> {
         let mut g = lock(&self.state);
-        if g.db.is_null() || g.closing || (g.close_pending && !teardown) {
+        if g.db.is_null() || g.closing || (g.close_pending && !teardown) || self.inherited() {
             return None;
         }
         g.busy += 1;
@@ -183,7 +201,8 @@ impl ConnInner {
     /// Blocks (GIL released) until native_close has returned, unless called from a callback (the
     /// close may be waiting for that very callback).
     fn wait_closed(&self, py: Python<'_>) {
-        if CALLBACK_DEPTH.with(|d| d.get()) > 0 {
+        // Inherited: the closing thread, if any, is in the parent.
+        if CALLBACK_DEPTH.with(|d| d.get()) > 0 || self.inherited() {
             return;
         }
         py.detach(|| {
@@ -196,12 +215,16 @@ impl ConnInner {
 
     pub(crate) fn is_closed(&self) -> bool {
         let g = lock(&self.state);
-        g.db.is_null() || g.close_pending
+        g.db.is_null() || g.close_pending || self.inherited()
     }
 
     /// Idempotent. Ownership: after this returns (outside a callback) the native handle is freed and
     /// every callback reference is dropped; inside a callback, no callback runs after it returns.
     pub(crate) fn close(&self, py: Python<'_>) {
+        if self.inherited() {
+            self.forget();
+            return;
+        }
         let in_callback = CALLBACK_DEPTH.with(|d| d.get()) > 0;
         {
             let mut g = lock(&self.state);
@@ -233,6 +256,23 @@ impl ConnInner {
         }
         // GIL: waiting for pins and joining the notifier both block on threads that may need the GIL.
         self.finish_close();
+    }
+
+    /// In a forked child: let go of the parent's handle without a native call (closing it would join
+    /// a notifier thread this process does not have; the parent still owns it), and drop the callbacks,
+    /// which no thread here can call.
+    fn forget(&self) {
+        {
+            let mut g = lock(&self.state);
+            g.db = std::ptr::null_mut();
+            g.close_pending = true;
+            g.closing = true;
+            g.closed = true;
+        }
+        let drained: Vec<Box<CallbackCtx>> = lock(&self.subs).drain().map(|(_, v)| v).collect();
+        if !drained.is_empty() {
+            let _ = Python::try_attach(|_py| drop(drained));
+        }
     }
 
     /// Waits for pins to drain, closes the native handle exactly once, then drops the callbacks.
@@ -269,6 +309,13 @@ impl ConnInner {
     /// the callback again and its owned reference has been dropped.
     pub(crate) fn unsubscribe(&self, py: Python<'_>, id: u64) -> PyResult<bool> {
         if !lock(&self.subs).contains_key(&id) {
+            return Ok(false);
+        }
+        if self.inherited() {
+            // No notifier here to call it; native_unsubscribe could block on a lock a parent thread
+            // held at the fork. Drop the reference only (outside the lock: its __del__ may run).
+            let ctx = lock(&self.subs).remove(&id);
+            drop(ctx);
             return Ok(false);
         }
         // A teardown pin: granted while a close is pending (until the native close, the notifier
@@ -309,7 +356,7 @@ impl ConnInner {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         // Normally closed by Connection's Drop; this is the last line of defence against a leak.
-        let needs_close = !lock(&self.state).db.is_null();
+        let needs_close = !lock(&self.state).db.is_null() && !self.inherited();
         if needs_close {
             lock(&self.state).close_pending = true;
             self.finish_close();
@@ -347,7 +394,7 @@ impl ConnInner {
     pub(super) fn finish_close_unattached(&self) {
         let pending = {
             let mut g = lock(&self.state);
-            if g.db.is_null() {
+            if g.db.is_null() || self.inherited() {
                 false
             } else {
                 g.close_pending = true;
@@ -377,6 +424,7 @@ impl ConnInner {
             options,
             path,
             silenced: Arc::new(AtomicBool::new(false)),
+            fork_generation: crate::fork::generation(),
         });
         let mut live = lock(&LIVE);
         live.retain(|w| w.strong_count() > 0);

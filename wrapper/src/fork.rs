@@ -1,0 +1,47 @@
+//! Which process a native resource belongs to, across `fork()`.
+//!
+//! A forked child is a copy of one thread of its parent: libnative's notifier threads are not in it,
+//! and a libnative lock some other parent thread held at the fork stays held in the child for good.
+//! A connection opened before the fork therefore belongs to the parent: in the child, using it could
+//! deadlock and closing it would join a notifier thread that does not exist (every child of a
+//! process with a subscribed connection hung at exit). Each connection records the fork generation
+//! it was opened in; a `pthread_atfork` child handler bumps the generation, so any fork (`os.fork`,
+//! multiprocessing, a C extension calling fork(2)) makes every older connection "inherited".
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: one atomic add (the only thing a fork handler may safely do here).
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" {
+    // glibc 2.28+ exports it from libc itself.
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> std::os::raw::c_int;
+}
+
+/// The current fork generation (0 in the process that first loaded this module, +1 per fork since),
+/// after making sure forks are counted: call it before opening anything that records it.
+pub(crate) fn generation() -> u32 {
+    static WATCH: Once = Once::new();
+    WATCH.call_once(|| {
+        // SAFETY: registers a handler with no preconditions; it stays valid for the process's life
+        // (this library is never unloaded: CPython does not dlclose extension modules).
+        let rc = unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // ENOMEM only; without the handler forks go uncounted, as before this module existed.
+        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+    GENERATION.load(Ordering::SeqCst)
+}
+
+/// Whether something recorded at `generation` was inherited from a parent process by a fork.
+pub(crate) fn inherited(generation: u32) -> bool {
+    GENERATION.load(Ordering::SeqCst) != generation
+}

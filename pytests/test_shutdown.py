@@ -156,8 +156,11 @@ RELEASE_USES_ITS_OWN_CONNECTION = textwrap.dedent("""
     a = native.connect(os.path.join(d, f"own-{what}-{when}-{sys.argv[2]}.db"))
     done = threading.Event()
 
+    releasing = threading.Event()
+
     class UsesA:
         def __del__(self):
+            releasing.set()
             time.sleep(0.2)   # a.close() on the closer thread is joining this notifier meanwhile
             if what == "close":
                 a.close()
@@ -185,7 +188,7 @@ RELEASE_USES_ITS_OWN_CONNECTION = textwrap.dedent("""
         assert not closer.is_alive(), "close() never returned"
         keep.cancel()   # closed: a no-op
     else:
-        time.sleep(0.05)   # the release is in UsesA.__del__ now
+        assert releasing.wait(5)   # the release is in UsesA.__del__: fall off the end into the hook
 """)
 
 # A fork while a notifier is releasing its thread state: the child inherits the fence's count of releases

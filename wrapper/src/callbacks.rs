@@ -125,12 +125,16 @@ impl Drop for CallbackDepth {
 // Callbacks: the C trampoline takes the GIL, owns its own reference to the callable for the call, and
 // never unwinds into C.
 unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_void) {
+    // Finalizing without our atexit hook having run (`native` first imported by another atexit
+    // function): take no GIL. pyo3's try_attach checks this itself only on 3.13+.
+    if crate::thread_state::interpreter_finalizing() {
+        return;
+    }
     // Performance: one thread state for the notifier's whole life, not one per callback.
     crate::thread_state::keep_for_this_thread();
     // A panic must not unwind into C (that would abort the process from a foreign frame).
     let _ = std::panic::catch_unwind(|| {
-        // GIL: this runs on libnative's notifier thread; attach before touching Python. try_attach
-        // refuses during finalization instead of letting CPython kill this thread mid-frame.
+        // GIL: this runs on libnative's notifier thread; attach before touching Python.
         Python::try_attach(|py| {
             if cfg!(any(debug_assertions, feature = "gil-asserts")) {
                 // SAFETY: PyGILState_Check only reads the current thread state.

@@ -75,13 +75,13 @@ fn exit_fence() -> MutexGuard<'static, ExitFence> {
 /// atexit hook has run by then; not if `native` was first imported by another atexit function, as
 /// CPython does not run a hook registered while the hooks run.
 #[cfg(Py_3_13)]
-fn interpreter_finalizing() -> bool {
+pub(crate) fn interpreter_finalizing() -> bool {
     // SAFETY: reads the runtime's finalizing flag; callable without the GIL.
     unsafe { ffi::Py_IsFinalizing() != 0 }
 }
 
 #[cfg(not(Py_3_13))]
-fn interpreter_finalizing() -> bool {
+pub(crate) fn interpreter_finalizing() -> bool {
     extern "C" {
         // CPython 3.7-3.12's name for it (exported; declared in cpython/pylifecycle.h).
         fn _Py_IsFinalizing() -> std::os::raw::c_int;

@@ -198,8 +198,9 @@ impl ConnInner {
         })
     }
 
-    /// Blocks (GIL released) until native_close has returned, unless called from a callback (the
-    /// close may be waiting for that very callback).
+    /// Blocks (GIL released) until native_close has returned, unless called from a callback or from a
+    /// notifier thread's exit (both count in CALLBACK_DEPTH: the close may be waiting for that very
+    /// callback, or joining that very thread).
     fn wait_closed(&self, py: Python<'_>) {
         // Inherited: the closing thread, if any, is in the parent.
         if CALLBACK_DEPTH.with(|d| d.get()) > 0 || self.inherited() {
@@ -219,7 +220,9 @@ impl ConnInner {
     }
 
     /// Idempotent. Ownership: after this returns (outside a callback) the native handle is freed and
-    /// every callback reference is dropped; inside a callback, no callback runs after it returns.
+    /// every callback reference is dropped; inside a callback (or a notifier thread's exit, see
+    /// `thread_state`), no callback runs after it returns, but the native close may still be under way
+    /// on another thread. In a forked child, the parent's handle is let go of (see `forget`).
     pub(crate) fn close(&self, py: Python<'_>) {
         if self.inherited() {
             self.forget();

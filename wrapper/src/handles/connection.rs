@@ -17,7 +17,9 @@ use crate::errors::{invalid_state, NativeError};
 use crate::structs::{Options, Stats};
 use crate::sys;
 
-/// A connection to a libnative store. Context manager; closing is idempotent.
+/// A connection to a libnative store. Context manager; closing is idempotent. It belongs to the
+/// process that opened it: in a child made by fork() it reads as closed and every call raises
+/// InvalidStateError (open a new connection in the child).
 #[pyclass(module = "native", frozen, weakref)]
 pub struct Connection {
     pub(crate) inner: Arc<ConnInner>,

@@ -46,6 +46,11 @@ def connection(path):
     del conn, cycle
     gc.collect()
     os.remove(path)
+    # dropped without close and outside any cycle: dealloc alone closes it (gc's clear does not run)
+    conn = native.connect(path)
+    conn.put(b"x", b"y")
+    del conn
+    os.remove(path)
 
 
 def buffers(path):

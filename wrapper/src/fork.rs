@@ -31,14 +31,22 @@ extern "C" {
 /// after making sure forks are counted: call it before opening anything that records it.
 pub(crate) fn generation() -> u32 {
     static WATCH: Once = Once::new();
-    WATCH.call_once(|| {
-        // SAFETY: registers a handler with no preconditions; it stays valid for the process's life
-        // (this library is never unloaded: CPython does not dlclose extension modules).
-        let rc = unsafe { pthread_atfork(None, None, Some(after_fork_in_child)) };
-        // ENOMEM only; without the handler forks go uncounted, as before this module existed.
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
-    });
+    WATCH.call_once(|| at_fork(None, None, Some(after_fork_in_child)));
     GENERATION.load(Ordering::SeqCst)
+}
+
+/// Registers fork handlers (`pthread_atfork`): `prepare` runs in the forking thread before the fork,
+/// `parent` and `child` after it, each in that same thread of its process.
+pub(crate) fn at_fork(
+    prepare: Option<extern "C" fn()>,
+    parent: Option<extern "C" fn()>,
+    child: Option<extern "C" fn()>,
+) {
+    // SAFETY: registers handlers with no preconditions; they stay valid for the process's life (this
+    // library is never unloaded: CPython does not dlclose extension modules).
+    let rc = unsafe { pthread_atfork(prepare, parent, child) };
+    // ENOMEM only; without the handlers forks go unnoticed, as before this module existed.
+    debug_assert_eq!(rc, 0, "pthread_atfork failed");
 }
 
 /// Whether something recorded at `generation` was inherited from a parent process by a fork.

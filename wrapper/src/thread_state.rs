@@ -60,9 +60,42 @@ static EXIT_FENCE: Mutex<ExitFence> = Mutex::new(ExitFence {
 });
 static RELEASED: Condvar = Condvar::new();
 
-fn exit_fence() -> MutexGuard<'static, ExitFence> {
+fn lock_exit_fence() -> MutexGuard<'static, ExitFence> {
     // Plain data behind the lock: a panic elsewhere leaves nothing half-updated that matters here.
-    let mut fence = EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner());
+    EXIT_FENCE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// The fence, locked by the forking thread across a fork (see `keep_the_fence_unlocked_across_forks`).
+    static FENCE_HELD_FOR_FORK: RefCell<Option<MutexGuard<'static, ExitFence>>> =
+        const { RefCell::new(None) };
+}
+
+extern "C" fn fence_before_fork() {
+    let guard = lock_exit_fence();
+    let _ = FENCE_HELD_FOR_FORK.try_with(|held| *held.borrow_mut() = Some(guard));
+}
+
+extern "C" fn fence_after_fork() {
+    let _ = FENCE_HELD_FOR_FORK.try_with(|held| drop(held.borrow_mut().take()));
+}
+
+/// A fork while another thread holds the fence (for a few instructions: it is never held while Python
+/// runs) would copy it locked into the child, whose atexit hook would then block on it for good. So
+/// the forking thread takes the fence before the fork and lets go of it after, in both processes.
+fn keep_the_fence_unlocked_across_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::fork::at_fork(
+            Some(fence_before_fork),
+            Some(fence_after_fork),
+            Some(fence_after_fork),
+        )
+    });
+}
+
+fn exit_fence() -> MutexGuard<'static, ExitFence> {
+    let mut fence = lock_exit_fence();
     if crate::fork::inherited(fence.generation) {
         // The first use in a forked child: no thread of this process is releasing.
         fence.generation = crate::fork::generation();
@@ -119,6 +152,7 @@ pub(crate) fn keep_for_this_thread() {
             if !unsafe { ffi::PyGILState_GetThisThreadState() }.is_null() {
                 return;
             }
+            keep_the_fence_unlocked_across_forks();
             *kept = Python::try_attach(|_py| {
                 // SAFETY: attached, so this Ensure only raises this thread state's nesting count to 2;
                 // the attach's own release brings it back to 1 and detaches, keeping the state.

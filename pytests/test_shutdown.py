@@ -227,11 +227,16 @@ FORK_DURING_A_RELEASE = textwrap.dedent("""
     if pid == 0:
         sys.exit(0)   # a normal exit: the atexit hook runs in the child
     deadline = time.monotonic() + 10
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
         if time.monotonic() > deadline:
             os.kill(pid, 9)
             sys.exit("the forked child hung at exit")
         time.sleep(0.02)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"the forked child failed: {status}")
 """)
 
 # `native` first imported by an atexit function: CPython does not run an atexit hook registered while the
@@ -311,6 +316,122 @@ FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
     assert got.wait(5) and seen == [b"before", b"after"], seen
 """)
 
+# A callback that forks: the child's only thread is a copy of the notifier, inside the callback. When the
+# callback returns there, the child's program ends (it used to go back into the copied notifier loop: it
+# delivered the parent's queued events, then waited forever, or crashed on a callback the child had freed).
+# argv[3]: what the child does in the callback: "return", "exit3" (sys.exit(3)), "close" (closes the
+# inherited connection, then returns) or "raise". The child's atexit functions run; the parent's
+# subscription goes on delivering.
+FORK_IN_A_CALLBACK = textwrap.dedent("""
+    import atexit, os, sys, threading, time, warnings
+    import native
+
+    warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork() with threads running
+    what = sys.argv[3]
+    d = os.path.dirname(sys.argv[1])
+    marker = os.path.join(d, f"atexit-{what}-{sys.argv[2]}")
+    a = native.connect(os.path.join(d, f"fork-cb-{what}-{sys.argv[2]}.db"))
+    forked = []
+    seen = []
+    got = threading.Event()
+
+    def on_a(ev):
+        seen.append(ev.key)
+        got.set()
+        if ev.key != b"fork":
+            return
+        pid = os.fork()
+        if pid:
+            forked.append(pid)
+            return
+        atexit.register(lambda: open(marker, "w").close())
+        if what == "exit3":
+            sys.exit(3)
+        if what == "close":
+            a.close()
+        if what == "raise":
+            raise RuntimeError("raised in the child")
+
+    sub = a.subscribe(on_a)
+    a.put(b"fork", b"v")
+    for i in range(20):
+        a.put(b"queued%d" % i, b"v")   # queued for the notifier: the child must not deliver them
+    deadline = time.monotonic() + 10
+    while not forked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = forked[0]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the child forked in a callback never ended")
+        time.sleep(0.02)
+    code = os.waitstatus_to_exitcode(status)
+    want = {"return": 0, "exit3": 3, "close": 0, "raise": 1}[what]
+    if code != want:
+        sys.exit(f"the child forked in a callback ended with {code}, not {want}")
+    if not os.path.exists(marker):
+        sys.exit("the child's atexit functions did not run")
+    got.clear()
+    a.put(b"after", b"v")
+    assert got.wait(5), "the parent's subscription stopped delivering"
+""")
+
+# A C API pin (native._C_API's pin) taken in the parent while another parent thread's close() waits for it,
+# then fork(): the child unpins its copy. That must not finish the close in the child (it ran native_close
+# on the parent's handle, or hung joining a notifier the child does not have). argv[3]: "sub" subscribes.
+CAPSULE_PIN_ACROSS_FORK = textwrap.dedent("""
+    import ctypes, os, sys, threading, time, warnings
+    import native
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    d = os.path.dirname(sys.argv[1])
+    conn = native.connect(os.path.join(d, f"pin-{sys.argv[3]}-{sys.argv[2]}.db"))
+    if sys.argv[3] == "sub":
+        got = threading.Event()
+        sub = conn.subscribe(lambda ev: got.set())
+        conn.put(b"k", b"v")
+        assert got.wait(5)
+
+    class CApi(ctypes.Structure):   # pytests/bindings/capsule_consumer/native_capi.h
+        _fields_ = [("version", ctypes.c_uint32), ("size", ctypes.c_uint32),
+                    ("checksum", ctypes.c_void_p), ("process", ctypes.c_void_p),
+                    ("pin", ctypes.c_void_p), ("unpin", ctypes.c_void_p)]
+
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    api = CApi.from_address(get(native._C_API, b"native._C_API"))
+    pin = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.POINTER(ctypes.c_void_p))(api.pin)
+    unpin = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(api.unpin)
+    db = ctypes.c_void_p()
+    p = pin(conn, ctypes.byref(db))
+    assert p
+    closer = threading.Thread(target=conn.close, daemon=True)
+    closer.start()   # waits for the pin
+    time.sleep(0.2)
+    before = native.debug_counters()["live_handles"]
+    pid = os.fork()
+    if pid == 0:
+        unpin(p)
+        os._exit(0 if native.debug_counters()["live_handles"] == before else 7)
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            sys.exit("the child hung unpinning")
+        time.sleep(0.02)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("the child's unpin closed its parent's handle")
+    unpin(p)
+    closer.join(5)
+    assert not closer.is_alive() and conn.closed
+""")
+
 BAD_MARKERS = ("Fatal Python error", "Segmentation", "Aborted", "core dumped", "panicked")
 
 
@@ -386,6 +507,18 @@ def test_a_child_forked_during_a_notifier_release_exits(tmp_path):
 def test_a_child_forked_with_a_subscribed_connection_exits(tmp_path):
     n = 2
     _check(_run_many(FORK_WITH_A_SUBSCRIBED_CONNECTION, tmp_path, n, parallel=2, timeout=20), n)
+
+
+@pytest.mark.parametrize("what", ["return", "exit3", "close", "raise"])
+def test_a_child_forked_in_a_callback_ends_when_the_callback_returns(tmp_path, what):
+    n = 2
+    _check(_run_many(FORK_IN_A_CALLBACK, tmp_path, n, parallel=2, timeout=20, extra=[what]), n)
+
+
+@pytest.mark.parametrize("subscribed", ["sub", "nosub"])
+def test_a_c_api_pin_carried_across_fork_is_the_parents(tmp_path, subscribed):
+    n = 2
+    _check(_run_many(CAPSULE_PIN_ACROSS_FORK, tmp_path, n, parallel=2, timeout=20, extra=[subscribed]), n)
 
 
 def test_native_first_imported_by_an_atexit_function(tmp_path):

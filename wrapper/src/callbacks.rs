@@ -165,7 +165,15 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
                 Ok(e) => e,
                 Err(e) => return e.write_unraisable(py, Some(callback.bind(py))),
             };
-            if let Err(e) = callback.bind(py).call1((event,)) {
+            let generation = crate::fork::current();
+            let outcome = callback.bind(py).call1((event,));
+            if crate::fork::inherited(generation) {
+                // The callback forked and this is the child: its only thread is a copy of the notifier,
+                // whose loop must not go on here (it would deliver the parent's events, then wait for
+                // a stop no thread of this process can give). The child's program ends here.
+                crate::fork::end_child_forked_in_a_callback(py, outcome.err());
+            }
+            if let Err(e) = outcome {
                 // Errors: an exception in a callback is reported, never lost, never kills the thread.
                 e.write_unraisable(py, Some(callback.bind(py)));
             }

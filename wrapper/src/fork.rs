@@ -11,6 +11,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 
+use pyo3::exceptions::PySystemExit;
+use pyo3::prelude::*;
+
 static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn after_fork_in_child() {
@@ -47,6 +50,54 @@ pub(crate) fn at_fork(
     let rc = unsafe { pthread_atfork(prepare, parent, child) };
     // ENOMEM only; without the handlers forks go unnoticed, as before this module existed.
     debug_assert_eq!(rc, 0, "pthread_atfork failed");
+}
+
+/// The current fork generation, without registering the handler (for comparing before and after a
+/// call: see `end_child_forked_in_a_callback`).
+pub(crate) fn current() -> u32 {
+    GENERATION.load(Ordering::SeqCst)
+}
+
+extern "C" {
+    fn _exit(status: std::os::raw::c_int) -> !;
+}
+
+/// Ends a child that a callback forked, once the callback has returned in it, the way a program
+/// ends: `SystemExit`'s code (0 for None; its value printed and 1 for anything else not an int),
+/// or 1 after printing any other exception, or 0; the atexit functions run and stdio is flushed.
+/// `_exit`, not `exit`: the C library's exit handlers belong to the parent's program.
+pub(crate) fn end_child_forked_in_a_callback(py: Python<'_>, error: Option<PyErr>) -> ! {
+    let status = match error {
+        None => 0,
+        Some(e) if e.is_instance_of::<PySystemExit>(py) => {
+            let code = e.value(py).getattr("code").ok();
+            match code {
+                None => 1,
+                Some(c) if c.is_none() => 0,
+                Some(c) => c.extract::<i32>().unwrap_or_else(|_| {
+                    let _ = py.import("sys").and_then(|sys| {
+                        sys.getattr("stderr")?
+                            .call_method1("write", (format!("{c}\n"),))
+                    });
+                    1
+                }),
+            }
+        }
+        Some(e) => {
+            e.display(py);
+            1
+        }
+    };
+    let _ = py
+        .import("atexit")
+        .and_then(|m| m.call_method0("_run_exitfuncs"));
+    for stream in ["stdout", "stderr"] {
+        let _ = py
+            .import("sys")
+            .and_then(|sys| sys.getattr(stream)?.call_method0("flush"));
+    }
+    // SAFETY: ends this process at once; nothing after it runs. The child's state is its own copy.
+    unsafe { _exit(status) }
 }
 
 /// Whether something recorded at `generation` was inherited from a parent process by a fork.

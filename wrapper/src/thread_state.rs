@@ -171,13 +171,14 @@ impl Drop for KeptThreadState {
         // Thread exit. After the atexit hook, finalization may already have freed this state (it frees
         // every thread's): leave it to that. Before it, nothing native calls Python after shutdown.
         // Counted in the fence, so the hook waits for this release (see EXIT_FENCE).
-        {
+        let counted_in = {
             let mut fence = exit_fence();
             if fence.hook_ran || interpreter_finalizing() {
                 return;
             }
             fence.releasing += 1;
-        }
+            fence.generation
+        };
         // For close() and cancel(), the release runs inside this notifier's callbacks: the Python it
         // runs (a `threading.local` value's __del__) may close this notifier's own connection or cancel
         // one of its subscriptions, while another thread's close() is joining this very thread; waiting
@@ -193,9 +194,12 @@ impl Drop for KeptThreadState {
         }
         drop(depth);
         let mut fence = exit_fence();
-        fence.releasing -= 1;
-        if fence.releasing == 0 {
-            RELEASED.notify_all();
+        // Not if the release forked (its Python may): the child's count restarted without this one.
+        if fence.generation == counted_in {
+            fence.releasing -= 1;
+            if fence.releasing == 0 {
+                RELEASED.notify_all();
+            }
         }
     }
 }

@@ -100,6 +100,11 @@ impl<F> Detached<F> {
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
+        if self.inner.inherited() {
+            // Taken in the parent before a fork (a C API pin): the parent's, like the handle. Its
+            // lock may be held by a parent thread the child does not have: not touched.
+            return;
+        }
         let finish = {
             let mut g = lock(&self.inner.state);
             g.busy -= 1;
@@ -149,8 +154,12 @@ impl ConnInner {
 
     /// `f` with the handle held under `state`, or None once closed. Never runs Python.
     pub(crate) fn try_with_db<R>(&self, f: impl FnOnce(*mut sys::native_db) -> R) -> Option<R> {
+        // Inherited first: in a forked child, `state` may be held by a parent thread it does not have.
+        if self.inherited() {
+            return None;
+        }
         let g = lock(&self.state);
-        if g.db.is_null() || g.close_pending || self.inherited() {
+        if g.db.is_null() || g.close_pending {
             return None;
         }
         Some(f(g.db))
@@ -187,8 +196,11 @@ impl ConnInner {
     /// A pin, or None once closed. `teardown`: also while a close is pending but the handle is still
     /// open (unsubscribing is part of closing, and the notifier still delivers until the native close).
     fn try_pin(&self, teardown: bool) -> Option<Pin<'_>> {
+        if self.inherited() {
+            return None; // see try_with_db
+        }
         let mut g = lock(&self.state);
-        if g.db.is_null() || g.closing || (g.close_pending && !teardown) || self.inherited() {
+        if g.db.is_null() || g.closing || (g.close_pending && !teardown) {
             return None;
         }
         g.busy += 1;
@@ -215,8 +227,11 @@ impl ConnInner {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
+        if self.inherited() {
+            return true; // see try_with_db
+        }
         let g = lock(&self.state);
-        g.db.is_null() || g.close_pending || self.inherited()
+        g.db.is_null() || g.close_pending
     }
 
     /// Idempotent. Ownership: after this returns (outside a callback) the native handle is freed and
@@ -262,17 +277,14 @@ impl ConnInner {
     }
 
     /// In a forked child: let go of the parent's handle without a native call (closing it would join
-    /// a notifier thread this process does not have; the parent still owns it), and drop the callbacks,
-    /// which no thread here can call.
+    /// a notifier thread this process does not have; the parent still owns it) and without its state
+    /// lock (a parent thread may have held it at the fork). The callbacks are dropped if their map is
+    /// free (no thread here can call them: see the trampoline), else when the connection goes.
     fn forget(&self) {
-        {
-            let mut g = lock(&self.state);
-            g.db = std::ptr::null_mut();
-            g.close_pending = true;
-            g.closing = true;
-            g.closed = true;
-        }
-        let drained: Vec<Box<CallbackCtx>> = lock(&self.subs).drain().map(|(_, v)| v).collect();
+        let drained: Vec<Box<CallbackCtx>> = match self.subs.try_lock() {
+            Ok(mut subs) => subs.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
         if !drained.is_empty() {
             let _ = Python::try_attach(|_py| drop(drained));
         }
@@ -280,6 +292,9 @@ impl ConnInner {
 
     /// Waits for pins to drain, closes the native handle exactly once, then drops the callbacks.
     fn finish_close(&self) {
+        if self.inherited() {
+            return; // the parent's handle (see forget)
+        }
         let closer = |inner: &ConnInner| {
             let mut g = lock(&inner.state);
             g.closing = true;
@@ -311,14 +326,19 @@ impl ConnInner {
     /// Cancels one subscription; Ok(false) if it was already gone. After Ok, libnative will never call
     /// the callback again and its owned reference has been dropped.
     pub(crate) fn unsubscribe(&self, py: Python<'_>, id: u64) -> PyResult<bool> {
-        if !lock(&self.subs).contains_key(&id) {
-            return Ok(false);
-        }
         if self.inherited() {
             // No notifier here to call it; native_unsubscribe could block on a lock a parent thread
-            // held at the fork. Drop the reference only (outside the lock: its __del__ may run).
-            let ctx = lock(&self.subs).remove(&id);
+            // held at the fork. Drop the reference only, if the map is free (outside its lock: the
+            // callback's __del__ may run).
+            let ctx = self
+                .subs
+                .try_lock()
+                .ok()
+                .and_then(|mut subs| subs.remove(&id));
             drop(ctx);
+            return Ok(false);
+        }
+        if !lock(&self.subs).contains_key(&id) {
             return Ok(false);
         }
         // A teardown pin: granted while a close is pending (until the native close, the notifier
@@ -359,7 +379,7 @@ impl ConnInner {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         // Normally closed by Connection's Drop; this is the last line of defence against a leak.
-        let needs_close = !lock(&self.state).db.is_null() && !self.inherited();
+        let needs_close = !self.inherited() && !lock(&self.state).db.is_null();
         if needs_close {
             lock(&self.state).close_pending = true;
             self.finish_close();
@@ -396,8 +416,11 @@ pub(super) fn native_result(
 impl ConnInner {
     pub(super) fn finish_close_unattached(&self) {
         let pending = {
+            if self.inherited() {
+                return;
+            }
             let mut g = lock(&self.state);
-            if g.db.is_null() || self.inherited() {
+            if g.db.is_null() {
                 false
             } else {
                 g.close_pending = true;

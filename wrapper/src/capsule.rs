@@ -8,6 +8,8 @@
 //! a strong reference to the exporting module (its context), so a consumer that keeps the capsule keeps
 //! both alive. A pinned handle is never closed under the consumer: `close()` waits for the unpin (with the
 //! GIL released), and `pin()` on a closed connection fails with InvalidStateError like every other call.
+//! A pin belongs to the process that took it: in a child made by fork() its handle is the parent's
+//! (`pin()` there refuses an inherited connection, and unpinning a copy leaves the parent's handle alone).
 
 use std::ffi::{c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

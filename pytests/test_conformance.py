@@ -268,6 +268,7 @@ def test_in_a_forked_child(conn: Any, method: str) -> None:
     conn.put(b"k3", b"v3")
 
     def in_child() -> None:
+        handles = native.debug_counters()["live_handles"]  # libnative's ledger, this process's copy
         assert conn.closed, "an inherited connection reads as open"
         try:
             _call(conn, method)()
@@ -281,6 +282,7 @@ def test_in_a_forked_child(conn: Any, method: str) -> None:
         fresh.put(b"x", b"y")
         assert fresh.get(b"x") == b"y"
         fresh.close()
+        assert native.debug_counters()["live_handles"] == handles, "the child closed its parent's handle"
 
     assert _in_a_forked_child(in_child) == "ok"
     _result, error = _bounded(f"{method} (in the parent, after a child used its copy)", _call(conn, method))

@@ -320,10 +320,13 @@ FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
 # callback returns there, the child's program ends (it used to go back into the copied notifier loop: it
 # delivered the parent's queued events, then waited forever, or crashed on a callback the child had freed).
 # argv[3]: what the child does in the callback: "return", "exit3" (sys.exit(3)), "close" (closes the
-# inherited connection, then returns) or "raise". The child's atexit functions run; the parent's
-# subscription goes on delivering.
+# inherited connection, then returns), "raise", "interrupt" (KeyboardInterrupt: killed by SIGINT, as
+# Python after Ctrl-C), "sigterm" (signals reach it: the notifier it copies blocks them all), "thread"
+# (a non-daemon thread it starts is joined before it ends), or "unraisable" (the fork happens in
+# sys.unraisablehook, reporting the callback's exception, not in the callback). The child's atexit functions
+# run, its callbacks of the parent's events never do; the parent's subscription goes on delivering.
 FORK_IN_A_CALLBACK = textwrap.dedent("""
-    import atexit, os, sys, threading, time, warnings
+    import atexit, os, signal, sys, threading, time, warnings
     import native
 
     warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork() with threads running
@@ -334,15 +337,14 @@ FORK_IN_A_CALLBACK = textwrap.dedent("""
     forked = []
     seen = []
     got = threading.Event()
+    parent = os.getpid()
 
-    def on_a(ev):
-        seen.append(ev.key)
-        got.set()
-        if ev.key != b"fork":
-            return
-        pid = os.fork()
-        if pid:
-            forked.append(pid)
+    def in_the_child():
+        if what == "thread":
+            def late():
+                time.sleep(0.3)
+                open(marker, "w").close()
+            threading.Thread(target=late).start()
             return
         atexit.register(lambda: open(marker, "w").close())
         if what == "exit3":
@@ -351,6 +353,37 @@ FORK_IN_A_CALLBACK = textwrap.dedent("""
             a.close()
         if what == "raise":
             raise RuntimeError("raised in the child")
+        if what == "interrupt":
+            raise KeyboardInterrupt
+        if what == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            os._exit(9)   # SIGTERM never arrived
+
+    def fork_here():
+        pid = os.fork()
+        if pid:
+            forked.append(pid)
+            return False
+        return True
+
+    def hook(unraisable):
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "reported" and fork_here():
+            in_the_child()
+
+    sys.unraisablehook = hook
+
+    def on_a(ev):
+        if os.getpid() != parent:
+            os._exit(8)   # the parent's events delivered in the child
+        seen.append(ev.key)
+        got.set()
+        if ev.key != b"fork":
+            return
+        if what == "unraisable":
+            raise RuntimeError("reported")
+        if fork_here():
+            in_the_child()
 
     sub = a.subscribe(on_a)
     a.put(b"fork", b"v")
@@ -369,11 +402,12 @@ FORK_IN_A_CALLBACK = textwrap.dedent("""
             sys.exit("the child forked in a callback never ended")
         time.sleep(0.02)
     code = os.waitstatus_to_exitcode(status)
-    want = {"return": 0, "exit3": 3, "close": 0, "raise": 1}[what]
+    want = {"return": 0, "exit3": 3, "close": 0, "raise": 1, "interrupt": -signal.SIGINT,
+            "sigterm": -signal.SIGTERM, "thread": 0, "unraisable": 0}[what]
     if code != want:
         sys.exit(f"the child forked in a callback ended with {code}, not {want}")
-    if not os.path.exists(marker):
-        sys.exit("the child's atexit functions did not run")
+    if what != "sigterm" and not os.path.exists(marker):
+        sys.exit("the child's atexit functions (or its non-daemon thread) did not run")
     got.clear()
     a.put(b"after", b"v")
     assert got.wait(5), "the parent's subscription stopped delivering"
@@ -509,7 +543,7 @@ def test_a_child_forked_with_a_subscribed_connection_exits(tmp_path):
     _check(_run_many(FORK_WITH_A_SUBSCRIBED_CONNECTION, tmp_path, n, parallel=2, timeout=20), n)
 
 
-@pytest.mark.parametrize("what", ["return", "exit3", "close", "raise"])
+@pytest.mark.parametrize("what", ["return", "exit3", "close", "raise", "interrupt", "sigterm", "thread", "unraisable"])
 def test_a_child_forked_in_a_callback_ends_when_the_callback_returns(tmp_path, what):
     n = 2
     _check(_run_many(FORK_IN_A_CALLBACK, tmp_path, n, parallel=2, timeout=20, extra=[what]), n)

@@ -146,39 +146,59 @@ unsafe extern "C" fn trampoline(ev: *const sys::native_event, user_data: *mut c_
             // (a GC pass, a __del__) that closes this connection, and that close must not wait for
             // the notifier it runs on. The guard is declared first, so it is dropped last.
             let _depth = CallbackDepth::enter();
-            // Take our own reference first: a close from inside the callback may free the context,
-            // so `user_data` is not touched after this block.
-            let callback = {
-                // SAFETY: libnative passes back the CallbackCtx registered with this subscription; it
-                // is alive until native_unsubscribe/native_close return, which cannot happen before
-                // this read (they wait for the callback in flight).
-                let ctx = unsafe { &*(user_data as *const CallbackCtx) };
-                // A close() returned inside a callback before the native close, or a cancel() that
-                // found the close under way: deliver no more.
-                if ctx.silenced.load(Ordering::SeqCst) || ctx.cancelled.load(Ordering::SeqCst) {
-                    return;
-                }
-                ctx.callback.clone_ref(py)
-            };
-            // SAFETY: libnative's contract: `ev` is valid for the duration of the callback.
-            let event = match unsafe { Event::from_raw(py, ev) } {
-                Ok(e) => e,
-                Err(e) => return e.write_unraisable(py, Some(callback.bind(py))),
-            };
+            // Anything below may run Python that forks (the callback, a __del__, the unraisable
+            // hook). In that child the only thread is a copy of the notifier, whose loop must not go
+            // on there (it would deliver the parent's events, then wait for a stop no thread of that
+            // process can give): the child's program ends when this delivery does.
             let generation = crate::fork::current();
-            let outcome = callback.bind(py).call1((event,));
+            let failed = deliver(py, ev, user_data);
             if crate::fork::inherited(generation) {
-                // The callback forked and this is the child: its only thread is a copy of the notifier,
-                // whose loop must not go on here (it would deliver the parent's events, then wait for
-                // a stop no thread of this process can give). The child's program ends here.
-                crate::fork::end_child_forked_in_a_callback(py, outcome.err());
+                crate::fork::end_child_forked_in_a_callback(py, failed.map(|(e, _)| e));
             }
-            if let Err(e) = outcome {
+            if let Some((e, callback)) = failed {
                 // Errors: an exception in a callback is reported, never lost, never kills the thread.
                 e.write_unraisable(py, Some(callback.bind(py)));
+                drop(callback);
+                if crate::fork::inherited(generation) {
+                    crate::fork::end_child_forked_in_a_callback(py, None);
+                }
             }
         });
     });
+}
+
+/// One delivery: the event to the subscription's callback, unless it was silenced. Returns the
+/// callback's exception (with the callback, to report it against) instead of reporting it, and has
+/// dropped every other reference it made by the time it returns.
+fn deliver(
+    py: Python<'_>,
+    ev: *const sys::native_event,
+    user_data: *mut c_void,
+) -> Option<(PyErr, Py<PyAny>)> {
+    // Take our own reference first: a close from inside the callback may free the context, so
+    // `user_data` is not touched after this block.
+    let callback = {
+        // SAFETY: libnative passes back the CallbackCtx registered with this subscription; it is alive
+        // until native_unsubscribe/native_close return, which cannot happen before this read (they
+        // wait for the callback in flight).
+        let ctx = unsafe { &*(user_data as *const CallbackCtx) };
+        // A close() returned inside a callback before the native close, or a cancel() that found the
+        // close under way: deliver no more.
+        if ctx.silenced.load(Ordering::SeqCst) || ctx.cancelled.load(Ordering::SeqCst) {
+            return None;
+        }
+        ctx.callback.clone_ref(py)
+    };
+    // SAFETY: libnative's contract: `ev` is valid for the duration of the callback.
+    let event = match unsafe { Event::from_raw(py, ev) } {
+        Ok(e) => e,
+        Err(e) => return Some((e, callback)),
+    };
+    let outcome = callback.bind(py).call1((event,));
+    match outcome {
+        Ok(_) => None,
+        Err(e) => Some((e, callback)),
+    }
 }
 
 pub(crate) fn subscribe(
@@ -213,6 +233,10 @@ pub(crate) fn subscribe(
     // Locks: no Python runs while `subs` is held (building an exception may run a GC pass whose
     // __del__ or gc callback touches this connection's subscriptions): decide under the lock, raise
     // after releasing it. `ctx` (a Python reference) is dropped after the lock, too.
+    if inner.inherited() {
+        // Before any lock: in a forked child a parent thread may have held `subs` at the fork.
+        return Err(invalid_state(py, "subscribe", inner.refusal()));
+    }
     let mut subs = inner.subs.lock().unwrap_or_else(|e| e.into_inner());
     let rc = inner.try_with_db(|db| {
         // SAFETY: `db` is held under the mutex; `user_data` stays valid until removed from `subs`,

@@ -71,12 +71,12 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-extern "C" fn fence_before_fork() {
+unsafe extern "C" fn fence_before_fork() {
     let guard = lock_exit_fence();
     let _ = FENCE_HELD_FOR_FORK.try_with(|held| *held.borrow_mut() = Some(guard));
 }
 
-extern "C" fn fence_after_fork() {
+unsafe extern "C" fn fence_after_fork() {
     let _ = FENCE_HELD_FOR_FORK.try_with(|held| drop(held.borrow_mut().take()));
 }
 

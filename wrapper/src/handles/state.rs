@@ -369,6 +369,10 @@ impl ConnInner {
     }
 
     fn cancel_all(&self, py: Python<'_>) {
+        if self.inherited() {
+            self.forget(); // without the locks (see forget)
+            return;
+        }
         let ids: Vec<u64> = lock(&self.subs).keys().copied().collect();
         for id in ids {
             let _ = self.unsubscribe(py, id);

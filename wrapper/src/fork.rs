@@ -7,11 +7,13 @@
 //! process with a subscribed connection hung at exit). Each connection records the fork generation
 //! it was opened in; a `pthread_atfork` child handler bumps the generation, so any fork (`os.fork`,
 //! multiprocessing, a C extension calling fork(2)) makes every older connection "inherited".
-
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+//!
+//! A fork inside a callback makes a child whose only thread is a copy of a notifier: that child's
+//! program ends when the delivery returns in it (`end_child_forked_in_a_callback`).
 
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;

@@ -191,11 +191,28 @@ RELEASE_USES_ITS_OWN_CONNECTION = textwrap.dedent("""
         assert releasing.wait(5)   # the release is in UsesA.__del__: fall off the end into the hook
 """)
 
+# Prepended to the scripts below that fork: the parent waits for its child's exit code, and a child still
+# running after 10 s is killed and the script fails with `what`.
+WAIT_FOR_CHILD = textwrap.dedent("""
+    import os as _os, sys as _sys, time as _time
+
+    def wait_for_child(pid, what):
+        deadline = _time.monotonic() + 10
+        while True:
+            done, status = _os.waitpid(pid, _os.WNOHANG)
+            if done:
+                return _os.waitstatus_to_exitcode(status)
+            if _time.monotonic() > deadline:
+                _os.kill(pid, 9)
+                _sys.exit(what)
+            _time.sleep(0.02)
+""")
+
 # A fork while a notifier is releasing its thread state: the child inherits the fence's count of releases
 # in progress but not the thread doing it, so its atexit hook waited forever for a release that never ends.
 # The connection being closed keeps a subscription: the child's hook cancels it, and must not wait for the
 # parent's close.
-FORK_DURING_A_RELEASE = textwrap.dedent("""
+FORK_DURING_A_RELEASE = WAIT_FOR_CHILD + textwrap.dedent("""
     import os, sys, threading, time, warnings
     import native
 
@@ -226,17 +243,9 @@ FORK_DURING_A_RELEASE = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         sys.exit(0)   # a normal exit: the atexit hook runs in the child
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            sys.exit("the forked child hung at exit")
-        time.sleep(0.02)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"the forked child failed: {status}")
+    code = wait_for_child(pid, "the forked child hung at exit")
+    if code != 0:
+        sys.exit(f"the forked child failed: {code}")
 """)
 
 # `native` first imported by an atexit function: CPython does not run an atexit hook registered while the
@@ -268,7 +277,7 @@ IMPORTED_FIRST_AT_EXIT = textwrap.dedent("""
 # finalization run): closing the inherited connection joined a notifier thread the child does not have, so
 # every such child hung at exit. The child also opens and subscribes to a connection of its own; the
 # parent's subscription still delivers after the child is gone.
-FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
+FORK_WITH_A_SUBSCRIBED_CONNECTION = WAIT_FOR_CHILD + textwrap.dedent("""
     import os, sys, threading, time, warnings
     import native
 
@@ -300,17 +309,9 @@ FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
         if not mine.wait(5):
             sys.exit("the child's own subscription never delivered")
         sys.exit(0)   # a normal exit, every connection still open
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            sys.exit("the forked child hung at exit")
-        time.sleep(0.02)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"the child failed: {status}")
+    code = wait_for_child(pid, "the forked child hung at exit")
+    if code != 0:
+        sys.exit(f"the child failed: {code}")
     got.clear()
     a.put(b"after", b"v")
     assert got.wait(5) and seen == [b"before", b"after"], seen
@@ -325,7 +326,7 @@ FORK_WITH_A_SUBSCRIBED_CONNECTION = textwrap.dedent("""
 # (a non-daemon thread it starts is joined before it ends), or "unraisable" (the fork happens in
 # sys.unraisablehook, reporting the callback's exception, not in the callback). The child's atexit functions
 # run, its callbacks of the parent's events never do; the parent's subscription goes on delivering.
-FORK_IN_A_CALLBACK = textwrap.dedent("""
+FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
     import atexit, os, signal, sys, threading, time, warnings
     import native
 
@@ -393,15 +394,7 @@ FORK_IN_A_CALLBACK = textwrap.dedent("""
     while not forked and time.monotonic() < deadline:
         time.sleep(0.01)
     pid = forked[0]
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            sys.exit("the child forked in a callback never ended")
-        time.sleep(0.02)
-    code = os.waitstatus_to_exitcode(status)
+    code = wait_for_child(pid, "the child forked in a callback never ended")
     want = {"return": 0, "exit3": 3, "close": 0, "raise": 1, "interrupt": -signal.SIGINT,
             "sigterm": -signal.SIGTERM, "thread": 0, "unraisable": 0}[what]
     if code != want:
@@ -416,7 +409,7 @@ FORK_IN_A_CALLBACK = textwrap.dedent("""
 # A C API pin (native._C_API's pin) taken in the parent while another parent thread's close() waits for it,
 # then fork(): the child unpins its copy. That must not finish the close in the child (it ran native_close
 # on the parent's handle, or hung joining a notifier the child does not have). argv[3]: "sub" subscribes.
-CAPSULE_PIN_ACROSS_FORK = textwrap.dedent("""
+CAPSULE_PIN_ACROSS_FORK = WAIT_FOR_CHILD + textwrap.dedent("""
     import ctypes, os, sys, threading, time, warnings
     import native
 
@@ -450,16 +443,8 @@ CAPSULE_PIN_ACROSS_FORK = textwrap.dedent("""
     if pid == 0:
         unpin(p)
         os._exit(0 if native.debug_counters()["live_handles"] == before else 7)
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            sys.exit("the child hung unpinning")
-        time.sleep(0.02)
-    if os.waitstatus_to_exitcode(status) != 0:
+    code = wait_for_child(pid, "the child hung unpinning")
+    if code != 0:
         sys.exit("the child's unpin closed its parent's handle")
     unpin(p)
     closer.join(5)

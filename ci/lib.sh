@@ -5,16 +5,26 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 PY="$root/.venv/bin/python"
 export VIRTUAL_ENV="$root/.venv"
+# Disk. A run builds the workspace in a dozen target directories (debug, release, three wheel variants,
+# fuzz, the patched trees of the mutants, ...), ~9 GB with cargo's defaults, and the CI machine's disk is
+# shared: one run died of "No space left on device" 14 minutes in. No step edits code and rebuilds, so
+# incremental caches are pure cost, and unoptimized test builds only need line tables for a backtrace.
+# Your own values win.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+
+# The free space on the checkout's disk, for the step lines: a step that dies of a full disk says so.
+disk_free() { df -h --output=avail "$root" 2>/dev/null | tail -1 | tr -d ' '; }
 
 step() {
   local name=$1; shift
   local t0=$SECONDS
-  printf '\033[1m==> %s\033[0m\n' "$name" >&2
+  printf '\033[1m==> %s\033[0m (disk free: %s)\n' "$name" "$(disk_free)" >&2
   if "$@"; then
     printf '\033[1m<== %s ok (%ss)\033[0m\n' "$name" $((SECONDS - t0)) >&2
   else
     local rc=$?
-    printf '\033[1;31m<== %s FAILED (exit %s, %ss)\033[0m\n' "$name" "$rc" $((SECONDS - t0)) >&2
+    printf '\033[1;31m<== %s FAILED (exit %s, %ss)\033[0m (disk free: %s)\n' "$name" "$rc" $((SECONDS - t0)) "$(disk_free)" >&2
     return "$rc"
   fi
 }

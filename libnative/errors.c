@@ -79,6 +79,11 @@ void native_last_error(native_db *db, native_error *out)
         memset(out, 0, sizeof *out);
         return;
     }
+    if (opened_in_another_process(db)) {
+        /* The handle's own last error lives behind its lock; report why it cannot be read instead. */
+        fail(NULL, out, NATIVE_ESTATE, 0, "last_error", FORKED_MESSAGE);
+        return;
+    }
     pthread_mutex_lock(&db->mu);
     *out = db->last;
     pthread_mutex_unlock(&db->mu);

@@ -63,6 +63,7 @@ struct native_db {
     uint64_t generation, puts, gets, deletes, file_bytes;
     native_error last;
     atomic_int closing; /* set by native_close; calls in deferred teardown see it and fail cheaply */
+    uint64_t fork_generation; /* fork_generation_now() at connect: the handle belongs to that process */
     struct notifier nt;
 };
 
@@ -93,6 +94,17 @@ int on_notifier_thread(const native_db *db);
 /* ---- structs.c: the public option functions minus the `calls` bump ---- */
 void options_fill_default(native_options *out);
 int options_check(const native_options *opts, const char *op, native_error *err);
+
+/* ---- fork.c ---- */
+extern atomic_uint_least64_t g_forks;
+/* Registers the fork handler on first use; then the number of forks this process is a child of. */
+uint64_t fork_generation_now(void);
+/* Whether db was opened in another process (this one forked since): then no call may touch its state. */
+static inline int opened_in_another_process(const native_db *db)
+{
+    return atomic_load_explicit(&g_forks, memory_order_relaxed) != db->fork_generation;
+}
+#define FORKED_MESSAGE "handle was opened in another process (before fork()); connect again in this one"
 
 /* ---- store.c ---- */
 void store_teardown(native_db *db); /* close the file, free everything, live_handles-- */

@@ -85,6 +85,13 @@ typedef struct native_db native_db;
 typedef int (*native_cancel_fn)(void *user_data);
 
 /*
+ * A handle belongs to the process that opened it. In a child made by fork() (which has no notifier
+ * thread, may have locks held by parent threads it does not have, and shares the store's file with the
+ * parent) every call on an inherited handle fails with NATIVE_ESTATE and a message naming fork();
+ * native_count and native_generation return 0 for it, as for NULL; native_last_error reports why;
+ * native_close only closes the child's copy of the file descriptor and forgets the handle (the parent's
+ * lock and data are untouched). Connect again in the child to use the store (after the parent closes).
+ *
  * Opens (or creates, per opts->create) the store at path and takes an exclusive lock on it (flock).
  * NATIVE_EINVAL if the store holds a live key longer than opts->max_key_size (it would be unreachable).
  * If another connection holds the lock, waits until timeout_ms (< 0: forever, 0: do not wait), then

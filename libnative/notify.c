@@ -195,6 +195,8 @@ int native_subscribe(native_db *db, native_callback cb, void *user_data, uint64_
 {
     COUNT_CALL();
     const char *op = "subscribe";
+    if (db != NULL && opened_in_another_process(db)) /* first: the argument error below takes db's lock */
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     if (db == NULL || cb == NULL || id_out == NULL)
         return fail_unlocked(db, err, NATIVE_EINVAL, 0, op, "handle, callback and id_out must not be NULL");
     if (atomic_load(&db->closing))
@@ -230,6 +232,8 @@ int native_unsubscribe(native_db *db, uint64_t id)
     COUNT_CALL();
     if (db == NULL)
         return NATIVE_EINVAL;
+    if (opened_in_another_process(db))
+        return NATIVE_ESTATE;
     struct notifier *nt = &db->nt;
     pthread_mutex_lock(&nt->mu);
     struct sub **link = &nt->subs;

@@ -465,6 +465,7 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
     }
     db->fd = fd;
     db->opts = o;
+    db->fork_generation = fork_generation_now();
     rc = load(db, err);
     if (rc == NATIVE_OK) {
         pthread_mutex_init(&db->mu, NULL);
@@ -496,6 +497,14 @@ void native_close(native_db *db)
     COUNT_CALL();
     if (db == NULL)
         return;
+    if (opened_in_another_process(db)) {
+        /* The parent's handle: its locks may be held by threads that are not here and its notifier is
+         * not here to join. Close this process's copy of the descriptor (the parent's flock stays: it
+         * belongs to the open file, which the parent still has) and leave the memory be. */
+        close(db->fd);
+        atomic_fetch_sub(&g_live_handles, 1);
+        return;
+    }
     atomic_store(&db->closing, 1);
     pthread_mutex_lock(&db->nt.mu);
     if (on_notifier_thread(db)) {
@@ -528,6 +537,8 @@ int native_put(native_db *db, const void *key, size_t klen, const void *val, siz
     const char *op = "put";
     if (db == NULL)
         return fail(NULL, err, NATIVE_EINVAL, 0, op, "handle is NULL");
+    if (opened_in_another_process(db))
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     pthread_mutex_lock(&db->mu);
     int rc = check_key(db, key, klen, op, err);
     if (rc == NATIVE_OK && (vlen > db->opts.max_value_size || (val == NULL && vlen > 0)))
@@ -563,6 +574,8 @@ int native_get(native_db *db, const void *key, size_t klen, void **val_out, size
     const char *op = "get";
     if (db == NULL)
         return fail(NULL, err, NATIVE_EINVAL, 0, op, "handle is NULL");
+    if (opened_in_another_process(db))
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     pthread_mutex_lock(&db->mu);
     int rc = check_key(db, key, klen, op, err);
     if (rc == NATIVE_OK && (val_out == NULL || vlen_out == NULL))
@@ -594,6 +607,8 @@ int native_delete(native_db *db, const void *key, size_t klen, native_error *err
     const char *op = "delete";
     if (db == NULL)
         return fail(NULL, err, NATIVE_EINVAL, 0, op, "handle is NULL");
+    if (opened_in_another_process(db))
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     pthread_mutex_lock(&db->mu);
     size_t slot;
     int rc = check_key(db, key, klen, op, err);
@@ -614,7 +629,7 @@ int native_delete(native_db *db, const void *key, size_t klen, native_error *err
 size_t native_count(native_db *db)
 {
     COUNT_CALL();
-    if (db == NULL)
+    if (db == NULL || opened_in_another_process(db))
         return 0;
     pthread_mutex_lock(&db->mu);
     size_t n = db->idx.count;
@@ -628,6 +643,8 @@ int native_flush(native_db *db, native_error *err)
     const char *op = "flush";
     if (db == NULL)
         return fail(NULL, err, NATIVE_EINVAL, 0, op, "handle is NULL");
+    if (opened_in_another_process(db))
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     if (atomic_load(&db->closing))
         return fail_unlocked(db, err, NATIVE_ESTATE, 0, op, "handle is closed");
     unsigned delay = atomic_load(&g_flush_delay_ms);
@@ -644,7 +661,7 @@ int native_flush(native_db *db, native_error *err)
 uint64_t native_generation(native_db *db)
 {
     COUNT_CALL();
-    if (db == NULL)
+    if (db == NULL || opened_in_another_process(db))
         return 0;
     pthread_mutex_lock(&db->mu);
     uint64_t g = db->generation;
@@ -659,6 +676,8 @@ int native_item_at(native_db *db, size_t index, uint64_t generation, void **key_
     const char *op = "item_at";
     if (db == NULL)
         return fail(NULL, err, NATIVE_EINVAL, 0, op, "handle is NULL");
+    if (opened_in_another_process(db))
+        return fail(NULL, err, NATIVE_ESTATE, 0, op, FORKED_MESSAGE);
     if (key_out == NULL || klen_out == NULL || val_out == NULL || vlen_out == NULL)
         return fail_unlocked(db, err, NATIVE_EINVAL, 0, op, "output pointers must not be NULL");
     pthread_mutex_lock(&db->mu);

@@ -58,6 +58,8 @@ int native_stats_get(native_db *db, native_stats *out)
     if (db == NULL || out == NULL)
         return NATIVE_EINVAL;
     memset(out, 0, sizeof *out);
+    if (opened_in_another_process(db))
+        return NATIVE_ESTATE;
     pthread_mutex_lock(&db->mu);
     out->keys = db->idx.count;
     out->puts = db->puts;

@@ -5,8 +5,11 @@ from __future__ import annotations
 import collections.abc
 import ctypes
 import gc
+import os
 import threading
 import time
+import warnings
+from typing import Any, Callable
 
 MASK64 = (1 << 64) - 1
 FNV_OFFSET = 0xCBF29CE484222325
@@ -264,3 +267,34 @@ def resize_race(base, call, expect_fn):
     ba.append(1)
     ba.pop()
     return outcome
+
+
+def in_a_forked_child(call: Callable[[], Any], bound_s: float) -> str:
+    """Run `call` in a forked child of this process; what it did, as text ("ok", "ExcType: message" or
+    "STUCK" after bound_s). The child leaves with os._exit: it never runs pytest's cleanup."""
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            try:
+                call()
+                out = "ok"
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                out = f"{type(e).__name__}: {e}"
+            os.write(w, out.encode(errors="replace")[:4000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + bound_s
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(r)
+            return "STUCK"
+        time.sleep(0.005)
+    with os.fdopen(r, "rb") as f:
+        return f.read().decode()

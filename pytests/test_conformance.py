@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _refs import in_a_forked_child
 
 native = pytest.importorskip("native")
 
@@ -223,40 +224,6 @@ def test_mid_iteration(conn: Any, method: str) -> None:
     assert error is None or isinstance(error, (native.InvalidStateError, RuntimeError)), repr(error)
 
 
-def _in_a_forked_child(call: Callable[[], Any]) -> str:
-    """Run `call` in a forked child of this process; what it did, as text ("ok", "ExcType: message" or
-    "STUCK"). The child leaves with os._exit: it never runs pytest's cleanup."""
-    import time
-    import warnings
-
-    r, w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(r)
-            try:
-                call()
-                out = "ok"
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                out = f"{type(e).__name__}: {e}"
-            os.write(w, out.encode(errors="replace")[:4000])
-        finally:
-            os._exit(0)
-    os.close(w)
-    deadline = time.monotonic() + BOUND_S
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            os.close(r)
-            return "STUCK"
-        time.sleep(0.005)
-    with os.fdopen(r, "rb") as f:
-        return f.read().decode()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @pytest.mark.parametrize("method", DATA_METHODS)
 def test_in_a_forked_child(conn: Any, method: str) -> None:
@@ -284,7 +251,7 @@ def test_in_a_forked_child(conn: Any, method: str) -> None:
         fresh.close()
         assert native.debug_counters()["live_handles"] == handles, "the child closed its parent's handle"
 
-    assert _in_a_forked_child(in_child) == "ok"
+    assert in_a_forked_child(in_child, BOUND_S) == "ok"
     _result, error = _bounded(f"{method} (in the parent, after a child used its copy)", _call(conn, method))
     _open_outcome(method, error)
     assert not conn.closed and sub.active

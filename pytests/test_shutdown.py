@@ -408,7 +408,9 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
 
 # A C API pin (native._C_API's pin) taken in the parent while another parent thread's close() waits for it,
 # then fork(): the child unpins its copy. That must not finish the close in the child (it ran native_close
-# on the parent's handle, or hung joining a notifier the child does not have). argv[3]: "sub" subscribes.
+# on the parent's handle, or hung joining a notifier the child does not have), and the table's put and count
+# on the child's copy of the db are refused by libnative (a put would append to the parent's file).
+# argv[3]: "sub" subscribes.
 CAPSULE_PIN_ACROSS_FORK = WAIT_FOR_CHILD + textwrap.dedent("""
     import ctypes, os, sys, threading, time, warnings
     import native
@@ -425,13 +427,18 @@ CAPSULE_PIN_ACROSS_FORK = WAIT_FOR_CHILD + textwrap.dedent("""
     class CApi(ctypes.Structure):   # pytests/bindings/capsule_consumer/native_capi.h
         _fields_ = [("version", ctypes.c_uint32), ("size", ctypes.c_uint32),
                     ("checksum", ctypes.c_void_p), ("process", ctypes.c_void_p),
-                    ("pin", ctypes.c_void_p), ("unpin", ctypes.c_void_p)]
+                    ("pin", ctypes.c_void_p), ("unpin", ctypes.c_void_p),
+                    ("count", ctypes.c_void_p), ("put", ctypes.c_void_p)]
 
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
     api = CApi.from_address(get(native._C_API, b"native._C_API"))
     pin = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.POINTER(ctypes.c_void_p))(api.pin)
     unpin = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(api.unpin)
+    count = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p)(api.count)
+    put = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                           ctypes.c_char_p, ctypes.c_size_t)(api.put)
+    NATIVE_ESTATE = 5
     db = ctypes.c_void_p()
     p = pin(conn, ctypes.byref(db))
     assert p
@@ -441,9 +448,13 @@ CAPSULE_PIN_ACROSS_FORK = WAIT_FOR_CHILD + textwrap.dedent("""
     before = native.debug_counters()["live_handles"]
     pid = os.fork()
     if pid == 0:
+        if put(db, b"child", 5, b"v", 1) != NATIVE_ESTATE or count(db) != 0:
+            os._exit(8)
         unpin(p)
         os._exit(0 if native.debug_counters()["live_handles"] == before else 7)
     code = wait_for_child(pid, "the child hung unpinning")
+    if code == 8:
+        sys.exit("the C API's put or count on the child's copy of a pinned db was not refused")
     if code != 0:
         sys.exit("the child's unpin closed its parent's handle")
     unpin(p)

@@ -781,6 +781,84 @@ static void test_queue_and_close(void)
     CHECK(counters().live_subscriptions == 0);
 }
 
+/* A handle across fork(): the child is a copy of the forking thread only, here with the parent's notifier
+ * stuck inside a callback. Every call on the parent's handle fails with NATIVE_ESTATE in the child (an
+ * unsubscribe of the in-flight subscription would wait for a thread the child does not have; a put would
+ * append to the parent's file at an offset the parent writes over next), close only lets go of it, and
+ * the parent's handle and file are untouched. */
+static void test_fork(void)
+{
+    native_db *db = open_db("fork.db", NULL);
+    struct gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    uint64_t id;
+    CHECK_RC(native_subscribe(db, gate_cb, &g, &id, NULL), NATIVE_OK);
+    put_s(db, "parent", "1");
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    const int64_t handles = counters().live_handles;
+
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        alarm(10); /* a hang here fails the parent's status check instead of the whole run */
+        native_error e;
+        void *k, *v;
+        size_t kn, vn;
+        uint64_t id2;
+        native_stats st;
+        CHECK_RC(native_put(db, "child", 5, "2", 1, &e), NATIVE_ESTATE);
+        CHECK(strcmp(e.op, "put") == 0 && strstr(e.message, "fork()") != NULL);
+        CHECK_RC(native_get(db, "parent", 6, &v, &vn, &e), NATIVE_ESTATE);
+        CHECK_RC(native_delete(db, "parent", 6, &e), NATIVE_ESTATE);
+        CHECK_RC(native_flush(db, &e), NATIVE_ESTATE);
+        CHECK_RC(native_item_at(db, 0, 1, &k, &kn, &v, &vn, &e), NATIVE_ESTATE);
+        CHECK_RC(native_subscribe(db, gate_cb, &g, &id2, &e), NATIVE_ESTATE);
+        CHECK_RC(native_subscribe(db, NULL, NULL, NULL, &e), NATIVE_ESTATE);
+        CHECK_RC(native_unsubscribe(db, id), NATIVE_ESTATE);
+        CHECK_RC(native_stats_get(db, &st), NATIVE_ESTATE);
+        CHECK(native_count(db) == 0 && native_generation(db) == 0);
+        native_last_error(db, &e);
+        CHECK(e.code == NATIVE_ESTATE && strstr(e.message, "fork()") != NULL);
+        native_close(db);
+        CHECK(counters().live_handles == handles - 1);
+        /* A handle the child opens is its own (another file: the parent holds fork.db's lock). */
+        native_db *own = open_db("fork-child.db", NULL);
+        put_s(own, "child", "2");
+        CHECK(native_count(own) == 1);
+        native_close(own);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        fprintf(stderr, "  forked child: %s %d\n", WIFSIGNALED(status) ? "signal" : "exit status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    CHECK(counters().live_handles == handles);
+    put_s(db, "after", "3");
+    wait_delivered(db, 2);
+    CHECK(native_count(db) == 2);
+    native_close(db);
+    db = open_db("fork.db", NULL); /* the file holds the parent's two records and nothing of the child's */
+    void *v;
+    size_t vn;
+    native_error e;
+    CHECK(native_count(db) == 2);
+    CHECK_RC(native_get(db, "child", 5, &v, &vn, &e), NATIVE_ENOTFOUND);
+    CHECK_RC(native_get(db, "after", 5, &v, &vn, &e), NATIVE_OK);
+    CHECK(vn == 1 && memcmp(v, "3", 1) == 0);
+    native_free(v);
+    native_close(db);
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/libnative-test-XXXXXX");
@@ -802,6 +880,7 @@ int main(void)
         {"unsubscribe_race", test_unsubscribe_race},
         {"reentrancy", test_reentrancy},
         {"queue_and_close", test_queue_and_close},
+        {"fork", test_fork},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         fprintf(stderr, "test %s\n", tests[i].name);

@@ -347,7 +347,12 @@ class Connection:
             raise self._n.error(err)
 
     def stats(self) -> Stats:
-        out = self._b.out("native_stats")
-        self._lib.native_stats_get(self._handle("stats"), self._b.ref(out))
+        h, out = self._handle("stats"), self._b.out("native_stats")
+        rc = self._lib.native_stats_get(h, self._b.ref(out))
+        if rc != OK:  # native_stats_get has no error out-parameter: the handle's last error says why
+            last = self._b.out("native_error")
+            self._lib.native_last_error(h, self._b.ref(last))
+            message = self._b.text(self._b.val(last).message)
+            raise make_error(ErrInfo(rc, 0, "stats", message), self._n.status_name(rc))
         s = self._b.val(out)
         return Stats(**{f: int(getattr(s, f)) for f in STATS_FIELDS})

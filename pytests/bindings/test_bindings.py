@@ -12,12 +12,14 @@ import builtins
 import ctypes
 import errno
 import mmap
+import os
 import random
 from pathlib import Path
 from typing import Any, Callable
 
 import facade
 import pytest
+from _refs import in_a_forked_child
 
 if not facade.lib_path().exists():
     pytest.skip(f"{facade.lib_path()} not built: run `make -C libnative`", allow_module_level=True)
@@ -194,6 +196,39 @@ def test_mutation_during_iteration(nat: facade.Native, tmp_path: Path) -> None:
         conn.put(b"new", b"v")
         with pytest.raises(facade.InvalidStateError):
             next(it)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_handle_in_a_forked_child(nat: facade.Native, tmp_path: Path) -> None:
+    # libnative's own rule, whatever the binding: a handle belongs to the process that opened it. Before
+    # it, a child's put appended to the parent's file at the child's copy of its end, which the parent
+    # then wrote over.
+    path = tmp_path / "forked.db"
+    conn = nat.connect(path)
+    conn.put(b"parent", b"1")
+
+    def in_child() -> None:
+        for name, call in {
+            "put": lambda: conn.put(b"child", b"2"),
+            "get": lambda: conn.get(b"parent"),
+            "delete": lambda: conn.delete(b"parent"),
+            "flush": conn.flush,
+            "stats": conn.stats,
+            "items": lambda: list(conn.items()),
+        }.items():
+            with pytest.raises(facade.InvalidStateError, match="fork") as exc:
+                call()
+            assert exc.value.code == "NATIVE_ESTATE", (name, exc.value.code)
+        conn.close()  # lets go of the parent's handle: no lock taken, nothing joined or written
+        with nat.connect(tmp_path / f"child-{os.getpid()}.db") as own:
+            own.put(b"child", b"2")
+            assert own.get(b"child") == b"2"
+
+    assert in_a_forked_child(in_child, 10.0) == "ok"
+    conn.put(b"after", b"3")
+    conn.close()
+    with nat.connect(path) as again:
+        assert sorted(again.items()) == [(b"after", b"3"), (b"parent", b"1")]
 
 
 def test_connect_missing_directory(nat: facade.Native, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@
 //! both alive. A pinned handle is never closed under the consumer: `close()` waits for the unpin (with the
 //! GIL released), and `pin()` on a closed connection fails with InvalidStateError like every other call.
 //! A pin belongs to the process that took it: in a child made by fork() its handle is the parent's
-//! (`pin()` there refuses an inherited connection, and unpinning a copy leaves the parent's handle alone).
+//! (`pin()` there refuses an inherited connection, unpinning a copy leaves the parent's handle alone, and
+//! libnative itself fails every call on a handle opened in another process).
 
 use std::ffi::{c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -35,7 +35,8 @@ typedef struct native_capi {
     native_capi_pin *(*pin)(PyObject *conn, native_db **db_out);
     void (*unpin)(native_capi_pin *pin); /* with or without the GIL; NULL is a no-op */
     /* A pin and its db belong to the process that pinned: after fork() the child must not use them
-       (unpinning the child's copy is allowed and leaves the parent's handle alone). */
+       (put fails with NATIVE_ESTATE and count returns 0 there: libnative refuses inherited handles;
+       unpinning the child's copy is allowed and leaves the parent's handle alone). */
     /* Operations on a pinned handle: any thread, GIL not needed. */
     size_t (*count)(native_db *db);
     int (*put)(native_db *db, const void *key, size_t klen, const void *val, size_t vlen); /* NATIVE_* */

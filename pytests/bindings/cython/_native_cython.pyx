@@ -372,7 +372,12 @@ cdef class Connection:
 
     def stats(self):
         cdef native_stats s
-        native_stats_get(self._handle("stats"), &s)
+        cdef native_error last
+        cdef native_db *h = self._handle("stats")
+        cdef int rc = native_stats_get(h, &s)
+        if rc != NATIVE_OK:  # no error out-parameter: the handle's last error says why
+            native_last_error(h, &last)
+            raise _status_error(rc, "stats", last.message.decode("utf-8", "replace"))
         return facade.Stats(keys=s.keys, puts=s.puts, gets=s.gets, deletes=s.deletes, file_bytes=s.file_bytes,
                             events_delivered=s.events_delivered, events_dropped=s.events_dropped,
                             events_pending=s.events_pending,

@@ -70,6 +70,7 @@ cdef extern from "native.h" nogil:
     size_t native_count(native_db *db)
     int native_flush(native_db *db, native_error *err)
     int native_stats_get(native_db *db, native_stats *out)
+    void native_last_error(native_db *db, native_error *out)
     uint64_t native_generation(native_db *db)
     int native_item_at(native_db *db, size_t index, uint64_t generation, void **key_out, size_t *klen_out,
                        void **val_out, size_t *vlen_out, native_error *err)

@@ -63,7 +63,8 @@ struct native_db {
     uint64_t generation, puts, gets, deletes, file_bytes;
     native_error last;
     atomic_int closing; /* set by native_close; calls in deferred teardown see it and fail cheaply */
-    uint64_t fork_generation; /* fork_generation_now() at connect: the handle belongs to that process */
+    uint64_t fork_generation; /* g_forks at connect: the handle belongs to that process */
+    native_db *fork_prev, *fork_next; /* the process's open handles (fork.c) */
     struct notifier nt;
 };
 
@@ -97,8 +98,10 @@ int options_check(const native_options *opts, const char *op, native_error *err)
 
 /* ---- fork.c ---- */
 extern atomic_uint_least64_t g_forks;
-/* Registers the fork handler on first use; then the number of forks this process is a child of. */
-uint64_t fork_generation_now(void);
+/* After a successful open: records the handle's process and lists it (registers the handlers once). */
+void fork_track(native_db *db);
+/* In the teardown of a handle of this process. */
+void fork_untrack(native_db *db);
 /* Whether db was opened in another process (this one forked since): then no call may touch its state. */
 static inline int opened_in_another_process(const native_db *db)
 {

@@ -89,8 +89,12 @@ typedef int (*native_cancel_fn)(void *user_data);
  * thread, may have locks held by parent threads it does not have, and shares the store's file with the
  * parent) every call on an inherited handle fails with NATIVE_ESTATE and a message naming fork();
  * native_count and native_generation return 0 for it, as for NULL; native_last_error reports why;
- * native_close only closes the child's copy of the file descriptor and forgets the handle (the parent's
- * lock and data are untouched). Connect again in the child to use the store (after the parent closes).
+ * native_close only forgets it (its memory stays: it is the parent's). The child closes its copies of
+ * the handles' descriptors as it starts (in its fork handler, before fork() returns there), so a
+ * running child does not keep the store locked after the parent closes, and can connect then. A child forked inside a
+ * callback ends (as exit(0) would: it is its only thread) when that callback returns, instead of going
+ * back into a copy of the notifier's loop. Forks that skip pthread_atfork handlers (a raw clone) are
+ * not seen.
  *
  * Opens (or creates, per opts->create) the store at path and takes an exclusive lock on it (flock).
  * NATIVE_EINVAL if the store holds a live key longer than opts->max_key_size (it would be unreachable).

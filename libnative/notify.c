@@ -65,6 +65,13 @@ static void *notifier_main(void *arg)
             nt->running_id = id;
             pthread_mutex_unlock(&nt->mu);
             cb(&ev->ev, user_data); /* no libnative lock held: the callback may re-enter anything */
+            if (opened_in_another_process(db)) {
+                /* The callback forked and this is the child: its only thread is this copy of the
+                 * notifier of the parent's handle. Back in the loop it would deliver the parent's events,
+                 * then wait for a stop nobody here can send. Ending the thread ends the child's program,
+                 * as exit(0) does (it is the last thread), without touching the handle. */
+                return NULL;
+            }
             pthread_mutex_lock(&nt->mu);
             nt->running_id = 0;
             nt->delivered++;

@@ -465,7 +465,6 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
     }
     db->fd = fd;
     db->opts = o;
-    db->fork_generation = fork_generation_now();
     rc = load(db, err);
     if (rc == NATIVE_OK) {
         pthread_mutex_init(&db->mu, NULL);
@@ -477,6 +476,7 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
         close(fd);
         return rc;
     }
+    fork_track(db);
     atomic_fetch_add(&g_live_handles, 1);
     *out = db;
     return NATIVE_OK;
@@ -484,6 +484,7 @@ int native_connect(const char *path, const native_options *opts, int64_t timeout
 
 void store_teardown(native_db *db)
 {
+    fork_untrack(db);
     notifier_destroy(db);
     close(db->fd); /* releases the flock */
     idx_free(&db->idx);
@@ -499,9 +500,8 @@ void native_close(native_db *db)
         return;
     if (opened_in_another_process(db)) {
         /* The parent's handle: its locks may be held by threads that are not here and its notifier is
-         * not here to join. Close this process's copy of the descriptor (the parent's flock stays: it
-         * belongs to the open file, which the parent still has) and leave the memory be. */
-        close(db->fd);
+         * not here to join. This process's copy of its descriptor was closed at the fork (fork.c); the
+         * memory is left be. */
         atomic_fetch_sub(&g_live_handles, 1);
         return;
     }

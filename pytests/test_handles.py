@@ -143,6 +143,41 @@ def test_drop_without_close_releases_handle_and_lock(store_path):
         assert c.get(b"k") == b"v"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_does_not_keep_the_store_locked(store_path):
+    # The store's flock belongs to the open file, which a child's copy of the descriptor would keep open:
+    # a live child (a fork pool's worker) kept the store locked after its parent closed. libnative
+    # closes a child's copies as it starts: once the child runs, the lock lasts as long as the parent's handle.
+    import warnings
+
+    c = native.connect(store_path)
+    c.put(b"k", b"v")
+    r, w = os.pipe()
+    started_r, started_w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child says it runs, waits for the parent to be done, leaves
+        os.close(w)
+        os.write(started_w, b"s")
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(started_w)
+    # Until the child runs at all, its copy of the descriptor exists (fork handlers run in the child).
+    assert os.read(started_r, 1) == b"s"
+    os.close(started_r)
+    try:
+        with pytest.raises(native.TimeoutError):
+            native.connect(store_path, timeout=0)  # the parent's handle still holds it
+        c.close()
+        with native.connect(store_path, timeout=0) as again:
+            assert again.get(b"k") == b"v"
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
 def test_sequential_connects(store_path):
     for i in range(20):
         with native.connect(store_path, timeout=0) as c:

@@ -8,10 +8,12 @@ export VIRTUAL_ENV="$root/.venv"
 # Disk. A run builds the workspace in a dozen target directories (debug, release, three wheel variants,
 # fuzz, the patched trees of the mutants, ...), ~9 GB with cargo's defaults, and the CI machine's disk is
 # shared: one run died of "No space left on device" 14 minutes in. No step edits code and rebuilds, so
-# incremental caches are pure cost, and unoptimized test builds only need line tables for a backtrace.
-# Your own values win.
+# incremental caches are pure cost, and what CI reads from debug info (backtraces, sanitizer and valgrind
+# stacks, gdb's stacks of a stuck worker, callgrind's functions) needs only line tables with their
+# inlined frames, not types. Your own values win.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-line-tables-only}"
 
 # The free space on the checkout's disk, for the step lines: a step that dies of a full disk says so.
 disk_free() { df -h --output=avail "$root" 2>/dev/null | tail -1 | tr -d ' '; }

@@ -893,6 +893,8 @@ static void test_fork(void)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
+        close(to_parent[0]);
+        close(to_child[1]);
         alarm(10); /* a hang here fails the parent's status check instead of the whole run */
         native_error e;
         void *k, *v;
@@ -928,7 +930,10 @@ static void test_fork(void)
         native_close(own);
         _exit(0);
     }
-    CHECK(read(to_parent[0], &byte, 1) == 1); /* the child has checked its copy (or died: 0 bytes) */
+    close(to_parent[1]); /* so that a child that dies reads as end of file, not as a wait forever */
+    close(to_child[0]);
+    if (read(to_parent[0], &byte, 1) != 1) /* the child has checked its copy, or died */
+        expect_child_exits_0(pid);           /* says how it ended and fails */
     pthread_mutex_lock(&g.mu);
     g.open = 1;
     pthread_cond_broadcast(&g.cv);
@@ -940,10 +945,8 @@ static void test_fork(void)
     native_close(db);
     CHECK(write(to_child[1], "p", 1) == 1);
     expect_child_exits_0(pid);
-    for (int i = 0; i < 2; i++) {
-        close(to_parent[i]);
-        close(to_child[i]);
-    }
+    close(to_parent[0]);
+    close(to_child[1]);
     db = open_db("fork.db", NULL); /* the file holds the parent's two records and nothing of the child's */
     void *v;
     size_t vn;

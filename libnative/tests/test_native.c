@@ -743,6 +743,23 @@ static void gate_cb(const native_event *ev, void *ud)
     atomic_fetch_add(&g->calls, 1);
 }
 
+/* Returns once a callback is inside gate_cb (the notifier is stuck there until gate_open). */
+static void gate_wait_entered(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 static void test_queue_and_close(void)
 {
     native_db *db = open_db("queue.db", NULL);
@@ -750,10 +767,7 @@ static void test_queue_and_close(void)
     uint64_t id;
     CHECK_RC(native_subscribe(db, gate_cb, &g, &id, NULL), NATIVE_OK);
     put_s(db, "first", "x");
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_wait_entered(&g);
     /* The notifier is stuck in the first callback: puts must not block, the excess is counted. */
     const unsigned extra = 100;
     int64_t t0 = now_ms();
@@ -767,10 +781,7 @@ static void test_queue_and_close(void)
             (long long)(now_ms() - t0));
 
     /* Open the gate and close at once: close waits for the in-flight call, drops the backlog. */
-    pthread_mutex_lock(&g.mu);
-    g.open = 1;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
+    gate_open(&g);
     native_close(db);
     int calls = atomic_load(&g.calls);
     CHECK(calls >= 1 && calls < 1000);
@@ -880,10 +891,7 @@ static void test_fork(void)
     uint64_t id;
     CHECK_RC(native_subscribe(db, gate_cb, &g, &id, NULL), NATIVE_OK);
     put_s(db, "parent", "1");
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_wait_entered(&g);
     const int64_t handles = counters().live_handles;
     int to_parent[2], to_child[2];
     CHECK(pipe(to_parent) == 0 && pipe(to_child) == 0);
@@ -934,10 +942,7 @@ static void test_fork(void)
     close(to_child[0]);
     if (read(to_parent[0], &byte, 1) != 1) /* the child has checked its copy, or died */
         expect_child_exits_0(pid);           /* says how it ended and fails */
-    pthread_mutex_lock(&g.mu);
-    g.open = 1;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
+    gate_open(&g);
     CHECK(counters().live_handles == handles);
     put_s(db, "after", "3");
     wait_delivered(db, 2);

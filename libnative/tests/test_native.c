@@ -760,14 +760,21 @@ static void gate_open(struct gate *g)
     pthread_mutex_unlock(&g->mu);
 }
 
+/* Subscribes gate_cb on db and puts key: returns the subscription once the notifier is stuck in it. */
+static uint64_t stick_the_notifier(native_db *db, struct gate *g, const char *key)
+{
+    uint64_t id;
+    CHECK_RC(native_subscribe(db, gate_cb, g, &id, NULL), NATIVE_OK);
+    put_s(db, key, "x");
+    gate_wait_entered(g);
+    return id;
+}
+
 static void test_queue_and_close(void)
 {
     native_db *db = open_db("queue.db", NULL);
     struct gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    uint64_t id;
-    CHECK_RC(native_subscribe(db, gate_cb, &g, &id, NULL), NATIVE_OK);
-    put_s(db, "first", "x");
-    gate_wait_entered(&g);
+    stick_the_notifier(db, &g, "first");
     /* The notifier is stuck in the first callback: puts must not block, the excess is counted. */
     const unsigned extra = 100;
     int64_t t0 = now_ms();
@@ -888,10 +895,7 @@ static void test_fork(void)
 {
     native_db *db = open_db("fork.db", NULL);
     struct gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    uint64_t id;
-    CHECK_RC(native_subscribe(db, gate_cb, &g, &id, NULL), NATIVE_OK);
-    put_s(db, "parent", "1");
-    gate_wait_entered(&g);
+    const uint64_t id = stick_the_notifier(db, &g, "parent");
     const int64_t handles = counters().live_handles;
     int to_parent[2], to_child[2];
     CHECK(pipe(to_parent) == 0 && pipe(to_child) == 0);

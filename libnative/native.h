@@ -88,7 +88,8 @@ typedef int (*native_cancel_fn)(void *user_data);
  * A handle belongs to the process that opened it. In a child made by fork() (which has no notifier
  * thread, may have locks held by parent threads it does not have, and shares the store's file with the
  * parent) every call on an inherited handle fails with NATIVE_ESTATE and a message naming fork();
- * native_count and native_generation return 0 for it, as for NULL; native_last_error reports why;
+ * native_count and native_generation return 0 for it, as for NULL (a caller that must tell an empty
+ * store from an inherited handle asks native_stats_get, which fails); native_last_error reports why;
  * native_close only forgets it (its memory stays: it is the parent's). The child closes its copies of
  * the handles' descriptors as it starts (in its fork handler, before fork() returns there), so a
  * running child does not keep the store locked after the parent closes, and can connect then. A child forked inside a

@@ -322,7 +322,10 @@ class Connection:
                 raise self._n.error(err, key=bytes(key))
 
     def __len__(self) -> int:
-        return self._lib.native_count(self._handle("len"))
+        n = self._lib.native_count(self._handle("len"))
+        if n == 0:  # also what a handle inherited across fork() reads: native_stats_get tells them apart
+            self._native_stats("len")
+        return n
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         b = self._b
@@ -346,13 +349,16 @@ class Connection:
         if self._lib.native_flush(self._handle("flush"), self._b.ref(err)) != OK:
             raise self._n.error(err)
 
-    def stats(self) -> Stats:
-        h, out = self._handle("stats"), self._b.out("native_stats")
+    def _native_stats(self, op: str) -> Any:
+        h, out = self._handle(op), self._b.out("native_stats")
         rc = self._lib.native_stats_get(h, self._b.ref(out))
         if rc != OK:  # native_stats_get has no error out-parameter: the handle's last error says why
             last = self._b.out("native_error")
             self._lib.native_last_error(h, self._b.ref(last))
             message = self._b.text(self._b.val(last).message)
-            raise make_error(ErrInfo(rc, 0, "stats", message), self._n.status_name(rc))
-        s = self._b.val(out)
+            raise make_error(ErrInfo(rc, 0, op, message), self._n.status_name(rc))
+        return self._b.val(out)
+
+    def stats(self) -> Stats:
+        s = self._native_stats("stats")
         return Stats(**{f: int(getattr(s, f)) for f in STATS_FIELDS})

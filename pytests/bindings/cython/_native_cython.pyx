@@ -338,7 +338,11 @@ cdef class Connection:
             raise _error(&err, None, bytes(key))
 
     def __len__(self):
-        return native_count(self._handle("len"))
+        cdef size_t n = native_count(self._handle("len"))
+        cdef native_stats s
+        if n == 0:  # also what a handle inherited across fork() reads: native_stats_get tells them apart
+            self._native_stats("len", &s)
+        return n
 
     def items(self):
         cdef uint64_t generation = native_generation(self._handle("items"))
@@ -370,14 +374,18 @@ cdef class Connection:
         if rc != NATIVE_OK:
             raise _error(&err)
 
-    def stats(self):
-        cdef native_stats s
+    cdef int _native_stats(self, str op, native_stats *s) except -1:
         cdef native_error last
-        cdef native_db *h = self._handle("stats")
-        cdef int rc = native_stats_get(h, &s)
+        cdef native_db *h = self._handle(op)
+        cdef int rc = native_stats_get(h, s)
         if rc != NATIVE_OK:  # no error out-parameter: the handle's last error says why
             native_last_error(h, &last)
-            raise _status_error(rc, "stats", last.message.decode("utf-8", "replace"))
+            raise _status_error(rc, op, last.message.decode("utf-8", "replace"))
+        return 0
+
+    def stats(self):
+        cdef native_stats s
+        self._native_stats("stats", &s)
         return facade.Stats(keys=s.keys, puts=s.puts, gets=s.gets, deletes=s.deletes, file_bytes=s.file_bytes,
                             events_delivered=s.events_delivered, events_dropped=s.events_dropped,
                             events_pending=s.events_pending,

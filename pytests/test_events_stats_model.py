@@ -134,3 +134,48 @@ def test_events_and_stats_follow_the_model(tmp_path: Path, seed: int) -> None:
         sub.cancel()
         conn.close()
     assert conn.closed
+
+
+def test_a_subscription_gets_the_events_made_after_it_and_no_older_one(tmp_path: Path) -> None:
+    # native.h: a subscription sees the mutations made after it exists. The first subscriber holds the
+    # notifier inside its first callback, so every later event is still queued when the next subscriber
+    # joins: an event goes to the subscriptions that existed when it was made, not to those alive when
+    # it is delivered.
+    conn = native.connect(os.fspath(tmp_path / "late.db"))
+    inside, release = threading.Event(), threading.Event()
+    made: list[tuple[str, int, bytes, bytes | None]] = []
+    streams: list[list[tuple[str, int, bytes, bytes | None]]] = []
+    since: list[int] = []
+
+    def hold(_ev: Any) -> None:
+        inside.set()
+        release.wait(10)
+
+    def recorder(stream: list[tuple[str, int, bytes, bytes | None]]) -> Any:
+        return lambda ev: stream.append((ev.kind.name, ev.seq, ev.key, ev.value))
+
+    subs = [conn.subscribe(hold)]
+    try:
+        conn.put(b"first", b"0")
+        made.append(("PUT", 1, b"first", b"0"))
+        assert inside.wait(10), "the notifier never called the first subscriber"
+        for i in range(4):
+            since.append(len(made))
+            streams.append([])
+            subs.append(conn.subscribe(recorder(streams[-1])))
+            key = b"k%d" % i
+            conn.put(key, b"v%d" % i)
+            made.append(("PUT", len(made) + 1, key, b"v%d" % i))
+            if i % 2:
+                conn.delete(key)
+                made.append(("DELETE", len(made) + 1, key, None))
+        assert conn.stats().events_pending == len(made), "the events were not queued behind the held one"
+        release.set()
+        wait_until(lambda: conn.stats().events_pending == 0)
+        for i, stream in enumerate(streams):
+            assert stream == made[since[i] :], f"subscriber #{i + 1} (joined after {since[i]} events)"
+    finally:
+        release.set()
+        for sub in subs:
+            sub.cancel()
+        conn.close()

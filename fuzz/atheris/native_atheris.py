@@ -234,7 +234,7 @@ def fuzz_callbacks(data):
     fdp = atheris.FuzzedDataProvider(data)
     base = ledger()
     path = fresh_store_path("cb")
-    conn_ref = [native.connect(path)]
+    conn_ref = [native.connect(path), []]  # the connection, and the helpers' log of its mutations
     subs, boxes, weakrefs, threads, errors = [], [], [], [], []
     for _ in range(fdp.ConsumeIntInRange(0, 32)):
         op, i = fdp.ConsumeIntInRange(0, 12), fdp.ConsumeIntInRange(0, 255)
@@ -251,10 +251,10 @@ def fuzz_callbacks(data):
             boxes[i % len(subs)]["cancelled"] = True
         elif op == 4:
             value = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))
-            _on_conn(conn_ref, lambda c: c.put(b"k" + bytes([97 + i % 4]), value))
+            _on_conn(conn_ref, lambda _c: cb.put(conn_ref, b"k" + bytes([97 + i % 4]), value))
         elif op == 5:
             try:
-                _on_conn(conn_ref, lambda c: c.delete(b"k" + bytes([97 + i % 4])))
+                _on_conn(conn_ref, lambda _c: cb.delete(conn_ref, b"k" + bytes([97 + i % 4])))
             except KeyError:
                 pass
         elif op == 6:
@@ -280,7 +280,7 @@ def fuzz_callbacks(data):
                 for b in boxes:
                     b["cancelled"] = True
             if op == 11:
-                conn_ref[0] = native.connect(path)
+                conn_ref[0:2] = [native.connect(path), []]
         elif op == 12:
             gc.collect()
     problems = cb.finish(conn_ref, subs, boxes, weakrefs, threads, errors)

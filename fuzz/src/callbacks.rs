@@ -1,6 +1,8 @@
 //! `callbacks`: subscribe (callbacks that record, raise, or re-enter: get, put, close, cancel
 //! themselves, subscribe, gc), cancel (also twice), puts/deletes from the main thread and from writer
-//! threads racing cancels, close, dropping subscriptions and connections, reconnecting. Oracles: no
+//! threads racing cancels, close, dropping subscriptions and connections, reconnecting. Oracles: each
+//! subscription gets the main thread's mutations made after it subscribed, in order, never an older one
+//! (all of them if it stayed live and every event was delivered), and seq only grows; no
 //! call after cancel/close returned, a cancel() or close() from inside a callback included (counted
 //! once every notifier thread has exited, and a notifier that outlives its connection is one too), a
 //! callback released once its cancel() returns and every callback object released after close + gc
@@ -142,11 +144,13 @@ impl CallbackOp {
                     released(&bx)?;
                 }
             }
-            CallbackOp::Put(k, v) => {
-                on_conn(&|c| c.call_method1("put", (key(*k), v.as_slice())).map(drop))?
-            }
+            // Through the helpers, which log each mutation for the delivery check.
+            CallbackOp::Put(k, v) => on_conn(&|_| {
+                h.call_method1("put", (&st.conn_ref, key(*k), v.as_slice()))
+                    .map(drop)
+            })?,
             CallbackOp::Delete(k) => {
-                match on_conn(&|c| c.call_method1("delete", (key(*k),)).map(drop)) {
+                match on_conn(&|_| h.call_method1("delete", (&st.conn_ref, key(*k))).map(drop)) {
                     Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {}
                     other => other?,
                 }
@@ -193,6 +197,7 @@ impl CallbackOp {
                     let c = ffi_harness::imported!(py, "native")?
                         .call_method1("connect", (st.scratch.path("cb.db"),))?;
                     st.conn_ref.set_item(0, c)?;
+                    st.conn_ref.set_item(1, PyList::empty(py))?; // its own log of mutations
                 }
             }
             CallbackOp::Gc => {
@@ -217,9 +222,9 @@ impl CallbackOp {
                 };
 format!("if subs and subs[{i} % len(subs)] is not None:\n    _s = subs[{i} % len(subs)]\n    {call}\n    boxes[{i} % len(subs)]['cancelled'] = True\n    _cb.check_released(boxes[{i} % len(subs)], errors)")
             }
-            CallbackOp::Put(k, v) => format!("if conn_ref[0] is not None:\n    conn_ref[0].put({}, {})", py_bytes(&key(*k)), py_bytes(v)),
+            CallbackOp::Put(k, v) => format!("if conn_ref[0] is not None:\n    _cb.put(conn_ref, {}, {})", py_bytes(&key(*k)), py_bytes(v)),
             CallbackOp::Delete(k) => format!(
-                "if conn_ref[0] is not None:\n    try:\n        conn_ref[0].delete({})\n    except KeyError:\n        pass",
+                "if conn_ref[0] is not None:\n    try:\n        _cb.delete(conn_ref, {})\n    except KeyError:\n        pass",
                 py_bytes(&key(*k))
             ),
             CallbackOp::Writer(n) => format!(
@@ -234,7 +239,7 @@ format!("if subs and subs[{i} % len(subs)] is not None:\n    _s = subs[{i} % len
                     "if conn_ref[0] is not None:\n    conn_ref[0] = None\n    for _t in threads: _t.join()\n    gc.collect()\n    for _b in boxes: _b['cancelled'] = True",
                 );
                 if matches!(self, CallbackOp::Reconnect) {
-                    s.push_str("\nconn_ref[0] = native.connect(os.path.join(_TMP, 'cb.db'))");
+                    s.push_str("\nconn_ref[0:2] = [native.connect(os.path.join(_TMP, 'cb.db')), []]");
                 }
                 s
             }
@@ -262,7 +267,8 @@ impl Scenario for CallbacksInput {
                 .and_then(|n| n.call_method1("connect", (scratch.path("cb.db"),)))
                 .map_err(|e| py_failure(py, "connect", e))?;
             let st = State {
-                conn_ref: PyList::new(py, [conn]).unwrap(),
+                // The connection, and the log of its main-thread mutations (the helpers' put/delete).
+                conn_ref: PyList::new(py, [conn, PyList::empty(py).into_any()]).unwrap(),
                 scratch,
                 subs: PyList::empty(py),
                 boxes: PyList::empty(py),
@@ -307,7 +313,7 @@ impl Scenario for CallbacksInput {
     fn repro(&self, script: ReproScript) -> ReproScript {
         let script = script.setup(&HELPERS.embed_as("_cb"));
         let script = script.step(
-            "conn_ref = [native.connect(os.path.join(_TMP, 'cb.db'))]\nsubs, boxes, weakrefs, threads, errors = [], [], [], [], []",
+            "conn_ref = [native.connect(os.path.join(_TMP, 'cb.db')), []]\nsubs, boxes, weakrefs, threads, errors = [], [], [], [], []",
         );
         self.ops
             .iter()

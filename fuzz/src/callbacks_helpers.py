@@ -11,6 +11,10 @@ import native
 
 UNRAISABLE = []
 
+# The keys only the main thread's puts and deletes use (writers use w0..w3, re-entrant puts "reenter"): the
+# events for them are checked against the log of those mutations (conn_ref[1]).
+MAIN_KEYS = frozenset({b"ka", b"kb", b"kc", b"kd"})
+
 # Native ids of the threads that delivered a callback (the handles' notifier threads): `finish` waits
 # until each has exited, so every call a notifier could still make has been made before it looks.
 NOTIFIER_TIDS = set()
@@ -55,6 +59,13 @@ class Recorder:
             box["late"] += 1
         box["calls"] += 1
         NOTIFIER_TIDS.add(_native_id())
+        if isinstance(ev, native.Event):
+            # One notifier delivers a handle's events in the order they were made: seq only grows.
+            if ev.seq <= box["last_seq"]:
+                box["disordered"] += 1
+            box["last_seq"] = ev.seq
+            if ev.key in MAIN_KEYS:
+                box["seen"].append((ev.kind.value, ev.key, ev.value))
         self._react(box, ev)
 
     def _react(self, box, ev):
@@ -95,12 +106,26 @@ class Recorder:
         return
 
 
-def new_box():
-    return {"calls": 0, "late": 0, "cancelled": False, "bad_event": 0, "sub": None, "ref": None}
+def new_box(log):
+    # `log` and `since`: the connection's log of main-thread mutations, and how much of it was made
+    # before this subscription existed (none of that may reach it).
+    return {
+        "calls": 0,
+        "late": 0,
+        "cancelled": False,
+        "bad_event": 0,
+        "sub": None,
+        "ref": None,
+        "last_seq": 0,
+        "disordered": 0,
+        "seen": [],
+        "log": log,
+        "since": len(log),
+    }
 
 
 def subscribe(conn_ref, kind, boxes, weakrefs):
-    box = new_box()
+    box = new_box(conn_ref[1])
     rec = Recorder(box, kind, conn_ref, boxes)
     box["ref"] = weakref.ref(rec)
     weakrefs.append(box["ref"])
@@ -121,6 +146,38 @@ def check_released(box, problems, limit=2.0):
             return
         gc.collect()
         time.sleep(0.0005)
+
+
+def put(conn_ref, key, value):
+    """A put from the main thread, logged once it returned: the mutations each subscription must see."""
+    conn_ref[0].put(key, value)
+    conn_ref[1].append((native.EventKind.PUT.value, key, value))
+
+
+def delete(conn_ref, key):
+    """A delete from the main thread (KeyError if absent: nothing happened, nothing logged)."""
+    conn_ref[0].delete(key)
+    conn_ref[1].append((native.EventKind.DELETE.value, key, None))
+
+
+def _delivery_problems(i, box, drained):
+    """What subscription #i received against the log of main-thread mutations: those made after it
+    subscribed, in order, never one made before; all of them when `drained` (every event was delivered
+    and it was never cancelled)."""
+    problems = []
+    if box["disordered"]:
+        problems.append(f"subscription #{i}: {box['disordered']} event(s) out of order or repeated (seq did not grow)")
+    made, seen = box["log"][box["since"] :], box["seen"]
+    rest = iter(made)
+    if not all(any(ev == m for m in rest) for ev in seen):  # seen must be a subsequence of made
+        early = [ev for ev in seen if ev not in made]
+        problems.append(
+            f"subscription #{i}: got {seen!r}, not a subsequence of the mutations made after it subscribed "
+            f"{made!r}" + (f" (made before it subscribed, or never: {early!r})" if early else "")
+        )
+    elif drained and not box["cancelled"] and seen != made:
+        problems.append(f"subscription #{i}: got {seen!r} of the mutations made after it subscribed {made!r}")
+    return problems
 
 
 def writer(conn_ref, n, errors):
@@ -149,17 +206,18 @@ def settle(conn_ref, limit=0.02):
     """Wait (bounded) until the notifier is idle: events are asynchronous. Idle is exact: libnative's
     events_pending counts queued events and the one whose callbacks are running, so 0 means every
     callback of every event so far has returned (and a callback's own put, made before it returned, is
-    counted)."""
+    counted). True when it saw that, with no event dropped (the queue's limit)."""
     conn = conn_ref[0]
     deadline = time.monotonic() + limit
     while True:
         try:
-            if conn.stats().events_pending == 0:
-                return
+            stats = conn.stats()
         except native.InvalidStateError:
-            return  # closed (perhaps by a callback): nothing can be delivered any more
+            return False  # closed (perhaps by a callback): nothing can be delivered any more
+        if stats.events_pending == 0:
+            return stats.events_dropped == 0
         if time.monotonic() >= deadline:
-            return
+            return False
         time.sleep(0.00002)
 
 
@@ -189,11 +247,15 @@ def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
     is gone, then check no late call and that callbacks were released."""
     for t in threads:
         t.join()
+    drained = False
     if conn_ref[0] is not None:
         # Let queued events be delivered before closing (close discards them): without this, whether a
         # callback ran at all depends on timing, and a repro.py would not replay what the fuzzer saw.
-        settle(conn_ref, limit=0.2)
+        drained = settle(conn_ref, limit=0.2)
         conn_ref[0].close()
+    # Which subscriptions were live until here (the others were cancelled or closed on the way), and
+    # so must have had every mutation made since they subscribed.
+    live = [not b["cancelled"] and b["log"] is conn_ref[1] for b in boxes]
     for b in boxes:
         b["cancelled"] = True
         b["sub"] = None
@@ -214,6 +276,7 @@ def finish(conn_ref, subs, boxes, weakrefs, threads, errors):
             problems.append(f"subscription #{i}: {b['late']} call(s) after cancel/close returned")
         if b["bad_event"]:
             problems.append(f"subscription #{i}: {b['bad_event']} malformed event(s)")
+        problems += _delivery_problems(i, {**b, "cancelled": not live[i]}, drained)
     alive = sum(w() is not None for w in weakrefs)
     if alive:
         problems.append(f"{alive} callback object(s) still alive after close + gc: the wrapper leaked them")

@@ -968,6 +968,200 @@ static void test_fork(void)
     native_close(db);
 }
 
+/* ---------------------------------------------------------------- concurrent calls */
+
+/*
+ * Threads share one handle, as the wrapper lets them (it releases the GIL for every call). Each call is
+ * one critical section, so: what a get or a cursor returns is what some put wrote, never memory a racing
+ * put freed or replaced (ASan sees such a read; without ASan, a reused block fails the value checks);
+ * each thread's own keys follow its own model; and the counters add up to every thread's calls.
+ */
+enum { CC_THREADS = 4, CC_ROUNDS = 2000, CC_OWN = 24, CC_SHARED_MAX = 32768 };
+
+struct cc_thread {
+    native_db *db;
+    int id;
+    unsigned seed;
+    int own[CC_OWN]; /* the model of this thread's keys: -1 absent, else the value's length */
+    uint64_t puts, deletes;
+    unsigned char *buf; /* CC_SHARED_MAX bytes */
+};
+
+/* A value that says what it is: len bytes, each `fill` (a thread's letter, or shared_fill(len)). */
+static int value_is(const unsigned char *v, size_t n, unsigned char fill)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != fill)
+            return 0;
+    return 1;
+}
+
+static unsigned char owner_fill(int id) { return (unsigned char)('a' + id); }
+static unsigned char shared_fill(size_t n) { return (unsigned char)(1 + n % 251); }
+
+/* Keys: "shared" (every thread puts, gets and deletes it; values up to 32 KiB, so a copy takes a while),
+ * or "t<id>-<j>" (only thread id touches it). */
+static void cc_check_item(const unsigned char *k, size_t kn, const unsigned char *v, size_t vn)
+{
+    if (kn == 6 && memcmp(k, "shared", 6) == 0) {
+        CHECK(vn >= 1 && vn <= CC_SHARED_MAX && value_is(v, vn, shared_fill(vn)));
+    } else {
+        CHECK(kn >= 4 && k[0] == 't' && k[1] >= '0' && k[1] < '0' + CC_THREADS && k[2] == '-');
+        CHECK(value_is(v, vn, owner_fill(k[1] - '0')));
+    }
+}
+
+static void *cc_main(void *arg)
+{
+    struct cc_thread *t = arg;
+    unsigned char *buf = t->buf;
+    char key[16];
+    native_error err;
+    for (int round = 0; round < CC_ROUNDS; round++) {
+        unsigned r = (unsigned)rand_r(&t->seed);
+        int j = (int)(r % CC_OWN);
+        int klen = snprintf(key, sizeof key, "t%d-%d", t->id, j);
+        void *v = NULL;
+        size_t vn = 0;
+        switch ((r >> 8) % 7) {
+        case 0: { /* replace the shared value: the old block is freed under the lock */
+            size_t n = 1 + (size_t)rand_r(&t->seed) % CC_SHARED_MAX;
+            memset(buf, shared_fill(n), n);
+            CHECK_RC(native_put(t->db, "shared", 6, buf, n, &err), NATIVE_OK);
+            t->puts++;
+            break;
+        }
+        case 1: {
+            int rc = native_get(t->db, "shared", 6, &v, &vn, &err);
+            if (rc == NATIVE_OK) {
+                cc_check_item((const unsigned char *)"shared", 6, v, vn);
+                native_free(v);
+            } else {
+                CHECK_RC(rc, NATIVE_ENOTFOUND); /* deleted by another thread */
+            }
+            break;
+        }
+        case 2: { /* a small record written, then the (big) value freed: quicker than a get's copy */
+            int rc = native_delete(t->db, "shared", 6, &err);
+            if (rc == NATIVE_OK)
+                t->deletes++;
+            else
+                CHECK_RC(rc, NATIVE_ENOTFOUND);
+            break;
+        }
+        case 3: { /* an own key: new keys grow the index while others read it */
+            size_t n = (r >> 12) % 200;
+            memset(buf, owner_fill(t->id), n);
+            CHECK_RC(native_put(t->db, key, (size_t)klen, buf, n, &err), NATIVE_OK);
+            t->own[j] = (int)n;
+            t->puts++;
+            break;
+        }
+        case 4: {
+            int rc = native_get(t->db, key, (size_t)klen, &v, &vn, &err);
+            if (t->own[j] < 0) {
+                CHECK_RC(rc, NATIVE_ENOTFOUND);
+            } else {
+                CHECK_RC(rc, NATIVE_OK);
+                CHECK(vn == (size_t)t->own[j] && value_is(v, vn, owner_fill(t->id)));
+                native_free(v);
+            }
+            if (r & 0x40000) {
+                CHECK_RC(native_delete(t->db, key, (size_t)klen, &err), t->own[j] < 0 ? NATIVE_ENOTFOUND : NATIVE_OK);
+                t->deletes += t->own[j] >= 0;
+                t->own[j] = -1;
+            }
+            break;
+        }
+        default: { /* a cursor pass: stops with ESTATE as soon as anyone writes, which is fine */
+            uint64_t gen = native_generation(t->db);
+            for (size_t i = 0;; i++) {
+                void *k = NULL;
+                size_t kn = 0;
+                int rc = native_item_at(t->db, i, gen, &k, &kn, &v, &vn, &err);
+                if (rc == NATIVE_EDONE || rc == NATIVE_ESTATE)
+                    break;
+                CHECK_RC(rc, NATIVE_OK);
+                cc_check_item(k, kn, v, vn);
+                native_free(k);
+                native_free(v);
+            }
+            break;
+        }
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_calls(void)
+{
+    native_db *db = open_db("concurrent.db", NULL);
+    struct cc_thread ts[CC_THREADS];
+    pthread_t th[CC_THREADS];
+    for (int i = 0; i < CC_THREADS; i++) {
+        ts[i] = (struct cc_thread){.db = db, .id = i, .seed = 0x5eed + (unsigned)i, .buf = malloc(CC_SHARED_MAX)};
+        CHECK(ts[i].buf != NULL);
+        for (int j = 0; j < CC_OWN; j++)
+            ts[i].own[j] = -1;
+        CHECK(pthread_create(&th[i], NULL, cc_main, &ts[i]) == 0);
+    }
+    uint64_t puts = 0, deletes = 0, keys = 0;
+    for (int i = 0; i < CC_THREADS; i++) {
+        CHECK(pthread_join(th[i], NULL) == 0);
+        free(ts[i].buf);
+        puts += ts[i].puts;
+        deletes += ts[i].deletes;
+        for (int j = 0; j < CC_OWN; j++) {
+            char key[16];
+            snprintf(key, sizeof key, "t%d-%d", i, j);
+            if (ts[i].own[j] < 0) {
+                CHECK(!get_is(db, key, NULL));
+            } else {
+                char want[256];
+                memset(want, owner_fill(i), (size_t)ts[i].own[j]);
+                want[ts[i].own[j]] = '\0';
+                CHECK(get_is(db, key, want));
+                keys++;
+            }
+        }
+    }
+    void *v;
+    size_t vn;
+    native_error err;
+    int rc = native_get(db, "shared", 6, &v, &vn, &err);
+    if (rc == NATIVE_OK) {
+        cc_check_item((const unsigned char *)"shared", 6, v, vn);
+        native_free(v);
+        keys++;
+    } else {
+        CHECK_RC(rc, NATIVE_ENOTFOUND);
+    }
+    native_stats s = stats_of(db);
+    CHECK(native_count(db) == keys && s.keys == keys && s.puts == puts && s.deletes == deletes);
+    CHECK(native_generation(db) == puts + deletes);
+    native_close(db);
+    /* The file replays to the same store. */
+    db = open_db("concurrent.db", NULL);
+    CHECK(native_count(db) == keys);
+    native_close(db);
+}
+
+/* A group still running after GROUP_LIMIT_S has hung (a lock never released, a join that never
+ * returns): say which one and abort, instead of waiting for the caller's own timeout. */
+enum { GROUP_LIMIT_S = 60 };
+static const char *volatile g_group = "start-up";
+
+static void group_hung(int sig)
+{
+    (void)sig;
+    static const char msg[] = "libnative self-test: a group still runs after its time limit (a hang): ";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    ignored = write(2, (const char *)g_group, strlen((const char *)g_group));
+    ignored = write(2, "\n", 1);
+    (void)ignored;
+    abort();
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/libnative-test-XXXXXX");
@@ -989,13 +1183,19 @@ int main(void)
         {"unsubscribe_race", test_unsubscribe_race},
         {"reentrancy", test_reentrancy},
         {"queue_and_close", test_queue_and_close},
+        {"concurrent_calls", test_concurrent_calls},
         {"fork", test_fork},
         {"fork_in_a_callback", test_fork_in_a_callback},
     };
+    signal(SIGALRM, group_hung);
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         fprintf(stderr, "test %s\n", tests[i].name);
+        g_group = tests[i].name;
+        alarm(GROUP_LIMIT_S);
         tests[i].fn();
     }
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
 
     native_debug_counters end = counters();
     CHECK(end.live_handles == 0 && end.live_subscriptions == 0 && end.live_blocks == 0);

@@ -96,7 +96,9 @@ def _api() -> tuple[facade.Native | None, str | None]:
     try:
         import _native_cffi
     except ImportError as e:
-        return None, f"cffi API module not importable ({e}); build it: python pytests/bindings/cffi_build.py"
+        return None, facade.unbuilt(
+            f"cffi API module not importable ({e}); build it: python pytests/bindings/cffi_build.py"
+        )
     finally:
         sys.path.remove(str(BUILD_DIR))
     return facade.Native(CffiBackend(_native_cffi.ffi, _native_cffi.lib, "cffi-api")), None

@@ -20,7 +20,9 @@ def _load() -> tuple[ModuleType | None, str | None]:
     try:
         import _native_cython
     except ImportError as e:
-        return None, f"Cython module not importable ({e}); build it: python pytests/bindings/cython_build.py"
+        return None, facade.unbuilt(
+            f"Cython module not importable ({e}); build it: python pytests/bindings/cython_build.py"
+        )
     finally:
         sys.path.remove(str(BUILD_DIR))
     return _native_cython, None

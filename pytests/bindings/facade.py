@@ -51,6 +51,15 @@ def lib_path() -> Path:
     return Path(override) if override else REPO / "libnative" / "build" / "libnative.so"
 
 
+def unbuilt(reason: str) -> str:
+    """The skip reason of a compiled binding that is not importable; an ImportError instead when
+    $FFI_HARNESS_REQUIRE_BINDINGS=1 (set where the modules were built: CI's pytest step, the mutant
+    detectors), so a missing build fails the run instead of silently skipping every test of a binding."""
+    if os.environ.get("FFI_HARNESS_REQUIRE_BINDINGS") == "1":
+        raise ImportError(f"{reason} (FFI_HARNESS_REQUIRE_BINDINGS=1: this run must test it)")
+    return reason
+
+
 # ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----
 
 

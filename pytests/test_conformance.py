@@ -129,7 +129,10 @@ def _assert_let_go(what: str, value: Any) -> None:
         except BufferError as e:
             raise AssertionError(f"refusing {what} kept an export of it: {e}") from None
         if isinstance(base, bytearray):
-            base.append(0)
+            try:
+                base.append(0)
+            except BufferError as e:
+                raise AssertionError(f"refusing {what} kept an export of the bytearray behind it: {e}") from None
 
 
 def _bad(annotation: str) -> list[Refusal]:

@@ -857,6 +857,7 @@ static void fork_cb(const native_event *ev, void *ud)
         sigemptyset(&alrm);
         sigaddset(&alrm, SIGALRM);
         pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+        signal(SIGALRM, SIG_DFL); /* not the parent's group watchdog: a stuck child dies of the alarm */
         alarm(10);
         NOT_A_LEAK(f->db);
         NOT_A_LEAK(ev);
@@ -907,6 +908,7 @@ static void test_fork(void)
     if (pid == 0) {
         close(to_parent[0]);
         close(to_child[1]);
+        signal(SIGALRM, SIG_DFL); /* not the parent's group watchdog: a stuck child dies of the alarm */
         alarm(10); /* a hang here fails the parent's status check instead of the whole run */
         native_error e;
         void *k, *v;

@@ -1,6 +1,7 @@
 """Connection handles: lifetime, use after close, iteration, persistence, mapping sugar, threads."""
 
 import array
+import fcntl
 import gc
 import os
 import pathlib
@@ -144,6 +145,25 @@ def test_drop_without_close_releases_handle_and_lock(store_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_no_descriptor_of_the_store_survives_exec(store_path):
+    # A program started while a connection is open (subprocess with close_fds=False, os.system: no
+    # pthread_atfork handler runs in the exec'd image) must not inherit the store's descriptor, and with
+    # it the lock: every descriptor open on the store file is close-on-exec.
+    target = os.path.realpath(store_path)
+    with native.connect(store_path) as conn:
+        conn.put(b"k", b"v")
+        fds = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    fds.append(int(name))
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+        assert fds, "no open descriptor of the store found"
+        for fd in fds:
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, f"descriptor {fd} of the store survives exec"
+
+
 def test_a_forked_child_does_not_keep_the_store_locked(store_path):
     # The store's flock belongs to the open file, which a child's copy of the descriptor would keep open:
     # a live child (a fork pool's worker) kept the store locked after its parent closed. libnative

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import math
 import operator
 import os
 from collections.abc import Iterator
@@ -227,7 +228,7 @@ class Native:
         elif timeout < 0:
             raise ValueError("timeout must be >= 0 or None")
         else:
-            timeout_ms = round(timeout * 1000)
+            timeout_ms = math.ceil(timeout * 1000)  # a positive wait never rounds down to "do not wait"
         b = self.backend
         out, err = b.out("db"), b.out("native_error")
         if self.lib.native_connect(raw, b.NULL, timeout_ms, b.NULL_FN, b.NULL, b.ref(out), b.ref(err)) != OK:

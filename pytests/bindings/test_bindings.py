@@ -251,6 +251,15 @@ def test_lock_timeout(nat: facade.Native, tmp_path: Path) -> None:
     nat.connect(path, timeout=0).close()
 
 
+def test_a_sub_millisecond_timeout_still_waits(nat: facade.Native, tmp_path: Path) -> None:
+    # A positive timeout converts up to whole ms: rounding 0.0004 s down would mean "do not wait".
+    path = tmp_path / "locked.db"
+    with nat.connect(path):
+        with pytest.raises(facade.TimeoutError) as exc:
+            nat.connect(path, timeout=0.0004)
+        assert "after 0 ms" not in exc.value.message, exc.value.message
+
+
 def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     with nat.connect(path) as conn:

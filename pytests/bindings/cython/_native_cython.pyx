@@ -30,6 +30,7 @@ from posix.unistd cimport usleep
 from libnative cimport *
 
 import enum
+import math
 import os
 
 import facade
@@ -213,7 +214,7 @@ def connect(path, *, timeout=None):
     elif timeout < 0:
         raise ValueError("timeout must be >= 0 or None")
     else:
-        timeout_ms = round(timeout * 1000)
+        timeout_ms = math.ceil(timeout * 1000)  # a positive wait never rounds down to "do not wait"
     # Borrowed data: `raw` (a local) owns the bytes behind cpath for the whole GIL-free call.
     cpath = raw
     with nogil:

@@ -124,7 +124,8 @@ size_t native_count(native_db *db);
 /* fsync of the log; blocking. */
 int native_flush(native_db *db, native_error *err);
 int native_stats_get(native_db *db, native_stats *out);
-/* Copies the handle's last error (thread-racy by nature; prefer the per-call native_error). */
+/* Copies the error of the handle's last failed call (thread-racy by nature; prefer the per-call native_error).
+ * A success does not clear it, and NATIVE_EDONE (end of iteration) is not a failure: it is never recorded. */
 void native_last_error(native_db *db, native_error *out);
 
 /* Modification counter: bumped by every successful put and delete. */
@@ -141,7 +142,8 @@ int native_item_at(native_db *db, size_t index, uint64_t generation, void **key_
 enum { NATIVE_EVENT_PUT = 1, NATIVE_EVENT_DELETE = 2 };
 typedef struct native_event {
     int kind;            /* NATIVE_EVENT_PUT or NATIVE_EVENT_DELETE */
-    uint64_t seq;        /* 1, 2, 3, ... per handle */
+    uint64_t seq;        /* 1, 2, 3, ... per handle: every mutation made while someone listens takes one, so an
+                            event dropped on overflow leaves a gap */
     const void *key;     /* valid only during the callback */
     size_t klen;
     const void *value;   /* NULL for delete; valid only during the callback */

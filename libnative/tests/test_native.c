@@ -238,6 +238,82 @@ static void test_options_and_errors(void)
     native_close(NULL);
 }
 
+/* native_last_error against a model: after any sequence of calls on a handle it is the error of the last call
+ * that failed (end of iteration, NATIVE_EDONE, is not a failure, and a success clears nothing). */
+static uint32_t lcg_next(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return *state >> 8;
+}
+
+static void expect_last_error(native_db *db, const native_error *want, int step)
+{
+    native_error got;
+    memset(&got, 0x5a, sizeof got);
+    native_last_error(db, &got);
+    if (got.code != want->code || got.sys_errno != want->sys_errno || strcmp(got.op, want->op) != 0 ||
+        strcmp(got.message, want->message) != 0) {
+        fprintf(stderr, "  step %d: last error %s/%s \"%s\", want %s/%s \"%s\"\n", step, native_status_name(got.code),
+                got.op, got.message, native_status_name(want->code), want->op, want->message);
+        abort();
+    }
+}
+
+static void test_last_error_model(void)
+{
+    native_db *db = open_db("last_error.db", NULL);
+    native_error want, err;
+    memset(&want, 0, sizeof want);
+    expect_last_error(db, &want, -1);
+    uint32_t rng = 20261206u;
+    for (int step = 0; step < 3000; step++) {
+        char key[2] = {(char)('a' + lcg_next(&rng) % 4), 0};
+        void *v = NULL, *k2 = NULL;
+        size_t vn = 0, kn = 0;
+        int rc = NATIVE_OK;
+        memset(&err, 0, sizeof err);
+        switch (lcg_next(&rng) % 12) {
+        case 0: rc = native_put(db, key, 1, "value", 5, &err); break;
+        case 1: rc = native_put(db, key, 0, "value", 5, &err); break;       /* EINVAL: empty key */
+        case 2: rc = native_put(db, key, 1, NULL, 3, &err); break;          /* EINVAL: NULL value */
+        case 3: rc = native_get(db, key, 1, &v, &vn, &err); break;          /* OK or ENOTFOUND */
+        case 4: rc = native_get(db, key, 1, NULL, &vn, &err); break;        /* EINVAL */
+        case 5: rc = native_delete(db, key, 1, &err); break;                /* OK or ENOTFOUND */
+        case 6: {                                                           /* a whole pass, ending EDONE */
+            uint64_t gen = native_generation(db);
+            for (size_t i = 0; (rc = native_item_at(db, i, gen, &k2, &kn, &v, &vn, &err)) == NATIVE_OK; i++) {
+                native_free(k2);
+                native_free(v);
+                v = NULL;
+            }
+            CHECK_RC(rc, NATIVE_EDONE);
+            break;
+        }
+        case 7: rc = native_item_at(db, 0, native_generation(db) + 1, &k2, &kn, &v, &vn, &err); break; /* ESTATE */
+        case 8: rc = native_item_at(db, 0, native_generation(db), NULL, &kn, &v, &vn, &err); break;     /* EINVAL */
+        case 9: rc = native_flush(db, &err); break;
+        case 10: rc = native_subscribe(db, NULL, NULL, NULL, &err); break;  /* EINVAL */
+        default: {                                                          /* no error out-parameter */
+            rc = native_unsubscribe(db, 1000000 + (uint64_t)step);
+            CHECK_RC(rc, NATIVE_ENOTFOUND);
+            native_last_error(db, &err); /* its message names the id: take it, check code and op below */
+            CHECK(err.code == NATIVE_ENOTFOUND && strcmp(err.op, "unsubscribe") == 0);
+            (void)stats_of(db);
+            (void)native_count(db);
+            break;
+        }
+        }
+        if (rc == NATIVE_OK && v != NULL)
+            native_free(v);
+        if (rc != NATIVE_OK && rc != NATIVE_EDONE) {
+            CHECK(err.code == rc);
+            want = err;
+        }
+        expect_last_error(db, &want, step);
+    }
+    native_close(db);
+}
+
 static void expect_child_dies(void (*fn)(void))
 {
     fflush(NULL);
@@ -800,6 +876,78 @@ static void test_queue_and_close(void)
     CHECK(counters().live_subscriptions == 0);
 }
 
+/* Seq numbers make loss visible: every mutation made while someone listens takes the next seq, queued or
+ * dropped, so a subscriber sees a gap exactly where events were lost. A model of it: the seqs delivered
+ * plus the events dropped are every mutation, and the gaps between delivered seqs are the dropped ones. */
+struct seq_log {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open;
+    uint64_t *seq;
+    size_t n, cap;
+};
+
+static void seq_log_cb(const native_event *ev, void *ud)
+{
+    struct seq_log *l = ud;
+    pthread_mutex_lock(&l->mu);
+    l->entered = 1;
+    pthread_cond_broadcast(&l->cv);
+    while (!l->open)
+        pthread_cond_wait(&l->cv, &l->mu);
+    if (l->n < l->cap)
+        l->seq[l->n] = ev->seq;
+    l->n++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void test_event_seq_shows_loss(void)
+{
+    native_db *db = open_db("seq.db", NULL);
+    enum { EXTRA = 100 };
+    const uint64_t burst = 1 + NATIVE_EVENT_QUEUE_LIMIT + EXTRA; /* the stuck one, a full queue, the excess */
+    struct seq_log l = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    l.cap = (size_t)burst + 1;
+    l.seq = calloc(l.cap, sizeof *l.seq);
+    CHECK(l.seq != NULL);
+    uint64_t id;
+    CHECK_RC(native_subscribe(db, seq_log_cb, &l, &id, NULL), NATIVE_OK);
+    put_s(db, "k", "0");
+    pthread_mutex_lock(&l.mu);
+    while (!l.entered)
+        pthread_cond_wait(&l.cv, &l.mu);
+    pthread_mutex_unlock(&l.mu);
+    for (uint64_t i = 1; i < burst; i++)
+        CHECK_RC(native_put(db, "k", 1, "v", 1, NULL), NATIVE_OK);
+    pthread_mutex_lock(&l.mu);
+    l.open = 1;
+    pthread_cond_broadcast(&l.cv);
+    pthread_mutex_unlock(&l.mu);
+    uint64_t dropped = stats_of(db).events_dropped;
+    CHECK(dropped == EXTRA);
+    wait_delivered(db, burst - dropped);
+    /* One more mutation after the loss: its seq still counts every mutation before it. */
+    put_s(db, "k", "after");
+    wait_delivered(db, burst - dropped + 1);
+    native_stats s = stats_of(db);
+    const uint64_t mutations = burst + 1;
+    pthread_mutex_lock(&l.mu);
+    CHECK(l.n == s.events_delivered && s.events_delivered + s.events_dropped == mutations);
+    uint64_t gaps = l.seq[0] - 1;
+    for (size_t i = 1; i < l.n; i++) {
+        CHECK(l.seq[i] > l.seq[i - 1]);
+        gaps += l.seq[i] - l.seq[i - 1] - 1;
+    }
+    if (l.seq[l.n - 1] != mutations || gaps != s.events_dropped)
+        fprintf(stderr, "  last seq %llu of %llu mutations, gaps %llu, dropped %llu\n",
+                (unsigned long long)l.seq[l.n - 1], (unsigned long long)mutations, (unsigned long long)gaps,
+                (unsigned long long)s.events_dropped);
+    CHECK(l.seq[l.n - 1] == mutations && gaps == s.events_dropped);
+    pthread_mutex_unlock(&l.mu);
+    native_close(db);
+    free(l.seq);
+}
+
 /* Waits (at most 10 s) for a forked child; it must exit with status 0. */
 static void expect_child_exits_0(pid_t pid)
 {
@@ -1177,6 +1325,7 @@ int main(void)
     } tests[] = {
         {"compute", test_compute},
         {"options_and_errors", test_options_and_errors},
+        {"last_error_model", test_last_error_model},
         {"alloc", test_alloc},
         {"store", test_store},
         {"corruption", test_corruption},
@@ -1185,6 +1334,7 @@ int main(void)
         {"unsubscribe_race", test_unsubscribe_race},
         {"reentrancy", test_reentrancy},
         {"queue_and_close", test_queue_and_close},
+        {"event_seq_shows_loss", test_event_seq_shows_loss},
         {"concurrent_calls", test_concurrent_calls},
         {"fork", test_fork},
         {"fork_in_a_callback", test_fork_in_a_callback},

@@ -1,8 +1,11 @@
 """The cffi declaration of native.h, shared by ABI mode (cffi_native) and API mode (cffi_build).
 
 cffi's cdef parser takes no preprocessor conditionals, so this is a hand copy of the header. ABI mode trusts
-it as written; API mode compiles it against the real native.h, which fails the build on any mismatch in a
-struct layout, a signature or a constant -- the check that ctypes never gets.
+it as written; API mode compiles it against the real native.h, which fails the build on a mismatch in a
+struct layout or a constant. A function's signature is not checked by that build (its wrapper converts
+an int to an int64_t silently): test_bindings.py::test_the_cdefs_match_the_header redeclares every
+prototype below after native.h, where the C compiler refuses any difference, and
+test_every_ctypes_signature_matches_the_cdefs holds ctypes_native.SIGNATURES to these.
 """
 
 CDEF = """

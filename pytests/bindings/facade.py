@@ -64,6 +64,28 @@ def unbuilt(reason: str) -> str:
 # ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----
 
 
+INT64_MAX = 2**63 - 1
+
+
+def timeout_ms(timeout: object) -> int:
+    """`timeout` seconds as libnative's int64 milliseconds, converted as the PyO3 wrapper does.
+
+    None, infinity, or a wait too long for int64 milliseconds is -1 (wait forever): handing ctypes the
+    bigger int would mask it to 64 bits silently, and 2**64 ms would become 0, "do not wait". A positive
+    wait rounds up, never down to 0.
+    """
+    if timeout is None:
+        return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    ms = float(timeout) * 1000
+    if math.isnan(ms) or ms < 0:
+        raise ValueError("timeout must be a non-negative number of seconds")
+    if ms >= INT64_MAX:
+        return -1
+    return math.ceil(ms)
+
+
 class Error(Exception):
     op: str | None = None
     code: str | None = None
@@ -223,15 +245,9 @@ class Native:
         raw = os.fsencode(path)
         if b"\0" in raw:
             raise ValueError("embedded NUL in path")  # a char * would silently cut the path here
-        if timeout is None:
-            timeout_ms = -1
-        elif timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
-        else:
-            timeout_ms = math.ceil(timeout * 1000)  # a positive wait never rounds down to "do not wait"
         b = self.backend
         out, err = b.out("db"), b.out("native_error")
-        if self.lib.native_connect(raw, b.NULL, timeout_ms, b.NULL_FN, b.NULL, b.ref(out), b.ref(err)) != OK:
+        if self.lib.native_connect(raw, b.NULL, timeout_ms(timeout), b.NULL_FN, b.NULL, b.ref(out), b.ref(err)) != OK:
             raise self.error(err, filename=os.fsdecode(raw))
         return Connection(self, b.val(out), os.fsdecode(raw))
 

@@ -11,9 +11,13 @@ import array
 import builtins
 import ctypes
 import errno
+import math
 import mmap
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +28,7 @@ from _refs import in_a_forked_child
 if not facade.lib_path().exists():
     pytest.skip(f"{facade.lib_path()} not built: run `make -C libnative`", allow_module_level=True)
 
+import cdefs
 import cffi_native
 import ctypes_native
 import cython_native
@@ -251,13 +256,154 @@ def test_lock_timeout(nat: facade.Native, tmp_path: Path) -> None:
     nat.connect(path, timeout=0).close()
 
 
-def test_a_sub_millisecond_timeout_still_waits(nat: facade.Native, tmp_path: Path) -> None:
-    # A positive timeout converts up to whole ms: rounding 0.0004 s down would mean "do not wait".
+@pytest.fixture(params=[*MECHANISMS, "pyo3"])
+def impl(request: pytest.FixtureRequest) -> Any:
+    """Every binding of libnative, the PyO3 wrapper included (the timeout conversion lives in each)."""
+    if request.param == "pyo3":
+        return pytest.importorskip("native")
+    m = MECHANISMS[request.param]
+    if m is None:
+        pytest.skip(SKIP_REASONS.get(request.param) or "unavailable")
+    return m
+
+
+def gave_up_after_ms(e: BaseException) -> int:
+    found = re.search(r"gave up after (\d+) ms", str(e))
+    assert found, str(e)
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("timeout", [0.0004, 0.0015, 0.0201])
+def test_a_timeout_waits_at_least_as_long_as_asked(impl: Any, tmp_path: Path, timeout: float) -> None:
+    # libnative reports how long it waited; a conversion that rounds down (0.0004 s to 0 ms is "do not
+    # wait") reports less than asked. The report, not a clock here, is the measure: it cannot be flaky.
     path = tmp_path / "locked.db"
-    with nat.connect(path):
-        with pytest.raises(facade.TimeoutError) as exc:
-            nat.connect(path, timeout=0.0004)
-        assert "after 0 ms" not in exc.value.message, exc.value.message
+    with impl.connect(path), pytest.raises(builtins.TimeoutError) as exc:
+        impl.connect(path, timeout=timeout)
+    assert gave_up_after_ms(exc.value) >= math.ceil(timeout * 1000)
+
+
+# Waits at the edges of every integer width a binding could narrow them to: 2**31 ms is int32's sign bit,
+# 2**32 ms masks to 0 ("do not wait") in 32 bits, 2**64 ms and beyond mask to anything in 64 bits.
+LONG_TIMEOUTS = [2**31 / 1000, 2**32 / 1000, 2**64 / 1000, 1e300, math.inf]
+
+
+@pytest.mark.parametrize("timeout", LONG_TIMEOUTS, ids=["2^31ms", "2^32ms", "2^64ms", "1e300s", "inf"])
+def test_a_long_timeout_waits_for_the_lock(impl: Any, tmp_path: Path, timeout: float) -> None:
+    path = tmp_path / "locked.db"
+    impl.connect(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with impl.connect(path, timeout=timeout) as conn:  # the holder lets go after 0.1 s
+            assert holder.wait(timeout=10) == 0
+            conn.put(b"k", b"v")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+LOCK_HOLDER = """
+import fcntl, sys, time
+f = open(sys.argv[1], "rb")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.001, math.nan, -math.inf, "1", True, [1]], ids=repr)
+def test_a_bad_timeout_is_refused_alike(tmp_path: Path, timeout: Any) -> None:
+    impls = dict(AVAILABLE)
+    native = pytest.importorskip("native")
+    impls["pyo3"] = native
+    kinds = {
+        name: outcome(lambda m=m: m.connect(tmp_path / "t.db", timeout=timeout).close()) for name, m in impls.items()
+    }
+    assert set(kinds.values()) == {
+        ("raise", "TypeError" if isinstance(timeout, (str, bool, list)) else "ValueError")
+    }, kinds
+
+
+def test_every_ctypes_signature_matches_the_cdefs() -> None:
+    """ctypes converts by what it is told (a c_int for an int64_t masks silently): check each declared
+    width, signedness and pointee against cdefs.CDEF, which test_the_cdefs_match_the_header pins to native.h."""
+    ffi = cffi_native.abi.backend.ffi
+    declared = cdef_functions()
+    assert set(ctypes_native.SIGNATURES) == set(declared)
+    for name, (restype, argtypes) in ctypes_native.SIGNATURES.items():
+        fn = declared[name]
+        got = [ctypes_shape(restype)] + [ctypes_shape(a) for a in argtypes]
+        want = [cffi_shape(ffi, fn.result)] + [cffi_shape(ffi, a) for a in fn.args]
+        assert got == want, name
+
+
+def cdef_functions() -> dict[str, Any]:
+    """The function types cdefs.CDEF declares, by name (cffi's ABI-mode lib also holds its constants)."""
+    ffi, lib = cffi_native.abi.backend.ffi, cffi_native.abi.backend.lib
+    found = {}
+    for name in dir(lib):
+        value = getattr(lib, name)
+        if isinstance(value, ffi.CData) and ffi.typeof(value).kind == "function":
+            found[name] = ffi.typeof(value)
+    return found
+
+
+def ctypes_shape(t: Any) -> tuple[Any, ...]:
+    """What a ctypes type passes: an integer's width and sign, or a pointer and what it points at."""
+    if t is None:
+        return ("void",)
+    if t in (ctypes.c_void_p, ctypes.c_char_p):
+        return ("pointer", "data")
+    if issubclass(t, ctypes._CFuncPtr):
+        return ("function",)
+    if issubclass(t, ctypes._Pointer):
+        structs = {struct: cname for cname, struct in ctypes_native.STRUCTS.items()}
+        p = t._type_
+        if p in structs:
+            return ("pointer", structs[p])
+        if p in (ctypes.c_void_p, ctypes.c_char_p) or issubclass(p, ctypes._Pointer):
+            return ("pointer", "pointer")
+        return ("pointer", ctypes_shape(p))
+    return ("int", ctypes.sizeof(t), t(-1).value < 0)
+
+
+def cffi_shape(ffi: Any, t: Any) -> tuple[Any, ...]:
+    """The same for a cffi type; a struct only the header knows (native_db) is opaque data."""
+    if t.kind in ("void", "function"):
+        return (t.kind,)
+    if t.kind == "pointer":
+        p = t.item
+        if p.kind == "struct":
+            name = p.cname.removeprefix("struct ")
+            return ("pointer", name if name in ctypes_native.STRUCTS else "data")
+        if p.kind == "void" or p.cname == "char":
+            return ("pointer", "data")
+        if p.kind in ("pointer", "function"):
+            return ("pointer", "pointer")
+        return ("pointer", cffi_shape(ffi, p))
+    return ("int", ffi.sizeof(t), int(ffi.cast(t, -1)) < 0)
+
+
+def test_the_cdefs_match_the_header(tmp_path: Path) -> None:
+    """The C compiler checks every prototype in cdefs.CDEF against native.h: redeclaring a function with
+    any other type (a narrower integer, a lost const) is a "conflicting types" error."""
+    lines = ['#include "native.h"']
+    for name in sorted(cdef_functions()):
+        found = re.search(r"[^;{}]*\b" + name + r"\s*\([^;]*\);", cdefs.CDEF)
+        assert found, name
+        lines.append("\n".join(x for x in found.group(0).splitlines() if not x.lstrip().startswith("#")))
+    source = tmp_path / "cdefs_check.c"
+    source.write_text("\n".join(lines) + "\n")
+    cc = os.environ.get("CC", "cc")
+    include = facade.REPO / "libnative"
+    done = subprocess.run(
+        [cc, "-fsyntax-only", "-Wall", "-Werror", f"-I{include}", str(source)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:

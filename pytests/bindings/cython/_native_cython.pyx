@@ -30,7 +30,6 @@ from posix.unistd cimport usleep
 from libnative cimport *
 
 import enum
-import math
 import os
 
 import facade
@@ -209,12 +208,7 @@ def connect(path, *, timeout=None):
     cdef _SignalPoll poll = _SignalPoll()
     if b"\0" in raw:
         raise ValueError("embedded NUL in path")  # a char * would silently cut the path here
-    if timeout is None:
-        timeout_ms = -1
-    elif timeout < 0:
-        raise ValueError("timeout must be >= 0 or None")
-    else:
-        timeout_ms = math.ceil(timeout * 1000)  # a positive wait never rounds down to "do not wait"
+    timeout_ms = facade.timeout_ms(timeout)  # the same saturating, rounding-up conversion as every binding
     # Borrowed data: `raw` (a local) owns the bytes behind cpath for the whole GIL-free call.
     cpath = raw
     with nogil:

@@ -8,11 +8,18 @@ outcomes are `native.ProtocolError` (with op and code), or a store whose whole c
 model. Different bytes, missing or resurrected keys, any other exception, or a crash are failures. This
 is the oracle that sees a checksum that is no longer checked, a record length trusted blindly, or a
 log cut at a record boundary passing for a shorter history.
+
+The same judge holds for writes the OS refuses part-way (a full disk, a file size limit): every
+operation either reports success and survives a reopen, or raises and leaves no trace.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +110,78 @@ def test_an_uncommitted_tail_is_not_part_of_the_store(tmp_path: Path) -> None:
     model[b"delta"] = b"4"
     assert _content(path) == model
     assert os.path.getsize(path) > 0
+
+
+# Writes refused part-way: under RLIMIT_FSIZE a write that crosses the limit is cut short (a short
+# pwrite) and the next one fails with EFBIG, as on a full disk. The child runs a fixed workload and
+# reports which operations said they succeeded; the parent's model applies exactly those.
+FILE_SIZE_LIMITED = """
+import json, resource, signal, sys
+import native
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, as a full disk gives ENOSPC
+path, limit, ops = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+with native.connect(path) as c:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    report, seen = [], dict(c.items())
+    for key, size in ops:
+        key = key.encode()
+        try:
+            if size < 0:
+                c.delete(key)
+                seen.pop(key)
+            else:
+                c.put(key, bytes([size % 251]) * size)
+                seen[key] = bytes([size % 251]) * size
+            report.append(["ok"])
+        except native.Error as e:
+            report.append([type(e).__name__, getattr(e, "errno", None)])
+        if dict(c.items()) != seen:
+            report.append(["the open store differs from what its calls reported"])
+            break
+print(json.dumps(report))
+"""
+LIMITED_OPS = [["a", 10], ["b", 40], ["a", 90], ["c", 3], ["alpha", -1], ["d", 200], ["e", 1], ["a", 17]]
+
+
+@pytest.mark.ffi_harness_no_repeat  # 36 child processes; their leaks are not this process's to measure
+def test_a_write_cut_short_by_a_full_disk_either_commits_or_has_no_effect(tmp_path: Path) -> None:
+    first = str(tmp_path / "first.db")
+    _write(first)
+    size = os.path.getsize(first)
+    failures, refused = [], 0
+    for extra in range(0, 460, 13):  # the limit falls at every part of the workload's records
+        path = str(tmp_path / f"limit{extra}.db")
+        Path(path).write_bytes(Path(first).read_bytes())
+        model = _content(path)
+        child = subprocess.run(
+            [sys.executable, "-c", FILE_SIZE_LIMITED, path, str(size + extra), json.dumps(LIMITED_OPS)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert child.returncode == 0, child.stderr
+        report = json.loads(child.stdout)
+        for (key, n), outcome in zip(LIMITED_OPS, report):
+            if outcome == ["ok"]:
+                if n < 0:
+                    del model[key.encode()]
+                else:
+                    model[key.encode()] = bytes([n % 251]) * n
+            elif outcome[1] != errno.EFBIG:
+                failures.append(f"limit +{extra}: {key} refused with {outcome}, not EFBIG")
+            else:
+                refused += 1
+        if len(report) != len(LIMITED_OPS):
+            failures.append(f"limit +{extra}: {report[-1]}")
+        failure = _judge(path, model, f"limit +{extra} ({report})")
+        if failure is not None:
+            failures.append(failure)
+        else:  # and the store takes writes again once there is room
+            with native.connect(path) as c:
+                c.put(b"room", b"again")
+            model[b"room"] = b"again"
+            if _content(path) != model:
+                failures.append(f"limit +{extra}: a write after the refusals did not stick")
+    assert refused > 0, "the file size limit never refused a write: the test exercised nothing"
+    assert not failures, f"{len(failures)} workloads went wrong; first ones:\n" + "\n".join(failures[:8])

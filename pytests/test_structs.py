@@ -3,6 +3,7 @@
 import os
 import stat
 import threading
+import time
 import types
 
 import native
@@ -289,6 +290,31 @@ def test_options_sync_true_works(store_path):
         c.delete(b"k0")
     with native.connect(store_path) as c:
         assert len(c) == 19
+
+
+@pytest.mark.parametrize("create", [True, False])
+@pytest.mark.parametrize("sync", [True, False])
+def test_create_and_sync_each_reach_c_as_given(tmp_path, flush_delay, create, sync):
+    # Both are int32 flags side by side in native_options: one filled from the other is invisible to
+    # every check of the Python object. What C does with them is not: create decides whether a missing
+    # file is made, and sync whether each write fsyncs, which the flush-delay knob makes take >= 0.4 s.
+    missing = str(tmp_path / "missing.db")
+    if create:
+        native.connect(missing, options=native.Options(create=True, sync=sync)).close()
+    else:
+        with pytest.raises(native.ConnectionError):
+            native.connect(missing, options=native.Options(create=False, sync=sync))
+        assert not os.path.exists(missing)
+    path = str(tmp_path / "store.db")
+    native.connect(path).close()
+    with native.connect(path, options=native.Options(create=create, sync=sync)) as c:
+        flush_delay(400)
+        t0 = time.monotonic()
+        c.put(b"k", b"v")
+        took = time.monotonic() - t0
+        flush_delay(0)
+    # A sleep is a sound lower bound; a plain put taking 0.4 s would need a stall far beyond this machine's.
+    assert (took >= 0.4) == sync, f"sync={sync}: a put took {took:.3f} s"
 
 
 # ---------------------------------------------------------------- Stats

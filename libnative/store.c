@@ -107,11 +107,11 @@ static void sleep_ms(long ms)
     }
 }
 
-static int64_t now_ms(void)
+static int64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- index: dense entry array + linear-probing table (backward-shift deletion, no tombstones) ---- */
@@ -242,7 +242,9 @@ static int pwrite_all(int fd, const unsigned char *p, size_t n, uint64_t off)
 static int lock_file(int fd, int64_t timeout_ms, native_cancel_fn should_stop, void *stop_data,
                      native_error *err)
 {
-    int64_t start = now_ms();
+    /* Whole ms waited, rounded down from a µs clock: waited >= timeout_ms only once that much time has
+     * passed (differences of ms-truncated readings could give up almost 1 ms early). */
+    int64_t start = now_us();
     for (;;) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             return NATIVE_OK;
@@ -251,7 +253,7 @@ static int lock_file(int fd, int64_t timeout_ms, native_cancel_fn should_stop, v
             continue;
         if (e != EWOULDBLOCK)
             return fail(NULL, err, NATIVE_EIO, e, "connect", "flock failed");
-        int64_t waited = now_ms() - start;
+        int64_t waited = (now_us() - start) / 1000;
         if (timeout_ms == 0 || (timeout_ms > 0 && waited >= timeout_ms))
             return fail(NULL, err, NATIVE_ETIMEOUT, 0, "connect",
                         "store is locked by another connection (gave up after %lld ms)", (long long)waited);

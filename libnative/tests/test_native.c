@@ -46,6 +46,13 @@ static const char *path_in(const char *name)
     return buf;
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -576,10 +583,18 @@ static void test_lock(void)
     /* Two opens in one process are distinct open file descriptions, so flock makes them conflict. */
     CHECK_RC(native_connect(path_in("lock.db"), NULL, 0, NULL, NULL, &b, &err), NATIVE_ETIMEOUT);
     CHECK(b == NULL && err.code == NATIVE_ETIMEOUT && strcmp(err.op, "connect") == 0);
-    int64_t t0 = now_ms();
-    CHECK_RC(native_connect(path_in("lock.db"), NULL, 60, NULL, NULL, &b, &err), NATIVE_ETIMEOUT);
-    int64_t waited = now_ms() - t0;
-    CHECK(waited >= 55 && waited < 2000);
+    /* A timeout is a lower bound on the wait, to the µs, and the message reports at least that much. */
+    for (int64_t timeout = 1; timeout <= 61; timeout += 15) {
+        int64_t t0 = now_us();
+        CHECK_RC(native_connect(path_in("lock.db"), NULL, timeout, NULL, NULL, &b, &err), NATIVE_ETIMEOUT);
+        int64_t waited_us = now_us() - t0;
+        long long reported = -1;
+        CHECK(sscanf(strstr(err.message, "gave up after "), "gave up after %lld ms", &reported) == 1);
+        if (waited_us < timeout * 1000 || reported < timeout)
+            fprintf(stderr, "  timeout %lld ms: waited %lld us, reported %lld ms\n", (long long)timeout,
+                    (long long)waited_us, reported);
+        CHECK(waited_us >= timeout * 1000 && reported >= timeout && waited_us < 2000000);
+    }
     int polls = 0;
     CHECK_RC(native_connect(path_in("lock.db"), NULL, -1, stop_on_third, &polls, &b, &err), NATIVE_ECANCELLED);
     CHECK(polls == 3 && err.code == NATIVE_ECANCELLED);

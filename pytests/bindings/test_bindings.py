@@ -406,6 +406,24 @@ def test_the_cdefs_match_the_header(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.parametrize(
+    "name", [b"plain.db", "caf\u00e9.db".encode(), "\u65e5\u672c.db".encode(), b"\xff\xfe-not-utf8.db", b"a b;c'.db"]
+)
+@pytest.mark.parametrize("form", ["str", "bytes", "pathlib"])
+def test_a_path_reaches_the_file_system_byte_for_byte(impl: Any, tmp_path: Path, name: bytes, form: str) -> None:
+    # The OS sees bytes: every form of the same path (str with surrogateescape for non-UTF-8 bytes,
+    # bytes, a PathLike) must name the same file, byte for byte, and `path` gives it back decoded.
+    raw = os.fsencode(tmp_path) + b"/" + name
+    arg: Any = {"str": os.fsdecode(raw), "bytes": raw, "pathlib": Path(os.fsdecode(raw))}[form]
+    with impl.connect(arg) as conn:
+        conn.put(b"k", name)
+        opened = conn.path
+    assert opened == os.fsdecode(raw)
+    assert os.listdir(os.fsencode(tmp_path)) == [name]
+    with impl.connect(opened) as again:
+        assert again.get(b"k") == name
+
+
 def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     with nat.connect(path) as conn:

@@ -4,8 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::convert::{key_arg, path_arg, timeout_ms, NativeBlock};
@@ -47,9 +48,23 @@ impl Connection {
         self.inner.is_closed()
     }
 
+    /// os.fsdecode of the bytes that were opened: undecodable bytes come back as surrogate escapes, so
+    /// `connect(conn.path)` opens this very file (a lossy decode would name another one).
     #[getter]
-    fn path(&self) -> &str {
-        &self.inner.path
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        let p = &self.inner.path;
+        // SAFETY: p is a live byte slice of p.len() bytes for the duration of the call; the result is
+        // a new reference or NULL with an exception set.
+        let text = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyUnicode_DecodeFSDefaultAndSize(
+                    p.as_ptr().cast(),
+                    p.len() as ffi::Py_ssize_t,
+                ),
+            )?
+        };
+        Ok(text.cast_into::<PyString>()?)
     }
 
     fn put(
@@ -207,7 +222,10 @@ impl Connection {
         } else {
             "open"
         };
-        format!("<native.Connection path={:?} {state}>", self.inner.path)
+        format!(
+            "<native.Connection path={:?} {state}>",
+            String::from_utf8_lossy(&self.inner.path)
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -250,13 +268,7 @@ pub(crate) fn connect(
     }
     // Ownership: everything fallible happens before native_connect; once C hands us a handle, nothing
     // may return early before a Connection owns it (that would leak the handle and its file lock).
-    // `path` is always text, like os.fsdecode of what was opened (lossy for undecodable bytes).
-    let path_text = py
-        .import("os")?
-        .call_method1("fsdecode", (&filename,))?
-        .cast_into::<pyo3::types::PyString>()?
-        .to_string_lossy()
-        .into_owned();
+    let path_bytes = c_path.as_bytes().to_vec();
     let raw_opts = opts.to_raw();
     let mut poll = SignalPoll::new();
     let poll_ptr = PollPtr(poll.stop_data());
@@ -286,6 +298,6 @@ pub(crate) fn connect(
         }
         _ => return Err(NativeError::from_raw(rc, &err, "connect").into_pyerr(py, Some(&filename))),
     }
-    let inner = ConnInner::open(db, opts, path_text);
+    let inner = ConnInner::open(db, opts, path_bytes);
     Ok(Connection { inner })
 }

@@ -53,7 +53,8 @@ pub(crate) struct ConnInner {
     /// The owned Python callbacks, by subscription id (checklist: callbacks are owned while registered).
     pub(crate) subs: Mutex<std::collections::HashMap<u64, Box<CallbackCtx>>>,
     pub(crate) options: Options,
-    pub(super) path: String,
+    /// The path's bytes exactly as handed to native_connect (the OS sees bytes; `path` decodes them).
+    pub(super) path: Vec<u8>,
     /// Set when close() returns inside a callback before the native close has run (a pinned call
     /// defers it, or another thread's close is still waiting for this very callback): the notifier
     /// may still hold queued events, and the trampoline drops them, as no callback may run after
@@ -440,7 +441,7 @@ impl ConnInner {
 impl ConnInner {
     /// The shared state of a handle native_connect has just returned, registered for the atexit
     /// hook (`shutdown_all`).
-    pub(super) fn open(db: DbPtr, options: Options, path: String) -> Arc<Self> {
+    pub(super) fn open(db: DbPtr, options: Options, path: Vec<u8>) -> Arc<Self> {
         let inner = Arc::new(ConnInner {
             state: Mutex::new(DbState {
                 db: db.0,

@@ -18,6 +18,8 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -203,6 +205,29 @@ def test_mutation_during_iteration(nat: facade.Native, tmp_path: Path) -> None:
             next(it)
 
 
+def _abandon_early(conn: Any) -> None:
+    """Every way a loop over items() can stop before the end."""
+    next(iter(conn.items()))
+    for _ in conn.items():
+        break
+    with pytest.raises(ZeroDivisionError):
+        for _ in conn.items():
+            1 / 0  # noqa: B018 - the body raises mid-iteration
+    assert any(True for _ in conn.items())
+    list(zip(range(1), conn.items()))
+
+
+def test_an_iteration_stopped_early_frees_what_it_was_given(impl: Any, tmp_path: Path) -> None:
+    # Each item is two native_alloc blocks the binding must free whether or not the loop goes on:
+    # a generator closed at its yield runs no code after that yield.
+    with impl.connect(tmp_path / "early.db") as conn:
+        for i in range(4):
+            conn.put(b"k%d" % i, b"v%d" % i)
+        before = impl.debug_counters()["live_blocks"]
+        _abandon_early(conn)
+        assert impl.debug_counters()["live_blocks"] == before
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_handle_in_a_forked_child(nat: facade.Native, tmp_path: Path) -> None:
     # libnative's own rule, whatever the binding: a handle belongs to the process that opened it. Before
@@ -273,13 +298,39 @@ def gave_up_after_ms(e: BaseException) -> int:
     return int(found.group(1))
 
 
-@pytest.mark.parametrize("timeout", [0.0004, 0.0015, 0.0201])
+@contextmanager
+def lock_held_elsewhere(path: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the store's lock for `seconds`, then exits: a binding that waits longer than
+    asked (forever, say) gets the store instead of hanging the test."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+LOCK_HOLDER = """
+import fcntl, sys, time
+f = open(sys.argv[1], "rb")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0, 0.0004, 0.0015, 0.0201])
 def test_a_timeout_waits_at_least_as_long_as_asked(impl: Any, tmp_path: Path, timeout: float) -> None:
     # libnative reports how long it waited; a conversion that rounds down (0.0004 s to 0 ms is "do not
     # wait") reports less than asked. The report, not a clock here, is the measure: it cannot be flaky.
+    # 0 means "try once": one that waits (for ever, say) gets the store once the holder exits, and fails.
     path = tmp_path / "locked.db"
-    with impl.connect(path), pytest.raises(builtins.TimeoutError) as exc:
-        impl.connect(path, timeout=timeout)
+    impl.connect(path).close()
+    with lock_held_elsewhere(path, 5.0), pytest.raises(builtins.TimeoutError) as exc:
+        impl.connect(path, timeout=timeout).close()
     assert gave_up_after_ms(exc.value) >= math.ceil(timeout * 1000)
 
 
@@ -292,27 +343,12 @@ LONG_TIMEOUTS = [2**31 / 1000, 2**32 / 1000, 2**64 / 1000, 1e300, math.inf]
 def test_a_long_timeout_waits_for_the_lock(impl: Any, tmp_path: Path, timeout: float) -> None:
     path = tmp_path / "locked.db"
     impl.connect(path).close()
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        with impl.connect(path, timeout=timeout) as conn:  # the holder lets go after 0.1 s
-            assert holder.wait(timeout=10) == 0
-            conn.put(b"k", b"v")
-    finally:
-        holder.kill()
-        holder.wait()
+    with lock_held_elsewhere(path, 0.1) as holder, impl.connect(path, timeout=timeout) as conn:
+        assert holder.wait(timeout=10) == 0
+        conn.put(b"k", b"v")
 
 
-LOCK_HOLDER = """
-import fcntl, sys, time
-f = open(sys.argv[1], "rb")
-fcntl.flock(f, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(0.1)
-"""
-
-
-@pytest.mark.parametrize("timeout", [-1, -0.001, math.nan, -math.inf, "1", True, [1]], ids=repr)
+@pytest.mark.parametrize("timeout", [-1, -0.001, math.nan, -math.inf, "1", True, False, [1]], ids=repr)
 def test_a_bad_timeout_is_refused_alike(tmp_path: Path, timeout: Any) -> None:
     impls = dict(AVAILABLE)
     native = pytest.importorskip("native")

@@ -85,6 +85,22 @@ def test_checksum_and_process_agree_with_native(native: Any, consumer: Any, size
         consumer.checksum("text")
 
 
+@pytest.mark.parametrize("arg", ["key", "rounds"])
+@pytest.mark.parametrize("value", [-1, 0, 2**32 - 1, 2**32, 2**64 + 5, -(2**64)])
+def test_an_integer_argument_gets_the_same_answer_as_native(native: Any, consumer: Any, arg: str, value: int) -> None:
+    # A C consumer's format units can mask an int silently ("k": 2**64 + 5 becomes 5): whatever
+    # native.process does with a value, result or exception type, the consumer must do too.
+    def outcome(f: Any) -> Any:
+        data = bytearray(b"abcdefgh")
+        try:
+            f(data, **{arg: value})
+        except Exception as e:  # noqa: BLE001 - the kind of refusal is what is compared
+            return type(e).__name__
+        return bytes(data)
+
+    assert outcome(consumer.process) == outcome(native.process)
+
+
 def test_a_handle_through_the_capsule_is_the_same_store(native: Any, consumer: Any, store_path: str) -> None:
     with native.connect(store_path) as conn:
         conn.put(b"a", b"1")

@@ -354,8 +354,12 @@ class Connection:
         return n
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
+        # The snapshot is taken here, when the iterator is made (as the PyO3 wrapper does), not at its
+        # first next(): a write between the two must make it stale, and a closed handle refuses now.
+        return self._items_of(self._lib.native_generation(self._handle("items")))
+
+    def _items_of(self, generation: int) -> Iterator[tuple[bytes, bytes]]:
         b = self._b
-        generation = self._lib.native_generation(self._handle("items"))
         i = 0
         while True:
             k, kl, v, vl, err = b.out("ptr"), b.out("size_t"), b.out("ptr"), b.out("size_t"), b.out("native_error")

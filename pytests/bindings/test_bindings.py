@@ -205,6 +205,21 @@ def test_mutation_during_iteration(nat: facade.Native, tmp_path: Path) -> None:
             next(it)
 
 
+def test_an_iterator_is_a_snapshot_from_when_it_was_made(impl: Any, tmp_path: Path) -> None:
+    # A write between making an iterator and its first next() makes it stale, in every mechanism (a
+    # generator that read the generation at its first next() would yield the new store instead).
+    with impl.connect(tmp_path / "snap.db") as conn:
+        conn.put(b"a", b"1")
+        it = conn.items()
+        conn.put(b"b", b"2")
+        with pytest.raises(Exception) as exc:  # the class tree differs per mechanism
+            next(it)
+        assert type(exc.value).__name__ == "InvalidStateError", repr(exc.value)
+    with pytest.raises(Exception) as exc:
+        conn.items()  # closed: refused when the iterator is asked for, not at its first next()
+    assert type(exc.value).__name__ == "InvalidStateError", repr(exc.value)
+
+
 def _abandon_early(conn: Any) -> None:
     """Every way a loop over items() can stop before the end."""
     next(iter(conn.items()))

@@ -148,18 +148,43 @@ static PyObject *checksum(PyObject *module, PyObject *obj)
     return PyLong_FromUnsignedLongLong(h);
 }
 
+/* An int argument as uint32_t, range-checked: the "k" and "I" format units mask silently (2**64 + 5 would
+ * become 5, -1 would become 0xffffffff), where native.process raises OverflowError. */
+static int u32_arg(PyObject *obj, const char *what, uint32_t *out)
+{
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL)
+        return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(index); /* OverflowError if negative or over 64 bits */
+    Py_DECREF(index);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s must fit in 32 unsigned bits", what);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
 static PyObject *process(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"data", "key", "rounds", NULL};
     Py_buffer view;
-    unsigned long key = 0, rounds = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "w*|kk", kwlist, &view, &key, &rounds))
+    PyObject *key_obj = NULL, *rounds_obj = NULL;
+    uint32_t key = 0, rounds = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "w*|OO", kwlist, &view, &key_obj, &rounds_obj))
         return NULL;
-    if (key > UINT32_MAX || rounds < 1 || rounds > UINT32_MAX) {
+    if ((key_obj != NULL && u32_arg(key_obj, "key", &key) < 0) ||
+        (rounds_obj != NULL && u32_arg(rounds_obj, "rounds", &rounds) < 0)) {
         PyBuffer_Release(&view);
-        return PyErr_Format(PyExc_OverflowError, "key and rounds must fit in 32 unsigned bits, rounds >= 1");
+        return NULL;
     }
-    int rc = state_of(module)->api->process(view.buf, (size_t)view.len, (uint32_t)key, (uint32_t)rounds);
+    if (rounds < 1) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "rounds must be >= 1");
+    }
+    int rc = state_of(module)->api->process(view.buf, (size_t)view.len, key, rounds);
     PyBuffer_Release(&view);
     if (rc != NATIVE_OK)
         return PyErr_Format(PyExc_ValueError, "process: native status %d", rc);

@@ -340,7 +340,11 @@ cdef class Connection:
         return n
 
     def items(self):
-        cdef uint64_t generation = native_generation(self._handle("items"))
+        # The snapshot is taken now, when the iterator is made (as the PyO3 wrapper does), not at its
+        # first next(): a write between the two must make it stale, and a closed handle refuses now.
+        return self._items_of(native_generation(self._handle("items")))
+
+    def _items_of(self, uint64_t generation):
         cdef size_t i = 0
         cdef void *k
         cdef void *v

@@ -149,6 +149,18 @@ class _Indexable:
         return int(self.text)
 
 
+class _FsPath:
+    """os.PathLike with a bad __fspath__: it returns `value` (a fresh object each call), or raises if None."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __fspath__(self) -> Any:
+        if self.value is None:
+            raise RuntimeError("from __fspath__")
+        return int(str(self.value)) if isinstance(self.value, int) else self.value
+
+
 INT_FORMS: dict[str, Callable[[int], Any]] = {
     "an int": lambda v: int(str(v)),
     "an int subclass": _IntSubclass,
@@ -191,6 +203,10 @@ def _bad(annotation: str) -> list[Refusal]:
         for form, make in INT_FORMS.items():
             out.append((f"{form} over 64 bits", Fresh(lambda make=make: make(2**70)), (OverflowError, ValueError)))
             out.append((f"{form} under -2**64", Fresh(lambda make=make: make(-(2**66))), (OverflowError, ValueError)))
+    if kind == "path":
+        # os.PathLike objects whose __fspath__ gives no path: what it returned must not be kept.
+        out.append(("an __fspath__ giving an int", Fresh(lambda: _FsPath(int("12345678901234567890"))), (TypeError,)))
+        out.append(("an __fspath__ that raises", Fresh(lambda: _FsPath(None)), (TypeError, RuntimeError)))
     if kind == "options":
         out.append(("a mapping with an unknown field", {"bogus": 1}, (TypeError, ValueError)))
     if kind == "seconds":

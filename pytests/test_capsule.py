@@ -85,8 +85,15 @@ def test_checksum_and_process_agree_with_native(native: Any, consumer: Any, size
         consumer.checksum("text")
 
 
-@pytest.mark.parametrize("arg", ["key", "rounds"])
-@pytest.mark.parametrize("value", [-1, 0, 2**32 - 1, 2**32, 2**64 + 5, -(2**64)])
+# Every edge of uint32 for the key; the same for rounds except its largest valid value (2**32 - 1 rounds
+# would run for minutes).
+INT_EDGES = [
+    *(("key", v) for v in (-1, 0, 1, 2**32 - 1, 2**32, 2**64 + 5, -(2**64))),
+    *(("rounds", v) for v in (-1, 0, 1, 2**32, 2**64 + 5, 2**64 + 1, -(2**64))),
+]
+
+
+@pytest.mark.parametrize(("arg", "value"), INT_EDGES)
 def test_an_integer_argument_gets_the_same_answer_as_native(native: Any, consumer: Any, arg: str, value: int) -> None:
     # A C consumer's format units can mask an int silently ("k": 2**64 + 5 becomes 5): whatever
     # native.process does with a value, result or exception type, the consumer must do too.

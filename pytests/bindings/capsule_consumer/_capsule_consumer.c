@@ -115,12 +115,32 @@ static PyObject *api_version(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(state_of(module)->api->version);
 }
 
+/* An int argument as uint32_t, range-checked: the "k" and "I" format units mask silently (2**64 + 5 would
+ * become 5, -1 would become 0xffffffff), where native.process raises OverflowError. */
+static int u32_arg(PyObject *obj, const char *what, uint32_t *out)
+{
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL)
+        return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(index); /* OverflowError if negative or over 64 bits */
+    Py_DECREF(index);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s must fit in 32 unsigned bits", what);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* _import_api(name, version): the import check of module init with other inputs (tests). */
 static PyObject *import_api(PyObject *Py_UNUSED(module), PyObject *args)
 {
     const char *name;
-    unsigned int version;
-    if (!PyArg_ParseTuple(args, "sI", &name, &version))
+    PyObject *version_obj;
+    uint32_t version;
+    if (!PyArg_ParseTuple(args, "sO", &name, &version_obj) || u32_arg(version_obj, "version", &version) < 0)
         return NULL;
     const native_capi *api = NULL;
     PyObject *capsule = import_capi(name, version, &api);
@@ -146,25 +166,6 @@ static PyObject *checksum(PyObject *module, PyObject *obj)
     }
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLongLong(h);
-}
-
-/* An int argument as uint32_t, range-checked: the "k" and "I" format units mask silently (2**64 + 5 would
- * become 5, -1 would become 0xffffffff), where native.process raises OverflowError. */
-static int u32_arg(PyObject *obj, const char *what, uint32_t *out)
-{
-    PyObject *index = PyNumber_Index(obj);
-    if (index == NULL)
-        return -1;
-    unsigned long long v = PyLong_AsUnsignedLongLong(index); /* OverflowError if negative or over 64 bits */
-    Py_DECREF(index);
-    if (v == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    if (v > UINT32_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s must fit in 32 unsigned bits", what);
-        return -1;
-    }
-    *out = (uint32_t)v;
-    return 0;
 }
 
 static PyObject *process(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -209,9 +210,15 @@ static PyObject *put(PyObject *module, PyObject *args)
     const native_capi *api = state_of(module)->api;
     PyObject *conn;
     Py_buffer key, value;
-    unsigned int delay_ms = 0;
-    if (!PyArg_ParseTuple(args, "Oy*y*|I", &conn, &key, &value, &delay_ms))
+    PyObject *delay_obj = NULL;
+    uint32_t delay_ms = 0;
+    if (!PyArg_ParseTuple(args, "Oy*y*|O", &conn, &key, &value, &delay_obj))
         return NULL;
+    if (delay_obj != NULL && u32_arg(delay_obj, "delay_ms", &delay_ms) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&value);
+        return NULL;
+    }
     native_db *db;
     native_capi_pin *pin = api->pin(conn, &db);
     if (pin == NULL) {

@@ -1,19 +1,22 @@
 //! Model-based: random op sequences on a Connection and on a reference model (a dict of
 //! bytes -> bytes plus one live iterator) agree at every step, including across reopening the store
 //! from disk, size-limit rejections (which change nothing, and do not invalidate iterators) and
-//! mutation during iteration (InvalidStateError).
+//! mutation during iteration (InvalidStateError). A valid iterator yields each item of the store
+//! exactly once (a repeat is a failure even when the count comes out right), an iterator may be
+//! abandoned half-way at any step, and when the sequence ends libnative's ledger is back where it
+//! was before the first connect (abandoned iterators and reopened connections hold nothing).
 //!
 //! The reference is a `proptest_state_machine::ReferenceStateMachine`: its `sequential_strategy`
 //! generates transition sequences that respect preconditions and shrinks them (dropping transitions,
 //! then simplifying each). The system under test is driven by our own loop rather than
 //! `StateMachineTest`, so each whole sequence can run in a forked child (crash isolation).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use native_testkit::{Scratch, is_native_error};
+use native_testkit::{Scratch, is_native_error, settled_ledger};
 use proptest::prelude::*;
 use proptest_state_machine::ReferenceStateMachine;
-use proptests::{config, isolated, regressions, with_python};
+use proptests::{config, isolated, ledger_returns_to, regressions, with_python};
 use pyo3::exceptions::{PyKeyError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -37,6 +40,8 @@ enum Step {
     /// Start a new items() iterator (replacing the previous one).
     IterNew,
     IterNext,
+    /// Drop the iterator without finishing it (abandoned half-way, or never started).
+    IterDrop,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -108,6 +113,7 @@ impl ReferenceStateMachine for DictModel {
             1 => Just(Step::Reopen),
             2 => Just(Step::IterNew),
             3 => Just(Step::IterNext),
+            1 => Just(Step::IterDrop),
         ]
         .boxed()
     }
@@ -136,6 +142,7 @@ impl ReferenceStateMachine for DictModel {
                     done: false,
                 })
             }
+            Step::IterDrop => state.iter = None,
             Step::IterNext => {
                 if let Some(it) = state.iter.as_mut()
                     && !it.done
@@ -154,7 +161,7 @@ impl ReferenceStateMachine for DictModel {
     }
 
     fn preconditions(state: &Model, step: &Step) -> bool {
-        !matches!(step, Step::IterNext) || state.iter.is_some()
+        !matches!(step, Step::IterNext | Step::IterDrop) || state.iter.is_some()
     }
 }
 
@@ -163,6 +170,8 @@ struct Sut<'py> {
     path: String,
     conn: Bound<'py, PyAny>,
     iter: Option<Bound<'py, PyAny>>,
+    /// The keys the current iterator has yielded: none may come twice.
+    yielded: BTreeSet<Vec<u8>>,
 }
 
 impl<'py> Sut<'py> {
@@ -296,6 +305,11 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
         }
         Step::IterNew => {
             sut.iter = Some(sut.conn.call_method0("items").map_err(|e| d(&e))?);
+            sut.yielded.clear();
+        }
+        Step::IterDrop => {
+            sut.iter = None;
+            sut.yielded.clear();
         }
         Step::IterNext => {
             let it = sut.iter.as_ref().expect("precondition: an iterator exists");
@@ -316,6 +330,11 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
                         .map_err(|e| d(&e))?;
                     if before.data.get(&k) != Some(&v) {
                         return Err(format!("iterator yielded ({k:?}, {v:?}), not in the model"));
+                    }
+                    if !sut.yielded.insert(k.clone()) {
+                        return Err(format!(
+                            "iterator yielded key {k:?} a second time (model: {model:?})"
+                        ));
                     }
                 }
                 other => {
@@ -338,6 +357,7 @@ fn check_step(sut: &mut Sut<'_>, before: &Model, step: &Step) -> Result<(), Stri
 }
 
 fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
+    let baseline = settled_ledger(py).map_err(|e| native_testkit::describe(py, &e))?;
     let dir = Scratch::new();
     let path = dir.path("model.db");
     let conn = Sut::connect(py, &path).map_err(|e| native_testkit::describe(py, &e))?;
@@ -346,6 +366,7 @@ fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
         path,
         conn,
         iter: None,
+        yielded: BTreeSet::new(),
     };
     let mut model = Model::default();
     for (i, step) in steps.iter().enumerate() {
@@ -357,7 +378,8 @@ fn run(py: Python<'_>, steps: &[Step]) -> Result<(), String> {
     sut.conn
         .call_method0("close")
         .map_err(|e| native_testkit::describe(py, &e))?;
-    Ok(())
+    drop(sut);
+    ledger_returns_to(py, &baseline).map_err(|f| format!("after the last step: {f}"))
 }
 
 proptest! {

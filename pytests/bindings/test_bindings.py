@@ -11,6 +11,7 @@ import array
 import builtins
 import ctypes
 import errno
+import importlib.util
 import math
 import mmap
 import os
@@ -473,6 +474,47 @@ def test_a_path_reaches_the_file_system_byte_for_byte(impl: Any, tmp_path: Path,
     assert os.listdir(os.fsencode(tmp_path)) == [name]
     with impl.connect(opened) as again:
         assert again.get(b"k") == name
+
+
+# The C locale without UTF-8 mode: the file-system encoding is ASCII (with surrogateescape), as on a
+# server started with LANG=C, so "file names are UTF-8" is no longer true of str paths.
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+def test_a_str_path_follows_the_file_system_encoding(impl: Any, tmp_path: Path) -> None:
+    """Under an ASCII file-system encoding a str path means what os.fsencode makes of it: a non-ASCII
+    character cannot be encoded (UnicodeEncodeError, and no file is made), and `path` decodes the opened
+    bytes the same way. test_paths_under_an_ascii_locale runs this in a child with that encoding."""
+    if sys.getfilesystemencoding() != "ascii":
+        pytest.skip("needs an ASCII file-system encoding: test_paths_under_an_ascii_locale runs it")
+    directory = os.fsdecode(os.fsencode(tmp_path))
+    with pytest.raises(UnicodeEncodeError):
+        os.fsencode(directory + "/caf\u00e9.db")
+    with pytest.raises(UnicodeEncodeError):
+        impl.connect(directory + "/caf\u00e9.db")
+    assert os.listdir(os.fsencode(tmp_path)) == []
+    raw = os.fsencode(tmp_path) + "/caf\u00e9.db".encode()
+    with impl.connect(raw) as conn:
+        assert conn.path == os.fsdecode(raw)  # 'caf\udcc3\udca9.db', not 'café.db'
+    assert os.listdir(os.fsencode(tmp_path)) == [b"caf\xc3\xa9.db"]
+
+
+def test_paths_under_an_ascii_locale() -> None:
+    """Every binding's paths, run again in an interpreter whose file-system encoding is ASCII: a binding
+    that encodes or decodes paths as UTF-8 itself agrees with os.fsencode only under a UTF-8 locale."""
+    env = {**os.environ, **ASCII_LOCALE, "PYTHONIOENCODING": "utf-8"}
+    probe = [sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"]
+    encoding = subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert encoding == "ascii", f"LC_ALL=C PYTHONUTF8=0 PYTHONCOERCECLOCALE=0 gave {encoding!r}"
+    selected = "path_reaches_the_file_system or str_path_follows_the_file_system_encoding"
+    child = [sys.executable, "-m", "pytest", __file__, "-q", "-rA", "-p", "no:cacheprovider", "-k", selected]
+    done = subprocess.run(child, env=env, capture_output=True, text=True, errors="replace", timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    passed = set(
+        re.findall(r"^PASSED \S+::test_a_str_path_follows_the_file_system_encoding\[(\S+)\]", done.stdout, re.MULTILINE)
+    )
+    expected = set(AVAILABLE) | ({"pyo3"} if importlib.util.find_spec("native") else set())
+    assert expected and passed == expected, f"passed under the ASCII locale: {sorted(passed)}\n{done.stdout[-3000:]}"
 
 
 def test_corrupt_file(nat: facade.Native, tmp_path: Path) -> None:

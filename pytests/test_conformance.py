@@ -158,7 +158,11 @@ class _FsPath:
     def __fspath__(self) -> Any:
         if self.value is None:
             raise RuntimeError("from __fspath__")
-        return int(str(self.value)) if isinstance(self.value, int) else self.value
+        if isinstance(self.value, int):
+            return int(str(self.value))
+        if isinstance(self.value, (str, bytes)):
+            return self.value[:1] + self.value[1:]  # a new object each call, equal to the value
+        return self.value
 
 
 INT_FORMS: dict[str, Callable[[int], Any]] = {
@@ -537,6 +541,63 @@ def test_function_bad_argument(
     # A refused call changes nothing: the same call with good values promptly gives a good answer.
     result, error = _bounded(f"{name} right after refusing {what} as {pname}", _function_call(name, tmp_path))
     _function_outcome(name, result, error)
+
+
+def _accepted(annotation: str) -> list[tuple[str, Callable[[Path], Any]]]:
+    """(form, make) for every form of a good value a parameter of this annotation accepts beyond the plain
+    one: each int form of an int too big for CPython's small-int cache, each spelling of a path (`make`
+    gets the store path to spell)."""
+    kind = _kind(annotation)
+    if kind == "int":
+        return [(form, lambda _path, make=make: make(1000)) for form, make in INT_FORMS.items()]
+    if kind == "path":
+        return [
+            ("a str", os.fspath),
+            ("bytes", os.fsencode),
+            ("a pathlib.Path", Path),
+            ("an __fspath__ object", lambda path: _FsPath(os.fspath(path))),
+        ]
+    return []
+
+
+ACCEPTED_CASES = [
+    (name, pname, form, make)
+    for name, f in sorted(FUNCTIONS.items())
+    for pname, annotation, _kw, _default in _params(f)
+    for form, make in _accepted(annotation)
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "pname", "form", "make"),
+    ACCEPTED_CASES,
+    ids=[f"{n}-{p}-{f}" for n, p, f, _m in ACCEPTED_CASES],
+)
+def test_function_accepted_argument_keeps_nothing(
+    tmp_path: Path, name: str, pname: str, form: str, make: Callable[[Path], Any]
+) -> None:
+    """The same good call, n times: an int a conversion made from __index__ (or the str __fspath__ gave)
+    and kept on the way to C shows as n more allocated blocks, and a reference kept to the argument itself
+    as n more references to it. The refusal paths have their own check (_assert_refusals_keep_nothing)."""
+    if not hasattr(sys, "getallocatedblocks"):
+        pytest.skip("needs sys.getallocatedblocks")
+    value = make(tmp_path / f"{name}.db")
+    call = _function_call(name, tmp_path, (pname, value))
+
+    def once() -> None:
+        result = call()
+        if isinstance(result, native.Connection):
+            result.close()
+
+    n = 200
+    for _ in range(3):  # warm caches (interned strings, type caches) before counting
+        once()
+    refs, blocks = sys.getrefcount(value), sys.getallocatedblocks()
+    for _ in range(n):
+        once()
+    grown = sys.getallocatedblocks() - blocks
+    assert sys.getrefcount(value) == refs, f"{name}({pname}={form}) kept {sys.getrefcount(value) - refs} references to it"
+    assert grown < n // 2, f"{name}({pname}={form}): {grown} more allocated blocks after {n} calls (one kept per call?)"
 
 
 # --- Subscription -----------------------------------------------------------------------------------

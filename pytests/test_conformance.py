@@ -596,7 +596,9 @@ def test_function_accepted_argument_keeps_nothing(
     for _ in range(n):
         once()
     grown = sys.getallocatedblocks() - blocks
-    assert sys.getrefcount(value) == refs, f"{name}({pname}={form}) kept {sys.getrefcount(value) - refs} references to it"
+    assert sys.getrefcount(value) == refs, (
+        f"{name}({pname}={form}) kept {sys.getrefcount(value) - refs} references to it"
+    )
     assert grown < n // 2, f"{name}({pname}={form}): {grown} more allocated blocks after {n} calls (one kept per call?)"
 
 

@@ -139,6 +139,10 @@ class _IntSubclass(int):
     pass
 
 
+class _FloatSubclass(float):
+    pass
+
+
 class _Indexable:
     """Not an int, but has __index__ (numpy integers, IntEnum-likes): each call makes a fresh int."""
 
@@ -170,6 +174,10 @@ INT_FORMS: dict[str, Callable[[int], Any]] = {
     "an int subclass": _IntSubclass,
     "an __index__ object": _Indexable,
 }
+
+
+# The int forms a timeout or an Options field takes: ints, not every __index__ object (those are refused).
+PLAIN_INT_FORMS = {form: make for form, make in INT_FORMS.items() if form != "an __index__ object"}
 
 
 def _bad(annotation: str) -> list[Refusal]:
@@ -550,6 +558,18 @@ def _accepted(annotation: str) -> list[tuple[str, Callable[[Path], Any]]]:
     kind = _kind(annotation)
     if kind == "int":
         return [(form, lambda _path, make=make: make(1000)) for form, make in INT_FORMS.items()]
+    if kind == "seconds":
+        return [
+            ("a float", lambda _path: float("1.5")),
+            ("a float subclass", lambda _path: _FloatSubclass("1.5")),
+            *((f"{form} (seconds)", lambda _path, make=make: make(1000)) for form, make in PLAIN_INT_FORMS.items()),
+        ]
+    if kind == "options":
+        # Int fields of a mapping: Options.from_mapping converts each one.
+        return [
+            (f"a mapping with {form}s", lambda _path, make=make: {"max_key_size": make(1000), "file_mode": make(420)})
+            for form, make in PLAIN_INT_FORMS.items()
+        ]
     if kind == "path":
         return [
             ("a str", os.fspath),
@@ -577,8 +597,8 @@ def test_function_accepted_argument_keeps_nothing(
     tmp_path: Path, name: str, pname: str, form: str, make: Callable[[Path], Any]
 ) -> None:
     """The same good call, n times: an int a conversion made from __index__ (or the str __fspath__ gave)
-    and kept on the way to C shows as n more allocated blocks, and a reference kept to the argument itself
-    as n more references to it. The refusal paths have their own check (_assert_refusals_keep_nothing)."""
+    and kept on the way to C shows as n more allocated blocks, and a reference kept to the argument (or
+    to a value of a mapping argument) as n more references to it. The refusal paths have their own check (_assert_refusals_keep_nothing)."""
     if not hasattr(sys, "getallocatedblocks"):
         pytest.skip("needs sys.getallocatedblocks")
     value = make(tmp_path / f"{name}.db")
@@ -592,13 +612,14 @@ def test_function_accepted_argument_keeps_nothing(
     n = 200
     for _ in range(3):  # warm caches (interned strings, type caches) before counting
         once()
-    refs, blocks = sys.getrefcount(value), sys.getallocatedblocks()
+    # The argument, and for a mapping each value in it (the mapping's own count cannot see those).
+    held = [value, *(value.values() if isinstance(value, dict) else ())]
+    refs, blocks = [sys.getrefcount(x) for x in held], sys.getallocatedblocks()
     for _ in range(n):
         once()
     grown = sys.getallocatedblocks() - blocks
-    assert sys.getrefcount(value) == refs, (
-        f"{name}({pname}={form}) kept {sys.getrefcount(value) - refs} references to it"
-    )
+    kept = [after - before for before, after in zip(refs, [sys.getrefcount(x) for x in held])]
+    assert not any(kept), f"{name}({pname}={form}): references kept to {held!r}: {kept}"
     assert grown < n // 2, f"{name}({pname}={form}): {grown} more allocated blocks after {n} calls (one kept per call?)"
 
 

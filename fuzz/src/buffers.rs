@@ -388,9 +388,12 @@ impl BufferCall {
             }
             BufferCall::AddFastVsAdd { a, b } => {
                 let (x, y) = (mat(a)?, mat(b)?);
+                ffi_harness::forget_answers(py)?;
                 let slow = native.call_method1("add", (&x, &y));
                 let fast = native.call_method1("add_fast", (&x, &y));
-                compare_outcomes(py, "add vs add_fast", slow, fast, allowed)
+                compare_outcomes(py, "add vs add_fast", slow, fast, allowed)?;
+                // Both outcomes (and their exceptions) are gone: every __index__ answer is released.
+                ffi_harness::check_answers_released(py)
             }
         }
     }
@@ -443,9 +446,9 @@ impl BufferCall {
                 )
             }
             BufferCall::AddFastVsAdd { a, b } => format!(
-                "_x, _y = {}, {}\ntry:\n    _slow = ('ok', native.add(_x, _y))\nexcept Exception as e:\n    _slow = ('err', type(e))\n\
+                "_x, _y = {}, {}\n_fh.forget_answers()\ntry:\n    _slow = ('ok', native.add(_x, _y))\nexcept Exception as e:\n    _slow = ('err', type(e))\n\
                  try:\n    _fast = ('ok', native.add_fast(_x, _y))\nexcept Exception as e:\n    _fast = ('err', type(e))\n\
-                 assert _slow == _fast, (_slow, _fast)",
+                 assert _slow == _fast, (_slow, _fast)\n_kept = _fh.answers_kept()\nassert not _kept, _kept",
                 a.to_python_source(),
                 b.to_python_source()
             ),

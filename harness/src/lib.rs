@@ -39,8 +39,8 @@ pub use fuzz_target::{FuzzTarget, Scratch, init_embedded};
 pub use isolate::{Outcome, Termination, run_in_fork, run_python_isolated, run_python_script};
 pub use leak_hunt::{LeakHunt, LeakReport, MetricSeries};
 pub use oracles::{
-    AllowedExceptions, Ledger, LedgerOracle, OracleFailure, RefcountSnapshot, check_call,
-    check_sole_owner,
+    AllowedExceptions, Ledger, LedgerOracle, OracleFailure, RefcountSnapshot,
+    check_answers_released, check_call, check_sole_owner, forget_answers,
 };
 pub use prelude::{PRELUDE_ALIAS, PRELUDE_SOURCE, prelude, prelude_globals, set_reenter_hook};
 /// Python `repr`-style bytes literal (`b'a\x00'`), for reproducer steps (the one `PyValue` prints).

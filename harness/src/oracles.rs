@@ -328,12 +328,52 @@ where
     for (label, obj) in fresh_args {
         snapshot.track(*label, obj);
     }
+    forget_answers(py)?;
     let result = call();
     // Check (and drop) any exception before reading refcounts: its traceback
     // holds the frames that hold the arguments.
     let returned = allowed.check_result(py, result)?;
     snapshot.check(py)?;
+    check_answers_released(py)?;
     Ok(returned)
+}
+
+/// Empty the prelude's answers ledger: what hostile dunders handed out before the call about to be
+/// judged is not that call's to release. [`check_call`] does this itself.
+pub fn forget_answers(py: Python<'_>) -> Result<(), OracleFailure> {
+    if let Some(prelude) = crate::prelude::loaded(py) {
+        prelude
+            .call_method0("forget_answers")
+            .map_err(|e| OracleFailure::from_py(py, "answers", e))?;
+    }
+    Ok(())
+}
+
+/// The answers oracle: every object a hostile dunder handed to the code under test since
+/// [`forget_answers`] (an `__index__` result, the str an `__fspath__` gave, a `__buffer__` view; see
+/// `_handed_out` in the prelude) is released once the call has returned, on every path the conversion
+/// took. The argument's own refcount cannot show this: the leaked object is the answer, not the argument.
+/// [`check_call`] runs it after the refcount check; call it yourself after a call made outside
+/// `check_call`, once any exception of it has been dropped.
+pub fn check_answers_released(py: Python<'_>) -> Result<(), OracleFailure> {
+    let Some(prelude) = crate::prelude::loaded(py) else {
+        return Ok(());
+    };
+    let kept: Vec<String> = prelude
+        .call_method0("answers_kept")
+        .and_then(|kept| kept.extract())
+        .map_err(|e| OracleFailure::from_py(py, "answers", e))?;
+    if kept.is_empty() {
+        Ok(())
+    } else {
+        Err(OracleFailure::new(
+            "refcount",
+            format!(
+                "a hostile dunder's answer is still referenced after the call returned: {}",
+                kept.join("; ")
+            ),
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------

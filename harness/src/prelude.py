@@ -7,6 +7,7 @@ passed.  Stdlib only, deterministic, no I/O.
 """
 
 import array as _array
+import collections as _collections
 import gc as _gc
 import math as _math
 import mmap as _mmap
@@ -127,6 +128,57 @@ class HostileBaseError(BaseException):
     """Raised on purpose; NOT an Exception, so `except Exception` does not catch it."""
 
 
+# The answers ledger. Every object a hostile dunder hands to the code under test that exists for that
+# answer alone (a fresh int, float, str or memoryview; not a small int or a one-character str, which
+# CPython shares) is recorded here. Once the call that asked for it has returned, nothing but this ledger
+# may hold it, whichever way the conversion went: success, a refused value, an exception on the way.
+# `answers_kept()` (the oracle `check_call` runs) reads and empties it. Bounded, so code that never
+# asks does not grow it.
+_answers = _collections.deque(maxlen=256)
+
+
+def _handed_out(value):
+    """`value`, made fresh for this answer and recorded when it can be (see the answers ledger)."""
+    kind = type(value)
+    if kind is int and not -5 <= value <= 256:
+        value = int(str(value))
+    elif kind is float:
+        value = float(repr(value))
+    elif kind is str and len(value) > 1:
+        value = value[:1] + value[1:]
+    elif kind is not memoryview and kind is not NotBool:
+        return value
+    _answers.append(value)
+    return value
+
+
+def forget_answers():
+    """Empty the answers ledger (answers handed out before the call being judged)."""
+    _answers.clear()
+
+
+def answers_kept():
+    """What still holds a reference to an answer handed out since the ledger was last emptied, besides
+    the ledger itself: one line per answer, with the number of references beyond it (negative: one was
+    released that the code under test never owned). Empties the ledger; a collection runs first when
+    anything seems held, since a cycle may hold an answer briefly."""
+    if not _answers:
+        return []
+    answers = list(_answers)
+    _answers.clear()
+    for attempt in range(2):
+        kept = []
+        for answer in answers:
+            # Ours: `answers`, the loop variable and getrefcount's own argument.
+            extra = _sys.getrefcount(answer) - 3
+            if extra:
+                kept.append(f"{type(answer).__name__} answer {answer!r:.60}: {extra:+d} reference(s)")
+        if not kept or attempt:
+            return kept
+        _gc.collect()
+    return kept
+
+
 class _Misbehaving:
     __slots__ = ("mode", "n")
 
@@ -142,12 +194,12 @@ class _Misbehaving:
         if mode == "raise":
             raise HostileError(f"{type(self).__name__}.{dunder} raised on purpose")
         if mode == "wrong_type":
-            return wrong_type
+            return _handed_out(wrong_type)
         if mode == "out_of_range":
-            return out_of_range
+            return _handed_out(out_of_range)
         if mode == "reenter":
             __harness_reenter__(self.n)
-        return good
+        return _handed_out(good)
 
 
 class BadIndex(_Misbehaving):

@@ -32,6 +32,12 @@ pub fn prelude(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|module| module.bind(py))
 }
 
+/// The prelude module if something in this interpreter has already loaded it (no hostile value can
+/// have been made otherwise).
+pub(crate) fn loaded(py: Python<'_>) -> Option<&Bound<'_, PyModule>> {
+    PRELUDE.get(py).map(|module| module.bind(py))
+}
+
 /// A fresh globals dict with the prelude bound to [`PRELUDE_ALIAS`], in which
 /// the output of [`crate::PyValue::to_python_source`] can be evaluated.
 pub fn prelude_globals(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {

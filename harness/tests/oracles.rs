@@ -207,3 +207,79 @@ fn ledger_oracle_fails_on_a_leaked_handle_and_waits_for_async_teardown() {
             .unwrap();
     });
 }
+
+/// "Bindings" that ask a hostile object for its answer the way C code calls a slot (the raw answer,
+/// before any check of it), and either let it go or keep it, as a missing decref would.
+const CONVERTERS: &str = r#"
+import ffi_harness_prelude as _fh
+_kept = []
+_SLOT = {"BadIndex": "__index__", "BadInt": "__int__", "BadFloat": "__float__", "BadLen": "__len__",
+         "BadBuffer": "__buffer__", "BadHash": "__hash__", "BadEq": "__eq__", "BadFspath": "__fspath__",
+         "BadBool": "__bool__"}
+def _answer(x):
+    slot = getattr(type(x), _SLOT[type(x).__name__])
+    return slot(x, 0) if _SLOT[type(x).__name__] in ("__buffer__", "__eq__") else slot(x)
+def releases(x):
+    a = _answer(x)
+    if not isinstance(a, (int, float)):
+        raise TypeError("wrong type")
+def keeps_on_refusal(x):
+    a = _answer(x)
+    if not isinstance(a, (int, float)) or a != a or abs(a) > 2**63:
+        _kept.append(a)
+        raise TypeError("refused")
+"#;
+
+#[test]
+fn answers_oracle_catches_a_kept_dunder_answer_and_passes_released_ones() {
+    Python::attach(|py| {
+        let prelude = prelude(py).unwrap();
+        let m = module(py, CONVERTERS);
+        let allowed = AllowedExceptions::new(["TypeError"]);
+        let hostile =
+            |class: &str, mode: &str| prelude.getattr(class).unwrap().call1((mode,)).unwrap();
+        let run = |name: &str, arg: &Bound<'_, PyAny>| {
+            let f = m.getattr(name).unwrap();
+            check_call(py, &[], &allowed, || f.call1((arg,)).map(drop))
+        };
+        let classes = [
+            "BadIndex",
+            "BadInt",
+            "BadFloat",
+            "BadLen",
+            "BadBuffer",
+            "BadHash",
+            "BadEq",
+            "BadFspath",
+            "BadBool",
+        ];
+        for class in classes {
+            for mode in ["behave", "wrong_type", "out_of_range"] {
+                let arg = hostile(class, mode);
+                run("releases", &arg).unwrap_or_else(|f| panic!("{class}({mode}) released: {f}"));
+            }
+        }
+        // Answers made for the call alone, kept on a refusal path: each is reported.
+        for (class, mode) in [
+            ("BadIndex", "out_of_range"),
+            ("BadFloat", "out_of_range"),
+            ("BadFspath", "behave"),
+            ("BadEq", "wrong_type"),
+            ("BadBuffer", "behave"),
+            ("BadBool", "wrong_type"),
+        ] {
+            let failure = run("keeps_on_refusal", &hostile(class, mode)).unwrap_err();
+            assert_eq!(failure.oracle, "refcount", "{class}({mode}): {failure}");
+            assert!(
+                failure.message.contains("answer") && failure.message.contains("+1 reference"),
+                "{class}({mode}): {failure}"
+            );
+        }
+        // An answer kept before the judged call is not that call's to release.
+        let outside = m.getattr("keeps_on_refusal").unwrap();
+        outside
+            .call1((hostile("BadIndex", "out_of_range"),))
+            .unwrap_err();
+        run("releases", &hostile("BadInt", "behave")).unwrap();
+    });
+}

@@ -76,6 +76,9 @@ fn materialise_arg<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     match arg {
         Arg::Int(i) => i.materialise(py),
+        Arg::Indexable(i) => ffi_harness::prelude(py)?
+            .getattr("Indexable")?
+            .call1((i.materialise(py)?,)),
         Arg::Value(v) => v.materialise(py),
         Arg::Instance(k) => runtime.getattr("I")?.call1((*k,)),
         Arg::Result(k) => runtime.getattr("R")?.call1((*k,)),

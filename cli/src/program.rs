@@ -133,6 +133,10 @@ impl IntArg {
 pub enum Arg {
     /// An integer (see [`IntArg`]).
     Int(IntArg),
+    /// The same integers as an object that is not an int but has `__index__` (numpy integers,
+    /// IntEnum-likes: what `PyNumber_Index` converts), answering a fresh int on each call, which the
+    /// runtime's answers oracle follows: a conversion that keeps it, on success or on overflow, leaks.
+    Indexable(IntArg),
     /// Any harness value (hostile objects and re-entrant callables included).
     Value(PyValue),
     /// A live instance from the pool (`k` modulo the pool's size).
@@ -145,7 +149,8 @@ impl Arg {
     fn decode(u: &mut Unstructured<'_>) -> Arg {
         let tag = u8::arbitrary(u).unwrap_or(0);
         match tag % 16 {
-            0..=5 => Arg::Int(IntArg::decode(u)),
+            0..=4 => Arg::Int(IntArg::decode(u)),
+            5 => Arg::Indexable(IntArg::decode(u)),
             6..=12 => match PyValue::arbitrary(u) {
                 Ok(v) => Arg::Value(v),
                 Err(_) => Arg::Value(PyValue::None),
@@ -159,6 +164,7 @@ impl Arg {
     pub fn to_python_source(&self) -> String {
         match self {
             Arg::Int(i) => i.value().to_string(),
+            Arg::Indexable(i) => format!("_fh.Indexable({})", i.value()),
             Arg::Value(v) => v.to_python_source(),
             Arg::Instance(k) => format!("_rt.I({k})"),
             Arg::Result(k) => format!("_rt.R({k})"),

@@ -1,7 +1,7 @@
 """`ffi-harness fuzz` and `ffi-harness repro` end to end, on the deliberately buggy fixture extension.
 
 One fuzz run of the instrumented build must find every bug class the fixture plants (heap overflow,
-over-decref, SystemError, leaked reference, use-after-free), each with a minimised repro that
+over-decref, SystemError, leaked reference, a leaked __index__ answer, use-after-free), each with a minimised repro that
 `ffi-harness repro` reproduces; an uninstrumented build says so and still runs; a pure-Python or
 missing module is a usage error.
 """
@@ -23,6 +23,7 @@ EXPECTED = {
     ("over-decref", "pop_last"),
     ("SystemError", "describe"),
     ("refcount-leak", "remember"),
+    ("refcount-leak", "as_size"),
     ("heap-use-after-free", "Counter_incr"),
 }
 

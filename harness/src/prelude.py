@@ -157,6 +157,13 @@ def forget_answers():
     _answers.clear()
 
 
+def take_answers():
+    """The answers handed out since the ledger was last emptied, as a new list; empties the ledger."""
+    answers = list(_answers)
+    _answers.clear()
+    return answers
+
+
 def answers_kept():
     """What still holds a reference to an answer handed out since the ledger was last emptied, besides
     the ledger itself: one line per answer, with the number of references beyond it (negative: one was
@@ -164,8 +171,7 @@ def answers_kept():
     anything seems held, since a cycle may hold an answer briefly."""
     if not _answers:
         return []
-    answers = list(_answers)
-    _answers.clear()
+    answers = take_answers()
     for attempt in range(2):
         kept = []
         for answer in answers:
@@ -200,6 +206,22 @@ class _Misbehaving:
         if mode == "reenter":
             __harness_reenter__(self.n)
         return _handed_out(good)
+
+
+class Indexable:
+    """Not an int, but has __index__ (numpy integers, IntEnum-likes): answers `value`, as a fresh int on
+    each call (recorded in the answers ledger when it is not one of CPython's shared small ints)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return f"Indexable({self.value})"
+
+    def __index__(self):
+        return _handed_out(self.value)
 
 
 class BadIndex(_Misbehaving):
@@ -419,6 +441,8 @@ def same(a, b, _seen=None):
         return a.typecode == b.typecode and same(a.tolist(), b.tolist(), _seen)
     if isinstance(a, _mmap.mmap):
         return a[:] == b[:]
+    if isinstance(a, Indexable):
+        return same(a.value, b.value, _seen)
     if isinstance(a, (_Misbehaving, DelRunsCode)):
         return (a.mode, a.n) == (b.mode, b.n)
     if callable(a) and hasattr(a, "__code__"):

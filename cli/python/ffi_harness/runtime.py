@@ -336,6 +336,12 @@ class Context:
         wbase: list[int] = []  # its count when watching started
         seen_ids: set[int] = set()
         classes = tuple(self.classes.values())
+        # What hostile dunders hand out (the prelude's answers ledger), with the step that asked for each.
+        prelude = sys.modules.get("ffi_harness_prelude")
+        answers: list[Any] = []
+        asteps: list[int] = []
+        if prelude is not None:
+            prelude.forget_answers()
 
         def watch(obj: Any, step: int) -> None:
             if id(obj) in seen_ids:
@@ -446,6 +452,11 @@ class Context:
                 if classes and isinstance(result, classes):
                     pool.append(result)
             del call_args, call_kwargs, target
+            if prelude is not None:
+                taken = prelude.take_answers()
+                answers.extend(taken)
+                asteps.extend([i] * len(taken))
+                del taken
         # Drop everything the program made, then judge the watched objects' counts.
         results.clear()
         pool.clear()
@@ -453,6 +464,8 @@ class Context:
         result = obj = None
         if finding is None and wobjs:
             finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
+        if finding is None and answers:
+            finding = _judge_answers(answers, asteps, steps)
         if finding is None:
             guard.clear()
         return sigs, finding
@@ -537,6 +550,38 @@ def _judge_refcounts(
             "step": step,
             "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(obj).__name__} argument "
             f"of step {step} beyond what live objects account for",
+            "key": f"{kind}:{name}",
+        }
+    return None
+
+
+def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
+    """Every object a hostile dunder returned to the code under test (an `__index__` int, an `__fspath__`
+    str, a `__buffer__` view) is the callee's to release once the call is over, on every path: one that no
+    live object accounts for is still held by a reference the code under test never gave back. The
+    argument's own count cannot show this, since what leaked is the answer, not the argument."""
+    # Ours: `answers` and getrefcount's argument. Anything more is looked at closely.
+    moved = [i for i in range(len(answers)) if sys.getrefcount(answers[i]) != 2]
+    if not moved:
+        return None
+    gc.collect()
+    calibration = [object()]
+    invisible = _unaccounted(calibration, 0)  # the measuring code's own references
+    for i in moved:
+        excess = _unaccounted(answers, i) - invisible
+        if excess == 0:
+            continue
+        step = asteps[i]
+        name = steps[step][0]
+        kind = "refcount-leak" if excess > 0 else "over-decref"
+        if excess < 0:
+            _KEEP.append(answers[i])  # never free what the target still thinks it owns
+        return {
+            "kind": kind,
+            "site": name,
+            "step": step,
+            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(answers[i]).__name__} a "
+            f"hostile dunder returned during step {step}, beyond what live objects account for",
             "key": f"{kind}:{name}",
         }
     return None

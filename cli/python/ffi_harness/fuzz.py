@@ -592,6 +592,19 @@ def _replay(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Name
     v = _verdict_for(f, f.steps, target, artifacts, args)
     f.verdict = v
     f.reproduced = v.reproduced and (v.kind == f.kind or f.source == "crash")
+    blamed = [i for i, s in enumerate(f.steps) if s["callable"] == f.callable]
+    if not f.reproduced and f.source != "crash" and blamed and blamed[-1] < len(f.steps) - 1:
+        # A finding judged when the program ends (a leaked reference) can be overtaken in the replay by a
+        # later call the fuzzer skipped as shaped like a known crash (masks do not travel with a repro):
+        # the program up to the last call of the blamed callable is the first thing to try.
+        head = f.steps[: blamed[-1] + 1]
+        again = _verdict_for(f, head, target, artifacts, args)
+        if again.reproduced and again.kind == f.kind:
+            f.notes.append(
+                f"the {len(f.steps) - len(head)} step(s) after the last {f.callable} call were dropped: the whole"
+                f" program replayed as {v.kind or 'a clean run'}{' in ' + v.site if v.site else ''} first"
+            )
+            f.steps, f.verdict, f.reproduced = head, again, True
     if f.reproduced and f.source == "crash":
         f.kind, f.site, f.detail = v.kind, v.site or f.site, v.detail or f.detail
         if v.step is not None and v.step < len(f.steps):

@@ -170,9 +170,12 @@ fn run_one(py: Python<'_>, session: &mut Session, data: &[u8]) -> PyResult<()> {
         write_finding(session, &finding, data, &program)?;
     }
     session.execs += 1;
-    if session
-        .last_stats
-        .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+    // Every second, and at each power of two before that: a run that a crash ends within its first
+    // second (libFuzzer then exits without our at-exit hook) still leaves counts close to its real ones.
+    if session.execs.is_power_of_two()
+        || session
+            .last_stats
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
     {
         session.last_stats = Some(Instant::now());
         dump_stats(py, session)?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 
 /// A failed oracle: which one, and why.
@@ -341,12 +342,25 @@ where
 /// Empty the prelude's answers ledger: what hostile dunders handed out before the call about to be
 /// judged is not that call's to release. [`check_call`] does this itself.
 pub fn forget_answers(py: Python<'_>) -> Result<(), OracleFailure> {
-    if let Some(prelude) = crate::prelude::loaded(py) {
-        prelude
-            .call_method0("forget_answers")
+    if let Some(ledger) = answers_ledger(py)
+        && ledger.len().is_ok_and(|n| n > 0)
+    {
+        ledger
+            .call_method0("clear")
             .map_err(|e| OracleFailure::from_py(py, "answers", e))?;
     }
     Ok(())
+}
+
+/// The prelude's answers ledger (a deque), once the prelude is loaded. Kept so the common case, an
+/// empty ledger, costs a length check instead of two Python calls per judged call.
+fn answers_ledger(py: Python<'_>) -> Option<&Bound<'_, PyAny>> {
+    static LEDGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let prelude = crate::prelude::loaded(py)?;
+    LEDGER
+        .get_or_try_init(py, || prelude.getattr("_answers").map(Bound::unbind))
+        .ok()
+        .map(|ledger| ledger.bind(py))
 }
 
 /// The answers oracle: every object a hostile dunder handed to the code under test since
@@ -356,6 +370,10 @@ pub fn forget_answers(py: Python<'_>) -> Result<(), OracleFailure> {
 /// [`check_call`] runs it after the refcount check; call it yourself after a call made outside
 /// `check_call`, once any exception of it has been dropped.
 pub fn check_answers_released(py: Python<'_>) -> Result<(), OracleFailure> {
+    match answers_ledger(py) {
+        Some(ledger) if ledger.len().is_ok_and(|n| n > 0) => {}
+        _ => return Ok(()),
+    }
     let Some(prelude) = crate::prelude::loaded(py) else {
         return Ok(());
     };

@@ -108,6 +108,34 @@ def test_an_integer_argument_gets_the_same_answer_as_native(native: Any, consume
     assert outcome(consumer.process) == outcome(native.process)
 
 
+# Values of the wrong type for a bytes-like parameter, each of which one C format unit or another accepts
+# and converts ("s*" takes a str as its UTF-8 bytes, "O" takes anything).
+NOT_BYTES = {"a str": "cl\u00e9", "an ASCII str": "key", "an int": 7, "None": None, "a list": [1]}
+
+
+@pytest.mark.parametrize("what", sorted(NOT_BYTES))
+@pytest.mark.parametrize("position", ["key", "value"])
+def test_a_wrong_type_for_a_bytes_argument_gets_the_same_answer_as_native(
+    native: Any, consumer: Any, store_path: str, position: str, what: str
+) -> None:
+    # The consumer's put must refuse what native's put refuses, with the same exception type, and store
+    # nothing: a format unit that converts a str writes a key in some encoding the caller never chose.
+    args = {"key": b"k", "value": b"v", position: NOT_BYTES[what]}
+
+    def outcome(put: Any, conn: Any) -> Any:
+        try:
+            put(conn, args["key"], args["value"])
+        except Exception as e:  # noqa: BLE001 - the kind of refusal is what is compared
+            return type(e).__name__
+        return "stored"
+
+    with native.connect(store_path) as conn:
+        expected = outcome(lambda c, k, v: c.put(k, v), conn)
+        assert expected != "stored", f"native.put accepted {what} as the {position}"
+        assert outcome(consumer.put, conn) == expected
+        assert len(conn) == 0, sorted(conn.items())
+
+
 def test_a_handle_through_the_capsule_is_the_same_store(native: Any, consumer: Any, store_path: str) -> None:
     with native.connect(store_path) as conn:
         conn.put(b"a", b"1")

@@ -17,8 +17,10 @@ import mmap
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -474,6 +476,79 @@ def test_a_path_reaches_the_file_system_byte_for_byte(impl: Any, tmp_path: Path,
     assert os.listdir(os.fsencode(tmp_path)) == [name]
     with impl.connect(opened) as again:
         assert again.get(b"k") == name
+
+
+@pytest.mark.parametrize("form", ["str", "bytes", "pathlib"])
+def test_a_path_with_a_nul_is_refused_in_every_form(impl: Any, tmp_path: Path, form: str) -> None:
+    # C takes the path as a char *, which ends at the first NUL: "user.db\0.tmp" would open user.db, a file
+    # the caller never named. Every form of such a path is refused before C sees it, and no file appears.
+    raw = os.fsencode(tmp_path) + b"/user.db\0.tmp"
+    arg: Any = {"str": os.fsdecode(raw), "bytes": raw, "pathlib": Path(os.fsdecode(raw))}[form]
+    with pytest.raises(ValueError):
+        impl.connect(arg)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("exc", [KeyError, RuntimeError, KeyboardInterrupt])
+def test_a_with_block_never_swallows_an_exception(impl: Any, tmp_path: Path, exc: type[BaseException]) -> None:
+    # __exit__ returning a true value tells Python the exception was handled: the block's error would vanish
+    # and the code after it would run as if the block had succeeded. Every context manager a binding hands
+    # out (the connection, a subscription) must let the exception through, and still close.
+    with pytest.raises(exc), impl.connect(tmp_path / "with.db") as conn:
+        raise exc("from inside the with block")
+    assert conn.closed
+    with impl.connect(tmp_path / "with.db") as conn:
+        if not hasattr(conn, "subscribe"):
+            return  # the ctypes/cffi facade has no subscriptions
+        with pytest.raises(exc), conn.subscribe(lambda _event: None):
+            raise exc("from inside the subscription's with block")
+
+
+def test_no_call_changes_the_callers_signal_mask(impl: Any, tmp_path: Path) -> None:
+    # A thread that blocks signals on purpose (to sigwait() for them, or to keep them off a worker) must
+    # keep its mask across every call, the first subscribe (which starts the notifier thread) included.
+    if not hasattr(signal, "pthread_sigmask"):
+        pytest.skip("no pthread_sigmask")
+    blocked = {signal.SIGUSR1, signal.SIGUSR2}
+    seen: dict[str, set[Any]] = {}
+
+    def worker() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+        def after(what: str) -> None:
+            now = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            if now != mask:
+                seen[what] = now ^ mask
+
+        conn = impl.connect(tmp_path / "mask.db")
+        after("connect")
+        subscribes = hasattr(conn, "subscribe")  # the ctypes/cffi facade has no subscriptions
+        sub = conn.subscribe(lambda _event: None) if subscribes else None
+        after("the first subscribe")
+        conn.put(b"k", b"v")
+        after("put")
+        if sub is not None:
+            conn.subscribe(lambda _event: None).cancel()
+            after("a second subscribe and its cancel")
+            sub.cancel()
+            after("cancel")
+        conn.close()
+        after("close")
+
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            worker()
+        except BaseException as e:  # noqa: BLE001 - reported by the test below
+            errors.append(e)
+
+    t = threading.Thread(target=guarded)
+    t.start()
+    t.join(30)
+    assert not t.is_alive() and not errors, errors
+    assert not seen, f"signals whose blocking a call changed: {seen}"
 
 
 # The C locale without UTF-8 mode: the file-system encoding is ASCII (with surrogateescape), as on a

@@ -655,3 +655,61 @@ def test_close_while_other_threads_use_connection(store_path):
         assert not any(t.is_alive() for t in ts)
         assert bad == []
         assert c.closed
+
+
+def _handed_out(conn: native.Connection) -> dict[str, object]:
+    """Every kind of object a connection hands out that keeps a reference to it."""
+    return {"items()": conn.items(), "keys()": conn.keys(), "iter()": iter(conn), "subscribe()": conn.subscribe(print)}
+
+
+@pytest.mark.parametrize("kind", ["items()", "keys()", "iter()", "subscribe()"])
+def test_a_garbage_cycle_through_anything_a_connection_hands_out_is_collected(store_path: str, kind: str) -> None:
+    # holder -> object -> connection -> callback -> holder: only the cycle collector can free it, and only if
+    # every object on the way reports its references (tp_traverse). A cycle it cannot see keeps the
+    # connection open: its native handle, its notifier thread and the store's lock live until exit.
+    before = ledger_snapshot()
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    conn = native.connect(store_path)
+    conn.put(b"k", b"v")
+    handed = _handed_out(conn)
+    holder.obj = handed[kind]  # type: ignore[attr-defined]
+    for name, other in handed.items():
+        if name != kind and hasattr(other, "cancel"):
+            other.cancel()  # type: ignore[attr-defined]
+    conn.subscribe(lambda _event, holder=holder: holder)
+    del holder, handed, conn
+    assert wait_until(lambda: gc.collect() is not None and ledger_snapshot() == before), (
+        f"a cycle through {kind} was never collected: ledger {ledger_snapshot()}, before {before}"
+    )
+    native.connect(store_path, timeout=0).close()  # the store's lock went with the connection
+
+
+def test_threads_sharing_one_iterator_get_each_item_once(store_path: str) -> None:
+    # A work queue fed by one `keys()` iterator: on a sync=True connection each step runs with the GIL
+    # released, so the iterator's position must be claimed atomically, or two threads get the same item.
+    # The race needs the threads inside next() together, so it is run several times.
+    n = 500
+    with native.connect(store_path) as conn:
+        for i in range(n):
+            conn.put(b"k%04d" % i, b"v")
+    with native.connect(store_path, options={"sync": True}) as conn:
+        for _ in range(8):
+            shared = conn.keys()
+            got: list[list[bytes]] = [[], [], []]
+            start = threading.Barrier(len(got))
+
+            def drain(out: list[bytes], shared: object = shared, start: threading.Barrier = start) -> None:
+                start.wait()  # all at once: one thread alone would drain the iterator before the next starts
+                out.extend(shared)  # type: ignore[call-overload]  # next() until StopIteration, racing
+
+            threads = [threading.Thread(target=drain, args=(out,)) for out in got]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            every = [k for out in got for k in out]
+            assert len(every) == n and len(set(every)) == n, f"{len(every)} keys handed out, {len(set(every))} distinct"

@@ -1,0 +1,47 @@
+"""The runtime's answers oracle (runtime._judge_answers): an object a hostile dunder handed out that
+nothing accounts for after the program is a leaked reference; one a live object holds, or one released,
+is not. And an Indexable(n) argument has n's shape for the known-crash masks."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from ffi_harness import _engine, runtime
+
+fh: Any = _engine.prelude()  # registered as ffi_harness_prelude, as in the engine
+
+
+def _judge(answers: list[Any]) -> dict[str, Any] | None:
+    return runtime._judge_answers(answers, [0] * len(answers), [("as_size", 0, [], {})])
+
+
+def test_an_answer_nothing_accounts_for_is_a_leak_and_a_held_or_released_one_is_not() -> None:
+    fh.forget_answers()
+    assert fh.Indexable(2**70).__index__() == 2**70
+    assert fh.BadFloat("behave").__float__() == 1.5
+    released = fh.take_answers()
+    assert len(released) == 2 and _judge(released) is None
+
+    fh.forget_answers()
+    held = [fh.Indexable(10**30).__index__()]  # a live list accounts for this reference
+    assert _judge(fh.take_answers()) is None
+
+    fh.forget_answers()
+    leaked = fh.Indexable(10**30).__index__()
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(leaked))  # a reference C code took and never gave back
+    del leaked
+    try:
+        answers = fh.take_answers()
+        finding = _judge(answers)
+        assert finding is not None and finding["kind"] == "refcount-leak" and finding["site"] == "as_size", finding
+        assert "+1 reference(s) to the int a hostile dunder returned during step 0" in finding["detail"]
+    finally:
+        ctypes.pythonapi.Py_DecRef(ctypes.py_object(answers[0]))
+    assert held
+
+
+def test_an_indexable_int_has_the_shape_of_the_int() -> None:
+    crash = ([98], {})
+    assert runtime.mask_features(*crash) <= runtime.call_features([fh.Indexable(98)], {})
+    assert runtime.call_features([fh.Indexable(2**40)], {}) == runtime.call_features([2**40], {})

@@ -516,6 +516,37 @@ def test_a_second_close_returns_only_once_the_handle_is_freed(store_path):
     native.connect(store_path, timeout=0).close()  # the store's lock was released
 
 
+def test_two_threads_cancelling_one_subscription_both_wait_for_its_callback(conn):
+    """cancel() from two threads while the subscription's callback runs: neither may return before the
+    callback has (the second one finds the subscription already unlinked natively, and must not take
+    that for "nothing in flight" and free the callback's context under the running call)."""
+    entered, release = threading.Event(), threading.Event()
+    finished = []
+
+    def slow(ev):
+        entered.set()
+        release.wait(5)
+        finished.append(time.monotonic())
+
+    sub = conn.subscribe(slow)
+    conn.put(b"k", b"v")
+    assert entered.wait(5)
+    returned = []
+    cancellers = [threading.Thread(target=lambda: (sub.cancel(), returned.append(time.monotonic()))) for _ in range(2)]
+    for t in cancellers:
+        t.start()
+        time.sleep(0.1)  # the first is waiting for the callback before the second starts
+    time.sleep(0.2)
+    early = len(returned)
+    release.set()
+    for t in cancellers:
+        t.join(10)
+    assert early == 0, f"{early} of 2 cancel() calls returned while the callback was still running"
+    assert len(returned) == 2 and len(finished) == 1
+    assert all(r >= finished[0] for r in returned)
+    assert not sub.active
+
+
 def test_close_from_callback_while_other_thread_puts(store_path):
     c = native.connect(store_path)
     stop = threading.Event()

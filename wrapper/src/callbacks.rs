@@ -27,6 +27,10 @@ pub(crate) struct CallbackCtx {
     /// Set by a cancel() that could not unsubscribe natively (a close was already under way): the
     /// trampoline delivers nothing more to this subscription.
     pub(crate) cancelled: AtomicBool,
+    /// Set by the cancel() that owns this subscription's native unsubscribe: a concurrent cancel()
+    /// waits for that one to finish instead of making its own call, which would find the
+    /// subscription already unlinked and return while its callback may still run.
+    pub(crate) unsubscribing: AtomicBool,
 }
 
 static EVENT_KIND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -224,6 +228,7 @@ pub(crate) fn subscribe(
         callback: callback.clone().unbind(),
         silenced: inner.silenced.clone(),
         cancelled: AtomicBool::new(false),
+        unsubscribing: AtomicBool::new(false),
     });
     let user_data = &*ctx as *const CallbackCtx as *mut c_void;
     let mut err = sys::native_error::zeroed();

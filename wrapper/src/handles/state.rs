@@ -52,6 +52,9 @@ pub(crate) struct ConnInner {
     idle: Condvar,
     /// The owned Python callbacks, by subscription id (checklist: callbacks are owned while registered).
     pub(crate) subs: Mutex<std::collections::HashMap<u64, Box<CallbackCtx>>>,
+    /// Signalled (with `subs`) whenever callbacks leave `subs`: a cancel() waiting for another
+    /// thread's cancel of the same subscription wakes on it.
+    subs_removed: Condvar,
     pub(crate) options: Options,
     /// The path's bytes exactly as handed to native_connect (the OS sees bytes; `path` decodes them).
     pub(super) path: Vec<u8>,
@@ -318,6 +321,7 @@ impl ConnInner {
             None => closer(self),
         }
         let drained: Vec<Box<CallbackCtx>> = lock(&self.subs).drain().map(|(_, v)| v).collect();
+        self.subs_removed.notify_all();
         if !drained.is_empty() {
             // Dropping Py references needs the GIL; the callbacks' __del__ may run here.
             let _ = Python::try_attach(|_py| drop(drained));
@@ -339,8 +343,30 @@ impl ConnInner {
             drop(ctx);
             return Ok(false);
         }
-        if !lock(&self.subs).contains_key(&id) {
-            return Ok(false);
+        {
+            let subs = lock(&self.subs);
+            let Some(ctx) = subs.get(&id) else {
+                return Ok(false);
+            };
+            if ctx.unsubscribing.swap(true, Ordering::SeqCst) {
+                // Another thread's cancel() owns the native unsubscribe, which waits for a callback in
+                // flight; a second native call would find the subscription gone at once. Wait for the
+                // first to finish, so this cancel keeps the contract too. Not inside a callback: the
+                // callback in flight may be this very thread, and the first cancel waits for it.
+                drop(subs);
+                if CALLBACK_DEPTH.with(|d| d.get()) == 0 {
+                    py.detach(|| {
+                        let mut subs = lock(&self.subs);
+                        while subs.contains_key(&id) {
+                            subs = self
+                                .subs_removed
+                                .wait(subs)
+                                .unwrap_or_else(|e| e.into_inner());
+                        }
+                    });
+                }
+                return Ok(false);
+            }
         }
         // A teardown pin: granted while a close is pending (until the native close, the notifier
         // still delivers, so the subscription must really be removed before cancel() returns).
@@ -365,6 +391,7 @@ impl ConnInner {
         });
         drop(pin);
         let ctx = lock(&self.subs).remove(&id);
+        self.subs_removed.notify_all();
         // Ownership: drop the callback reference only now that C can no longer use it.
         Ok(ctx.is_some())
     }
@@ -452,6 +479,7 @@ impl ConnInner {
             }),
             idle: Condvar::new(),
             subs: Mutex::new(Default::default()),
+            subs_removed: Condvar::new(),
             options,
             path,
             silenced: Arc::new(AtomicBool::new(false)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,6 +96,78 @@ def test_every_single_damage_is_refused_or_harmless(tmp_path: Path) -> None:
         if failure is not None:
             failures.append(failure)
     assert not failures, f"{len(failures)} damaged stores reopened wrong; first ones:\n" + "\n".join(failures[:8])
+
+
+# Damage a single event cannot make, but a crafted or doubly damaged file can: an extreme value written
+# over any 2, 4 or 8 bytes. A length field read as all ones, or as just below 2^width minus the file's
+# size, is where a length sum computed too narrow wraps past its bounds check, and the read that
+# follows goes far past the mapping: a signal, not an exception. So the reopenings run in a child,
+# which says which case it starts before each, and its death names the case.
+EXTREME_VALUES_CHILD = """
+import json, sys
+import native
+path = sys.argv[1]
+for line in sys.stdin:
+    how, data = json.loads(line)
+    with open(path, "wb") as f:
+        f.write(bytes.fromhex(data))
+    print(json.dumps(["start", how]), flush=True)
+    try:
+        with native.connect(path, timeout=0) as c:
+            got = {k.hex(): v.hex() for k, v in c.items()}
+        print(json.dumps(["content", got]), flush=True)
+    except native.ProtocolError as e:
+        print(json.dumps(["refused", e.op, e.code]), flush=True)
+    except Exception as e:
+        print(json.dumps(["error", f"{type(e).__name__}: {e}"]), flush=True)
+"""
+
+
+def _extremes(original: bytes) -> Iterator[tuple[str, bytes]]:
+    for width in (2, 4, 8):
+        top = 1 << (8 * width)
+        for value in (top - 1, top >> 1, (top >> 1) - 1, top - len(original)):
+            for off in range(len(original) - width + 1):
+                data = original[:off] + value.to_bytes(width, "little") + original[off + width :]
+                if data != original:
+                    yield f"{width} bytes at {off} = {value:#x}", data
+
+
+@pytest.mark.ffi_harness_no_repeat  # one child making ~1,500 reopenings; its leaks are not this process's
+def test_an_extreme_value_in_any_field_is_refused_or_harmless(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    model = _write(path)
+    original = Path(path).read_bytes()
+    cases = list(_extremes(original))
+    child = subprocess.run(
+        [sys.executable, "-c", EXTREME_VALUES_CHILD, path],
+        input="".join(json.dumps([how, data.hex()]) + "\n" for how, data in cases),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    failures, started, judged = [], None, 0
+    for line in child.stdout.splitlines():
+        kind, *rest = json.loads(line)
+        if kind == "start":
+            started = rest[0]
+            continue
+        judged += 1
+        if kind == "refused" and rest != ["connect", "NATIVE_EPROTOCOL"]:
+            failures.append(f"{started}: ProtocolError with op, code = {rest}")
+        elif kind == "content" and {bytes.fromhex(k): bytes.fromhex(v) for k, v in rest[0].items()} != model:
+            failures.append(f"{started}: reopened with {rest[0]!r}, committed {model!r}")
+        elif kind == "error":
+            failures.append(f"{started}: {rest[0]}")
+    if child.returncode != 0:
+        died = signal.Signals(-child.returncode).name if child.returncode < 0 else f"exit {child.returncode}"
+        failures.insert(0, f"{started}: the process died ({died}): {child.stderr[-2000:]}")
+    elif judged != len(cases):
+        failures.insert(0, f"the child judged {judged} of {len(cases)} cases: {child.stderr[-2000:]}")
+    assert not failures, f"{len(failures)} stores with an extreme value went wrong; first ones:\n" + "\n".join(
+        failures[:8]
+    )
 
 
 def test_an_uncommitted_tail_is_not_part_of_the_store(tmp_path: Path) -> None:

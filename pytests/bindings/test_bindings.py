@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -350,6 +351,24 @@ def test_a_timeout_waits_at_least_as_long_as_asked(impl: Any, tmp_path: Path, ti
     with lock_held_elsewhere(path, 5.0), pytest.raises(builtins.TimeoutError) as exc:
         impl.connect(path, timeout=timeout).close()
     assert gave_up_after_ms(exc.value) >= math.ceil(timeout * 1000)
+
+
+@pytest.mark.ffi_harness_no_repeat  # a 1 s wait per binding; repeating it measures no new leak
+def test_waiting_for_the_lock_costs_little_cpu(impl: Any, tmp_path: Path) -> None:
+    # A connect() waiting for a lock another process holds must sleep between its tries. A poll that naps
+    # microseconds, not milliseconds, gives every answer right and burns a core's share of the wait; across
+    # a 1 s wait the sleeping kind spends a few ms of CPU in this process, well under the bound.
+    path = tmp_path / "locked.db"
+    impl.connect(path).close()
+    with lock_held_elsewhere(path, 5.0), pytest.raises(builtins.TimeoutError) as exc:
+        before = time.process_time()
+        try:
+            impl.connect(path, timeout=1.0).close()
+        finally:
+            spent = time.process_time() - before
+    waited = gave_up_after_ms(exc.value) / 1000
+    assert waited >= 1.0
+    assert spent < 0.05 * waited, f"waiting {waited:.3f} s for the lock cost {spent:.3f} s of CPU"
 
 
 # Waits at the edges of every integer width a binding could narrow them to: 2**31 ms is int32's sign bit,

@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _arguments import (
+    accepted_values,
+    assert_let_go,
+    assert_refusals_keep_nothing,
+    bad_values,
+    made,
+)
 from _refs import in_a_forked_child
 
 native = pytest.importorskip("native")
@@ -91,7 +98,7 @@ def _kind(annotation: str) -> str:
         return "seconds"
     if annotation.startswith("Callable"):
         return "callable"
-    raise AssertionError(f"a parameter annotated {annotation!r}: teach _kind, _good and _bad")
+    raise AssertionError(f"a parameter annotated {annotation!r}: teach _kind, _good and _arguments.bad_values")
 
 
 def _good(annotation: str, position: int) -> Any:
@@ -103,145 +110,6 @@ def _good(annotation: str, position: int) -> Any:
     if kind == "int":
         return 1
     raise AssertionError(f"no good value for a parameter annotated {annotation!r}: teach _good")
-
-
-Refusal = tuple[str, Any, tuple[type[BaseException], ...]]
-
-
-class Fresh:
-    """A bad value made anew for each run of a test: the check after a refusal releases it."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
-
-
-def _made(value: Any) -> Any:
-    return value.make() if isinstance(value, Fresh) else value
-
-
-def _assert_let_go(what: str, value: Any) -> None:
-    """A refused call lets go of the buffer it took: our own view releases (BufferError while anything
-    still holds an export of it) and the bytearray behind it can be resized again."""
-    if isinstance(value, memoryview):
-        base = value.obj
-        try:
-            value.release()
-        except BufferError as e:
-            raise AssertionError(f"refusing {what} kept an export of it: {e}") from None
-        if isinstance(base, bytearray):
-            try:
-                base.append(0)
-            except BufferError as e:
-                raise AssertionError(f"refusing {what} kept an export of the bytearray behind it: {e}") from None
-
-
-class _IntSubclass(int):
-    pass
-
-
-class _FloatSubclass(float):
-    pass
-
-
-class _Indexable:
-    """Not an int, but has __index__ (numpy integers, IntEnum-likes): each call makes a fresh int."""
-
-    def __init__(self, value: int) -> None:
-        self.text = str(value)
-
-    def __index__(self) -> int:
-        return int(self.text)
-
-
-class _FsPath:
-    """os.PathLike with a bad __fspath__: it returns `value` (a fresh object each call), or raises if None."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __fspath__(self) -> Any:
-        if self.value is None:
-            raise RuntimeError("from __fspath__")
-        if isinstance(self.value, int):
-            return int(str(self.value))
-        if isinstance(self.value, (str, bytes)):
-            return self.value[:1] + self.value[1:]  # a new object each call, equal to the value
-        return self.value
-
-
-INT_FORMS: dict[str, Callable[[int], Any]] = {
-    "an int": lambda v: int(str(v)),
-    "an int subclass": _IntSubclass,
-    "an __index__ object": _Indexable,
-}
-
-
-# The int forms a timeout or an Options field takes: ints, not every __index__ object (those are refused).
-PLAIN_INT_FORMS = {form: make for form, make in INT_FORMS.items() if form != "an __index__ object"}
-
-
-def _bad(annotation: str) -> list[Refusal]:
-    """(what, value, exceptions that document refusing it), for every kind of wrong value a parameter of
-    this annotation can get: other types, and values of its type out of range."""
-    kind = _kind(annotation)
-    wrong_types: list[Refusal] = [
-        ("None", None, (TypeError,)),
-        ("int", 1, (TypeError,)),
-        ("float", 1.5, (TypeError,)),
-        ("str", "s", (TypeError,)),
-        ("object()", object(), (TypeError,)),
-        ("list", [1], (TypeError,)),
-    ]
-    allowed = {
-        "Buffer": {"None": False},
-        "callable": {},
-        "int": {"int": True},
-        "path": {"str": True},
-        "options": {"None": True},
-        "seconds": {"None": True, "int": True, "float": True},
-    }[kind]
-    out = [r for r in wrong_types if not allowed.get(r[0], False)]
-    if kind == "Buffer":
-        out.append(
-            (
-                "non-contiguous memoryview of a bytearray",
-                Fresh(lambda: memoryview(bytearray(b"abcd"))[::2]),
-                (TypeError, BufferError),
-            )
-        )
-    if kind == "int":
-        # Every form an int argument takes (PyNumber_Index's inputs), each beyond 64 bits: a conversion
-        # must refuse all of them and keep none of the ints it made on the way.
-        for form, make in INT_FORMS.items():
-            out.append((f"{form} over 64 bits", Fresh(lambda make=make: make(2**70)), (OverflowError, ValueError)))
-            out.append((f"{form} under -2**64", Fresh(lambda make=make: make(-(2**66))), (OverflowError, ValueError)))
-    if kind == "path":
-        # os.PathLike objects whose __fspath__ gives no path: what it returned must not be kept.
-        out.append(("an __fspath__ giving an int", Fresh(lambda: _FsPath(int("12345678901234567890"))), (TypeError,)))
-        out.append(("an __fspath__ that raises", Fresh(lambda: _FsPath(None)), (TypeError, RuntimeError)))
-    if kind == "options":
-        out.append(("a mapping with an unknown field", {"bogus": 1}, (TypeError, ValueError)))
-    if kind == "seconds":
-        out.append(("a negative timeout", -1.0, (ValueError,)))
-    return out
-
-
-def _assert_refusals_keep_nothing(what: str, call: Callable[[], Any], n: int = 200) -> None:
-    """The same refused call, n times on this thread: an object kept per refusal (an int made from
-    __index__, an exception's args) shows as n more allocated blocks; noise is a handful."""
-    if not hasattr(sys, "getallocatedblocks"):
-        return
-    for _ in range(3):  # warm caches (interned strings, type caches) before counting
-        with pytest.raises(Exception):  # noqa: B017 - judged above; here only what stays behind
-            call()
-    before = sys.getallocatedblocks()
-    for _ in range(n):
-        try:
-            call()
-        except Exception:  # noqa: BLE001, S110 - the refusal itself was judged above
-            pass
-    grown = sys.getallocatedblocks() - before
-    assert grown < n // 2, f"{what}: {grown} more allocated blocks after {n} refusals (one kept per call?)"
 
 
 def _args(method: str) -> list[Any]:
@@ -418,7 +286,7 @@ BAD_CASES = [
     (method, position, what, value, expected)
     for method in DATA_METHODS
     for position, annotation in enumerate(METHODS[method])
-    for what, value, expected in _bad(annotation)
+    for what, value, expected in bad_values(_kind(annotation))
 ]
 
 
@@ -431,11 +299,11 @@ def test_bad_argument(
     conn: Any, method: str, position: int, what: str, value: Any, expected: tuple[type[BaseException], ...]
 ) -> None:
     args = _args(method)
-    args[position] = value = _made(value)
+    args[position] = value = made(value)
     _result, error = _bounded(f"{method} with {what} as argument {position}", _call(conn, method, args))
     assert isinstance(error, expected), f"{method} with {what} as argument {position}: {error!r} (result {_result!r})"
-    _assert_let_go(what, value)
-    _assert_refusals_keep_nothing(f"{method} with {what} as argument {position}", _call(conn, method, args))
+    assert_let_go(what, value)
+    assert_refusals_keep_nothing(f"{method} with {what} as argument {position}", _call(conn, method, args))
     # The refusal left the connection usable and unchanged.
     assert conn.get(b"k") == b"v"
     assert len(conn) == 2
@@ -527,7 +395,7 @@ FUNCTION_BAD_CASES = [
     (name, pname, what, value, expected)
     for name, f in sorted(FUNCTIONS.items())
     for pname, annotation, _kw, _default in _params(f)
-    for what, value, expected in _bad(annotation)
+    for what, value, expected in bad_values(_kind(annotation))
 ]
 
 
@@ -539,52 +407,23 @@ FUNCTION_BAD_CASES = [
 def test_function_bad_argument(
     tmp_path: Path, name: str, pname: str, what: str, value: Any, expected: tuple[type[BaseException], ...]
 ) -> None:
-    value = _made(value)
+    value = made(value)
     result, error = _bounded(f"{name} with {what} as {pname}", _function_call(name, tmp_path, (pname, value)))
     if isinstance(result, native.Connection):
         result.close()
     assert isinstance(error, expected), f"{name}({pname}={what}): {error!r} (result {result!r})"
-    _assert_let_go(what, value)
-    _assert_refusals_keep_nothing(f"{name}({pname}={what})", _function_call(name, tmp_path, (pname, value)))
+    assert_let_go(what, value)
+    assert_refusals_keep_nothing(f"{name}({pname}={what})", _function_call(name, tmp_path, (pname, value)))
     # A refused call changes nothing: the same call with good values promptly gives a good answer.
     result, error = _bounded(f"{name} right after refusing {what} as {pname}", _function_call(name, tmp_path))
     _function_outcome(name, result, error)
-
-
-def _accepted(annotation: str) -> list[tuple[str, Callable[[Path], Any]]]:
-    """(form, make) for every form of a good value a parameter of this annotation accepts beyond the plain
-    one: each int form of an int too big for CPython's small-int cache, each spelling of a path (`make`
-    gets the store path to spell)."""
-    kind = _kind(annotation)
-    if kind == "int":
-        return [(form, lambda _path, make=make: make(1000)) for form, make in INT_FORMS.items()]
-    if kind == "seconds":
-        return [
-            ("a float", lambda _path: float("1.5")),
-            ("a float subclass", lambda _path: _FloatSubclass("1.5")),
-            *((f"{form} (seconds)", lambda _path, make=make: make(1000)) for form, make in PLAIN_INT_FORMS.items()),
-        ]
-    if kind == "options":
-        # Int fields of a mapping: Options.from_mapping converts each one.
-        return [
-            (f"a mapping with {form}s", lambda _path, make=make: {"max_key_size": make(1000), "file_mode": make(420)})
-            for form, make in PLAIN_INT_FORMS.items()
-        ]
-    if kind == "path":
-        return [
-            ("a str", os.fspath),
-            ("bytes", os.fsencode),
-            ("a pathlib.Path", Path),
-            ("an __fspath__ object", lambda path: _FsPath(os.fspath(path))),
-        ]
-    return []
 
 
 ACCEPTED_CASES = [
     (name, pname, form, make)
     for name, f in sorted(FUNCTIONS.items())
     for pname, annotation, _kw, _default in _params(f)
-    for form, make in _accepted(annotation)
+    for form, make in accepted_values(_kind(annotation))
 ]
 
 

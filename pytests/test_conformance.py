@@ -36,84 +36,30 @@ from _arguments import (
     made,
 )
 from _refs import in_a_forked_child
+from _stub import (
+    STUB,
+    good,
+    kind,
+    params,
+    stub_functions,
+    stub_methods,
+    stub_properties,
+    stub_returns,
+)
 
 native = pytest.importorskip("native")
 
-STUB = Path(native.__file__).with_name("_native.pyi")
 BOUND_S = 5.0
 # Outside the data API (their contract is their own, tested in test_handles.py): lifecycle and repr.
 LIFECYCLE = {"close", "__enter__", "__exit__"}
 
 
-STUB_TREE = ast.parse(STUB.read_text())
-
-
-def _is_property(f: ast.FunctionDef) -> bool:
-    return any(isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list)
-
-
-def _stub_class(cls: str) -> ast.ClassDef:
-    for node in STUB_TREE.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            return node
-    raise AssertionError(f"no class {cls} in {STUB}")
-
-
-def _stub_methods(cls: str) -> dict[str, list[str]]:
-    """`{method: [annotation of each parameter after self]}` for the stub's class `cls` (no properties)."""
-    out = {}
-    for f in _stub_class(cls).body:
-        if isinstance(f, ast.FunctionDef) and not _is_property(f):
-            params = [*f.args.posonlyargs, *f.args.args][1:]
-            out[f.name] = [ast.unparse(p.annotation) if p.annotation else "Any" for p in params]
-    return out
-
-
-def _stub_properties(cls: str) -> list[str]:
-    return [f.name for f in _stub_class(cls).body if isinstance(f, ast.FunctionDef) and _is_property(f)]
-
-
-def _stub_returns(cls: str) -> dict[str, str]:
-    """`{method: its return annotation}` for the stub's class `cls`."""
-    return {
-        f.name: ast.unparse(f.returns) if f.returns else "Any"
-        for f in _stub_class(cls).body
-        if isinstance(f, ast.FunctionDef) and not _is_property(f)
-    }
-
-
-METHODS = _stub_methods("Connection")
+METHODS = stub_methods("Connection")
 DATA_METHODS = sorted(m for m in METHODS if m not in LIFECYCLE)
 
 
-def _kind(annotation: str) -> str:
-    """The kind of value a parameter takes, from its annotation in the stub."""
-    if annotation in ("int", "Buffer"):
-        return annotation
-    if "PathLike" in annotation:
-        return "path"
-    if annotation.startswith("Options"):
-        return "options"
-    if annotation.startswith("float"):
-        return "seconds"
-    if annotation.startswith("Callable"):
-        return "callable"
-    raise AssertionError(f"a parameter annotated {annotation!r}: teach _kind, _good and _arguments.bad_values")
-
-
-def _good(annotation: str, position: int) -> Any:
-    kind = _kind(annotation)
-    if kind == "Buffer":
-        return b"k" if position == 0 else b"v"
-    if kind == "callable":
-        return lambda _event: None
-    if kind == "int":
-        return 1
-    raise AssertionError(f"no good value for a parameter annotated {annotation!r}: teach _good")
-
-
 def _args(method: str) -> list[Any]:
-    return [_good(a, i) for i, a in enumerate(METHODS[method])]
+    return [good(a, i) for i, a in enumerate(METHODS[method])]
 
 
 def _bounded(what: str, call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -286,7 +232,7 @@ BAD_CASES = [
     (method, position, what, value, expected)
     for method in DATA_METHODS
     for position, annotation in enumerate(METHODS[method])
-    for what, value, expected in bad_values(_kind(annotation))
+    for what, value, expected in bad_values(kind(annotation))
 ]
 
 
@@ -312,29 +258,9 @@ def test_bad_argument(
 # --- module functions -------------------------------------------------------------------------------
 
 
-def _stub_functions() -> dict[str, ast.FunctionDef]:
-    """The public module-level functions of the stub (a leading underscore marks test knobs and hooks)."""
-    return {f.name: f for f in STUB_TREE.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
-
-
-FUNCTIONS = _stub_functions()
+FUNCTIONS = stub_functions()
 # What each declared return annotation means at run time.
 RETURNS: dict[str, type] = {"int": int, "None": type(None), "Connection": native.Connection, "dict[str, int]": dict}
-
-
-def _params(f: ast.FunctionDef) -> list[tuple[str, str, bool, bool]]:
-    """(name, annotation, keyword-only, has a default) of each parameter."""
-    positional = [*f.args.posonlyargs, *f.args.args]
-    first_default = len(positional) - len(f.args.defaults)
-    out = [
-        (p.arg, ast.unparse(p.annotation) if p.annotation else "Any", False, i >= first_default)
-        for i, p in enumerate(positional)
-    ]
-    out += [
-        (p.arg, ast.unparse(p.annotation) if p.annotation else "Any", True, d is not None)
-        for p, d in zip(f.args.kwonlyargs, f.args.kw_defaults)
-    ]
-    return out
 
 
 def _function_call(name: str, tmp_path: Path, override: tuple[str, Any] | None = None) -> Callable[[], Any]:
@@ -342,18 +268,18 @@ def _function_call(name: str, tmp_path: Path, override: tuple[str, Any] | None =
     store path, 1 for an int), `override` = (parameter, value) replacing or adding one of them."""
     positional: list[Any] = []
     keywords: dict[str, Any] = {}
-    for i, (pname, annotation, kw_only, has_default) in enumerate(_params(FUNCTIONS[name])):
+    for i, (pname, annotation, kw_only, has_default) in enumerate(params(FUNCTIONS[name])):
         value: Any
         if override is not None and override[0] == pname:
             value = override[1]
         elif has_default:
             continue
-        elif _kind(annotation) == "path":
+        elif kind(annotation) == "path":
             value = os.fspath(tmp_path / f"{name}.db")
-        elif _kind(annotation) == "Buffer":
+        elif kind(annotation) == "Buffer":
             value = bytearray(b"payload")  # writable: process() transforms in place
         else:
-            value = _good(annotation, i)
+            value = good(annotation, i)
         if kw_only:
             keywords[pname] = value
         else:
@@ -394,8 +320,8 @@ def test_function(conn: Any, tmp_path: Path, name: str, where: str) -> None:
 FUNCTION_BAD_CASES = [
     (name, pname, what, value, expected)
     for name, f in sorted(FUNCTIONS.items())
-    for pname, annotation, _kw, _default in _params(f)
-    for what, value, expected in bad_values(_kind(annotation))
+    for pname, annotation, _kw, _default in params(f)
+    for what, value, expected in bad_values(kind(annotation))
 ]
 
 
@@ -422,8 +348,8 @@ def test_function_bad_argument(
 ACCEPTED_CASES = [
     (name, pname, form, make)
     for name, f in sorted(FUNCTIONS.items())
-    for pname, annotation, _kw, _default in _params(f)
-    for form, make in accepted_values(_kind(annotation))
+    for pname, annotation, _kw, _default in params(f)
+    for form, make in accepted_values(kind(annotation))
 ]
 
 
@@ -464,8 +390,8 @@ def test_function_accepted_argument_keeps_nothing(
 
 # --- Subscription -----------------------------------------------------------------------------------
 
-SUB_METHODS = _stub_methods("Subscription")
-SUB_MEMBERS = sorted([*SUB_METHODS, *_stub_properties("Subscription")])
+SUB_METHODS = stub_methods("Subscription")
+SUB_MEMBERS = sorted([*SUB_METHODS, *stub_properties("Subscription")])
 # Where the subscription is when the member is used, and whether it is still active there.
 SUB_STATES = {
     "active": True,
@@ -551,7 +477,7 @@ def test_subscription(conn: Any, member: str, state: str) -> None:
 
 # --- iterators --------------------------------------------------------------------------------------
 
-ITERATORS = {m: r for m, r in _stub_returns("Connection").items() if r.startswith("Iterator[")}
+ITERATORS = {m: r for m, r in stub_returns("Connection").items() if r.startswith("Iterator[")}
 ITER_STATES = [
     "fresh",
     "exhausted",
@@ -575,7 +501,7 @@ def _item_shape(method: str, item: Any) -> None:
 
 def test_the_stub_declares_the_iterators() -> None:
     assert {"items", "keys", "__iter__"} <= set(ITERATORS), sorted(ITERATORS)
-    assert set(_stub_methods("ItemsIter")) == {"__next__"}
+    assert set(stub_methods("ItemsIter")) == {"__next__"}
 
 
 @pytest.mark.parametrize("method", sorted(ITERATORS))

@@ -180,3 +180,18 @@ def accepted_values(kind: str) -> list[tuple[str, Callable[[Path], Any]]]:
             ("an __fspath__ object", lambda path: FsPath(os.fspath(path))),
         ]
     return []
+
+
+def assert_calls_keep_nothing(what: str, once: Callable[[], Any], held: list[Any], n: int = 200) -> None:
+    """The same good call, n times: an int a conversion made from __index__ (or the str __fspath__ gave)
+    and kept on the way to C shows as n more allocated blocks, and a reference kept to an object in `held`
+    (the argument, each value of a mapping argument) as n more references to it."""
+    for _ in range(3):  # warm caches (interned strings, type caches) before counting
+        once()
+    refs, blocks = [sys.getrefcount(x) for x in held], sys.getallocatedblocks()
+    for _ in range(n):
+        once()
+    grown = sys.getallocatedblocks() - blocks
+    kept = [after - before for before, after in zip(refs, [sys.getrefcount(x) for x in held])]
+    assert not any(kept), f"{what}: references kept to {held!r}: {kept}"
+    assert grown < n // 2, f"{what}: {grown} more allocated blocks after {n} calls (one kept per call?)"

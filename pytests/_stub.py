@@ -7,6 +7,8 @@ every binding against the PyO3 wrapper), so a method added to the stub is covere
 from __future__ import annotations
 
 import ast
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,31 @@ def params(f: ast.FunctionDef) -> list[tuple[str, str, bool, bool]]:
         for p, d in zip(f.args.kwonlyargs, f.args.kw_defaults)
     ]
     return out
+
+
+def function_call(
+    module: Any, name: str, store_path: Path, override: tuple[str, Any] | None = None
+) -> Callable[[], Any]:
+    """A call of `module.name` (a function the stub declares) with good values for the parameters without
+    a default (a writable buffer, `store_path` for a path, 1 for an int), `override` = (parameter, value)
+    replacing or adding one of them."""
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for i, (pname, annotation, kw_only, has_default) in enumerate(params(stub_functions()[name])):
+        value: Any
+        if override is not None and override[0] == pname:
+            value = override[1]
+        elif has_default:
+            continue
+        elif kind(annotation) == "path":
+            value = os.fspath(store_path)
+        elif kind(annotation) == "Buffer":
+            value = bytearray(b"payload")  # writable: process() transforms in place
+        else:
+            value = good(annotation, i)
+        if kw_only:
+            keywords[pname] = value
+        else:
+            positional.append(value)
+    fn = getattr(module, name)
+    return lambda: fn(*positional, **keywords)

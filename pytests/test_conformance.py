@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from _arguments import (
     accepted_values,
+    assert_calls_keep_nothing,
     assert_let_go,
     assert_refusals_keep_nothing,
     bad_values,
@@ -38,6 +39,7 @@ from _arguments import (
 from _refs import in_a_forked_child
 from _stub import (
     STUB,
+    function_call,
     good,
     kind,
     params,
@@ -264,28 +266,7 @@ RETURNS: dict[str, type] = {"int": int, "None": type(None), "Connection": native
 
 
 def _function_call(name: str, tmp_path: Path, override: tuple[str, Any] | None = None) -> Callable[[], Any]:
-    """A call of `name` with good values for the parameters without a default (a writable buffer, a
-    store path, 1 for an int), `override` = (parameter, value) replacing or adding one of them."""
-    positional: list[Any] = []
-    keywords: dict[str, Any] = {}
-    for i, (pname, annotation, kw_only, has_default) in enumerate(params(FUNCTIONS[name])):
-        value: Any
-        if override is not None and override[0] == pname:
-            value = override[1]
-        elif has_default:
-            continue
-        elif kind(annotation) == "path":
-            value = os.fspath(tmp_path / f"{name}.db")
-        elif kind(annotation) == "Buffer":
-            value = bytearray(b"payload")  # writable: process() transforms in place
-        else:
-            value = good(annotation, i)
-        if kw_only:
-            keywords[pname] = value
-        else:
-            positional.append(value)
-    fn = getattr(native, name)
-    return lambda: fn(*positional, **keywords)
+    return function_call(native, name, tmp_path / f"{name}.db", override)
 
 
 def _function_outcome(name: str, result: Any, error: BaseException | None) -> None:
@@ -361,9 +342,8 @@ ACCEPTED_CASES = [
 def test_function_accepted_argument_keeps_nothing(
     tmp_path: Path, name: str, pname: str, form: str, make: Callable[[Path], Any]
 ) -> None:
-    """The same good call, n times: an int a conversion made from __index__ (or the str __fspath__ gave)
-    and kept on the way to C shows as n more allocated blocks, and a reference kept to the argument (or
-    to a value of a mapping argument) as n more references to it. The refusal paths have their own check (_assert_refusals_keep_nothing)."""
+    """Every accepted form of each parameter, 200 calls: nothing of it kept (the refusal paths have their
+    own check, assert_refusals_keep_nothing)."""
     if not hasattr(sys, "getallocatedblocks"):
         pytest.skip("needs sys.getallocatedblocks")
     value = make(tmp_path / f"{name}.db")
@@ -374,18 +354,9 @@ def test_function_accepted_argument_keeps_nothing(
         if isinstance(result, native.Connection):
             result.close()
 
-    n = 200
-    for _ in range(3):  # warm caches (interned strings, type caches) before counting
-        once()
     # The argument, and for a mapping each value in it (the mapping's own count cannot see those).
     held = [value, *(value.values() if isinstance(value, dict) else ())]
-    refs, blocks = [sys.getrefcount(x) for x in held], sys.getallocatedblocks()
-    for _ in range(n):
-        once()
-    grown = sys.getallocatedblocks() - blocks
-    kept = [after - before for before, after in zip(refs, [sys.getrefcount(x) for x in held])]
-    assert not any(kept), f"{name}({pname}={form}): references kept to {held!r}: {kept}"
-    assert grown < n // 2, f"{name}({pname}={form}): {grown} more allocated blocks after {n} calls (one kept per call?)"
+    assert_calls_keep_nothing(f"{name}({pname}={form})", once, held)
 
 
 # --- Subscription -----------------------------------------------------------------------------------

@@ -37,16 +37,7 @@ if not facade.lib_path().exists():
 import cdefs
 import cffi_native
 import ctypes_native
-import cython_native
-
-MECHANISMS: dict[str, Any] = {
-    "ctypes": ctypes_native.native,
-    "cffi-abi": cffi_native.abi,
-    "cffi-api": cffi_native.api,
-    "cython": cython_native.native,
-}
-SKIP_REASONS = {"cffi-api": cffi_native.API_SKIP_REASON, "cython": cython_native.SKIP_REASON}
-AVAILABLE = {name: m for name, m in MECHANISMS.items() if m is not None}
+from every_binding import AVAILABLE, MECHANISMS, SKIP_REASONS
 
 
 @pytest.fixture(params=list(MECHANISMS))

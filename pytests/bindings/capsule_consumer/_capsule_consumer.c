@@ -243,9 +243,11 @@ static PyObject *put(PyObject *module, PyObject *args)
 static PyMethodDef methods[] = {
     {"api_version", api_version, METH_NOARGS, "Version of the imported C API table."},
     {"_import_api", import_api, METH_VARARGS, "_import_api(name, version): import check, ImportError on failure."},
-    {"checksum", checksum, METH_O, "native's checksum through the capsule."},
+    /* The text signatures ("name($module, ...)\n--\n\n") make inspect.signature work, as for a Python
+     * function: the bindings' conformance matrix matches parameters by name. */
+    {"checksum", checksum, METH_O, "checksum($module, data, /)\n--\n\nnative's checksum through the capsule."},
     {"process", (PyCFunction)(void (*)(void))process, METH_VARARGS | METH_KEYWORDS,
-     "process(data, key=0, rounds=1) through the capsule."},
+     "process($module, /, data, key=0, rounds=1)\n--\n\nnative's process through the capsule."},
     {"count", count, METH_O, "len(conn) through pin/count/unpin."},
     {"put", put, METH_VARARGS, "put(conn, key, value, delay_ms=0): pinned put with the GIL released."},
     {NULL, NULL, 0, NULL},

@@ -228,7 +228,7 @@ class BadIndex(_Misbehaving):
     __slots__ = ()
 
     def __index__(self):
-        return self._answer("__index__", 7, "7", 2**100)
+        return self._answer("__index__", 257, "257", 2**100)
 
 
 class BadInt(_Misbehaving):

@@ -264,7 +264,7 @@ fn reenter_values_call_the_registered_hook() {
             .unwrap()
             .extract()
             .unwrap();
-        assert_eq!(as_index, 7);
+        assert_eq!(as_index, 257);
         drop(
             PyValue::Hostile(Hostile::Del(DelAction::Reenter(9)))
                 .materialise(py)

@@ -72,7 +72,7 @@ fn repro_reproduces_an_undocumented_exception_from_values() {
         }),
     ];
 
-    // Step 0 raises an allowed TypeError (operator.index rejects "7"), step 1 an
+    // Step 0 raises an allowed TypeError (operator.index rejects "257"), step 1 an
     // undocumented JSONDecodeError: the script must get past the first and die on
     // the second.
     let script = ReproScript::new(&config)

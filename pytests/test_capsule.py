@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _arguments import assert_refusals_keep_nothing
 
 HERE = Path(__file__).resolve().parent
 CONSUMER_DIR = HERE / "bindings" / "capsule_consumer"
@@ -245,6 +246,36 @@ def test_use_after_close_through_the_capsule(native: Any, consumer: Any, store_p
         consumer.put(conn, b"k2", b"v2")
     with pytest.raises(TypeError):
         consumer.count(object())
+
+
+# Every way the consumer's connection-taking functions refuse a connection, and what each refusal must
+# let go of: the arguments (no reference kept) and any buffer export taken before the refusal.
+BAD_CONNECTIONS = ["a closed connection", "object()", "None"]
+
+
+@pytest.mark.parametrize("bad", BAD_CONNECTIONS)
+@pytest.mark.parametrize("function", ["count", "put"])
+def test_a_refused_connection_keeps_nothing_of_the_arguments(
+    native: Any, consumer: Any, store_path: str, function: str, bad: str
+) -> None:
+    conn: Any = {"object()": object(), "None": None}.get(bad)
+    if bad == "a closed connection":
+        conn = native.connect(store_path)
+        conn.close()
+    key, value = bytearray(b"key"), bytearray(b"value")
+    args = (conn,) if function == "count" else (conn, key, value)
+
+    def call() -> Any:
+        return getattr(consumer, function)(*args)
+
+    counted = [a for a in args if a is not None]  # None's count moves with everything else
+    refs = [sys.getrefcount(a) for a in counted]
+    with pytest.raises((TypeError, native.InvalidStateError)):
+        call()
+    key.append(0)  # BufferError if the refusal kept an export of it
+    value.append(0)
+    assert [sys.getrefcount(a) for a in counted] == refs, f"{function}({bad}) kept a reference to an argument"
+    assert_refusals_keep_nothing(f"{function}({bad})", call)
 
 
 def test_close_waits_for_a_pinned_call(native: Any, consumer: Any, store_path: str) -> None:

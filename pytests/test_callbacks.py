@@ -289,6 +289,39 @@ def test_cancel_from_inside_own_callback(conn):
     box.clear()
 
 
+def test_a_callback_cancelling_any_other_subscription_leaves_the_rest_delivered(conn):
+    """For every pair of four subscriptions, one cancels the other from inside its first callback: the
+    cancelled one gets nothing after that (and nothing of that event if it comes later in the order), and
+    every other one, a sentinel subscribed last included, gets every event. A notifier that walks its
+    list by a pointer kept across the callback would be left on the cancelled one's freed node."""
+    n, events = 4, 3
+    for canceller in range(n):
+        for cancelled in range(n):
+            if canceller == cancelled:
+                continue
+            recs = [Recorder() for _ in range(n)]
+            subs = []
+
+            def cancel_once(_ev, cancelled=cancelled, done=[]):  # noqa: B006 - one list per pair, on purpose
+                if not done:
+                    done.append(True)
+                    subs[cancelled].cancel()
+
+            recs[canceller].action = cancel_once
+            subs.extend(conn.subscribe(r) for r in recs)
+            sentinel = Recorder()
+            with conn.subscribe(sentinel):
+                for i in range(events):
+                    conn.put(b"pair%d" % i, b"v")
+                assert sentinel.wait_count(events), f"{canceller} cancelling {cancelled}: the sentinel missed events"
+            got = [len(r.events) for r in recs]
+            expected = [events] * n
+            expected[cancelled] = 1 if cancelled < canceller else 0
+            assert got == expected, f"subscription {canceller} cancelling {cancelled}: events per subscription {got}"
+            for s in subs:
+                s.cancel()
+
+
 def test_close_cancels_subscriptions(store_path):
     before = ledger_snapshot()
     c = native.connect(store_path)

@@ -16,7 +16,9 @@ import dataclasses
 import math
 import operator
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -284,10 +286,16 @@ class Compiled:
 
 
 class Connection:
-    """Owns one native_db handle; close() is idempotent and the finaliser closes a forgotten one."""
+    """Owns one native_db handle; close() is idempotent, waits for calls in flight, and the finaliser closes
+    a forgotten one."""
 
     def __init__(self, native: Native, handle: Any, path: str) -> None:
         self._n, self._b, self._lib = native, native.backend, native.lib
+        # ctypes and cffi release the GIL for every foreign call, so another thread's close() can come while
+        # a call is in C: each call pins the handle (_pinned), and close() waits for the pins to drain.
+        self._state = threading.Condition()  # guards _h, _pins and _freed
+        self._pins = 0
+        self._freed = False
         self._h = handle
         self.path = path
 
@@ -300,10 +308,34 @@ class Connection:
             raise make_error(ErrInfo(ESTATE, 0, op, "connection is closed"), "NATIVE_ESTATE")
         return self._h
 
+    @contextmanager
+    def _pinned(self, op: str) -> Iterator[Any]:
+        """The handle, kept open for the block (one native call): InvalidStateError once closed."""
+        with self._state:
+            h = self._handle(op)
+            self._pins += 1
+        try:
+            yield h
+        finally:
+            with self._state:
+                self._pins -= 1
+                if not self._pins:
+                    self._state.notify_all()
+
     def close(self) -> None:
-        h, self._h = self._h, None  # cleared first: native_close must run exactly once
-        if h is not None:
-            self._lib.native_close(h)
+        with self._state:
+            h, self._h = self._h, None  # cleared first: no call starts now, native_close runs exactly once
+            if h is None:
+                # Closed, or another thread's close() is under way: return once the handle is freed.
+                while not self._freed:
+                    self._state.wait()
+                return
+            while self._pins:  # calls in C on another thread finish with the handle first
+                self._state.wait()
+        self._lib.native_close(h)
+        with self._state:
+            self._freed = True
+            self._state.notify_all()
 
     def __del__(self) -> None:
         if getattr(self, "_h", None) is not None:
@@ -319,16 +351,16 @@ class Connection:
         return f"<Connection {self.path!r} via {self._n.name}{' closed' if self.closed else ''}>"
 
     def put(self, key: Any, value: Any) -> None:
-        h, b = self._handle("put"), self._b
+        b = self._b
         err = b.out("native_error")
-        with b.readable(key) as (k, kn), b.readable(value) as (v, vn):
+        with b.readable(key) as (k, kn), b.readable(value) as (v, vn), self._pinned("put") as h:
             if self._lib.native_put(h, k, kn, v, vn, b.ref(err)) != OK:
                 raise self._n.error(err)
 
     def get(self, key: Any) -> bytes:
-        h, b = self._handle("get"), self._b
+        b = self._b
         val, vlen, err = b.out("ptr"), b.out("size_t"), b.out("native_error")
-        with b.readable(key) as (k, kn):
+        with b.readable(key) as (k, kn), self._pinned("get") as h:
             if self._lib.native_get(h, k, kn, b.ref(val), b.ref(vlen), b.ref(err)) != OK:
                 raise self._n.error(err, key=bytes(key))
         return self._take(b.val(val), b.val(vlen))
@@ -341,14 +373,15 @@ class Connection:
             self._lib.native_free(ptr)
 
     def delete(self, key: Any) -> None:
-        h, b = self._handle("delete"), self._b
+        b = self._b
         err = b.out("native_error")
-        with b.readable(key) as (k, kn):
+        with b.readable(key) as (k, kn), self._pinned("delete") as h:
             if self._lib.native_delete(h, k, kn, b.ref(err)) != OK:
                 raise self._n.error(err, key=bytes(key))
 
     def __len__(self) -> int:
-        n = self._lib.native_count(self._handle("len"))
+        with self._pinned("len") as h:
+            n = self._lib.native_count(h)
         if n == 0:  # also what a handle inherited across fork() reads: native_stats_get tells them apart
             self._native_stats("len")
         return n
@@ -356,16 +389,16 @@ class Connection:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         # The snapshot is taken here, when the iterator is made (as the PyO3 wrapper does), not at its
         # first next(): a write between the two must make it stale, and a closed handle refuses now.
-        return self._items_of(self._lib.native_generation(self._handle("items")))
+        with self._pinned("items") as h:
+            return self._items_of(self._lib.native_generation(h))
 
     def _items_of(self, generation: int) -> Iterator[tuple[bytes, bytes]]:
         b = self._b
         i = 0
         while True:
             k, kl, v, vl, err = b.out("ptr"), b.out("size_t"), b.out("ptr"), b.out("size_t"), b.out("native_error")
-            rc = self._lib.native_item_at(
-                self._handle("items"), i, generation, b.ref(k), b.ref(kl), b.ref(v), b.ref(vl), b.ref(err)
-            )
+            with self._pinned("items") as h:  # per step: a close() between steps must not wait for the caller
+                rc = self._lib.native_item_at(h, i, generation, b.ref(k), b.ref(kl), b.ref(v), b.ref(vl), b.ref(err))
             if rc == EDONE:
                 return
             if rc != OK:
@@ -376,15 +409,17 @@ class Connection:
 
     def flush(self) -> None:
         err = self._b.out("native_error")
-        if self._lib.native_flush(self._handle("flush"), self._b.ref(err)) != OK:
-            raise self._n.error(err)
+        with self._pinned("flush") as h:
+            if self._lib.native_flush(h, self._b.ref(err)) != OK:
+                raise self._n.error(err)
 
     def _native_stats(self, op: str) -> Any:
-        h, out = self._handle(op), self._b.out("native_stats")
-        rc = self._lib.native_stats_get(h, self._b.ref(out))
-        if rc != OK:  # native_stats_get has no error out-parameter: the handle's last error says why
-            last = self._b.out("native_error")
-            self._lib.native_last_error(h, self._b.ref(last))
+        out, last = self._b.out("native_stats"), self._b.out("native_error")
+        with self._pinned(op) as h:
+            rc = self._lib.native_stats_get(h, self._b.ref(out))
+            if rc != OK:  # native_stats_get has no error out-parameter: the handle's last error says why
+                self._lib.native_last_error(h, self._b.ref(last))
+        if rc != OK:
             message = self._b.text(self._b.val(last).message)
             raise make_error(ErrInfo(rc, 0, op, message), self._n.status_name(rc))
         return self._b.val(out)

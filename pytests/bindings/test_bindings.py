@@ -553,6 +553,38 @@ def test_a_path_with_a_nul_is_refused_in_every_form(impl: Any, tmp_path: Path, f
     assert os.listdir(tmp_path) == []
 
 
+def test_close_waits_for_a_call_in_flight(impl: Any, tmp_path: Path) -> None:
+    # native_close must not race another call on the handle (native.h): a flush() held in C for 300 ms on
+    # one thread, close() from another returns only after that flush has finished with the handle, and
+    # the flush succeeds. Returning at once would free the native_db under the flush.
+    set_flush_delay_ms = getattr(impl, "set_flush_delay_ms", None) or impl._set_flush_delay_ms
+    conn = impl.connect(tmp_path / "in-flight.db")
+    conn.put(b"k", b"v")
+    outcome: list[str] = []
+    finished: list[float] = []
+
+    def flush() -> None:
+        try:
+            conn.flush()
+            outcome.append("ok")
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome.append(repr(e))
+        finished.append(time.monotonic())
+
+    set_flush_delay_ms(300)
+    try:
+        t = threading.Thread(target=flush)
+        t.start()
+        time.sleep(0.1)  # the flush is in C, sleeping before it writes
+        conn.close()
+        closed = time.monotonic()
+        t.join(10)
+    finally:
+        set_flush_delay_ms(0)
+    assert outcome == ["ok"], f"the flush close() raced: {outcome}"
+    assert finished[0] <= closed, "close() returned while the flush was still in C"
+
+
 def test_two_threads_closing_one_connection_close_it_once(impl: Any, tmp_path: Path) -> None:
     # close() is idempotent from one thread; from two at once it must still run native_close once. A check
     # of the handle, then the native call (which releases the GIL), then clearing it lets both threads

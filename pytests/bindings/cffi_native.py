@@ -9,10 +9,8 @@ copied on the way in (`backend.copies` stays 0); the `with` form releases the ex
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import cdefs
@@ -30,8 +28,6 @@ from facade import (  # noqa: F401
     Stats,
     TimeoutError,
 )
-
-BUILD_DIR = Path(__file__).resolve().parent / "build"
 
 CTYPES = {
     "long": "long *",
@@ -92,16 +88,10 @@ def _abi() -> facade.Native:
 
 
 def _api() -> tuple[facade.Native | None, str | None]:
-    sys.path.insert(0, str(BUILD_DIR))
-    try:
-        import _native_cffi
-    except ImportError as e:
-        return None, facade.unbuilt(
-            f"cffi API module not importable ({e}); build it: python pytests/bindings/cffi_build.py"
-        )
-    finally:
-        sys.path.remove(str(BUILD_DIR))
-    return facade.Native(CffiBackend(_native_cffi.ffi, _native_cffi.lib, "cffi-api")), None
+    module, reason = facade.import_built("_native_cffi", "cffi API module", "python pytests/bindings/cffi_build.py")
+    if module is None:
+        return None, reason
+    return facade.Native(CffiBackend(module.ffi, module.lib, "cffi-api")), None
 
 
 abi = _abi()

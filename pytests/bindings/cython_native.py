@@ -6,27 +6,8 @@ reason in SKIP_REASON. The module imports `facade` for the shared exception clas
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import facade
 
-BUILD_DIR = Path(__file__).resolve().parent / "build"
-
-
-def _load() -> tuple[ModuleType | None, str | None]:
-    sys.path.insert(0, str(BUILD_DIR))
-    try:
-        import _native_cython
-    except ImportError as e:
-        return None, facade.unbuilt(
-            f"Cython module not importable ({e}); build it: python pytests/bindings/cython_build.py"
-        )
-    finally:
-        sys.path.remove(str(BUILD_DIR))
-    return _native_cython, None
-
-
-module, SKIP_REASON = _load()
+BUILD_DIR = facade.BUILD_DIR
+module, SKIP_REASON = facade.import_built("_native_cython", "Cython module", "python pytests/bindings/cython_build.py")
 native = facade.Compiled("cython", module) if module is not None else None

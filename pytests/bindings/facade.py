@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import importlib
 import math
 import operator
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -61,6 +64,23 @@ def unbuilt(reason: str) -> str:
     if os.environ.get("FFI_HARNESS_REQUIRE_BINDINGS") == "1":
         raise ImportError(f"{reason} (FFI_HARNESS_REQUIRE_BINDINGS=1: this run must test it)")
     return reason
+
+
+# Where the compiled bindings' build scripts put their modules (cffi_build.py, cython_build.py,
+# capsule_consumer/build.py).
+BUILD_DIR = Path(__file__).resolve().parent / "build"
+
+
+def import_built(name: str, what: str, build: str) -> tuple[ModuleType | None, str | None]:
+    """(the compiled module `name` from BUILD_DIR, None), or (None, the skip reason) when it is not built
+    (see unbuilt); `build` is the command that builds it."""
+    sys.path.insert(0, str(BUILD_DIR))
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:
+        return None, unbuilt(f"{what} not importable ({e}); build it: {build}")
+    finally:
+        sys.path.remove(str(BUILD_DIR))
 
 
 # ---- exceptions (names of the PyO3 wrapper's; each keeps op, code name, errno and library message) ----

@@ -133,7 +133,7 @@ def _extremes(original: bytes) -> Iterator[tuple[str, bytes]]:
                     yield f"{width} bytes at {off} = {value:#x}", data
 
 
-@pytest.mark.ffi_harness_no_repeat  # one child making ~1,500 reopenings; its leaks are not this process's
+@pytest.mark.ffi_harness_no_repeat  # one child making 1,780 reopenings; its leaks are not this process's
 def test_an_extreme_value_in_any_field_is_refused_or_harmless(tmp_path: Path) -> None:
     path = str(tmp_path / "store.db")
     model = _write(path)

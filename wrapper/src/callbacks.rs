@@ -24,8 +24,9 @@ pub(crate) struct CallbackCtx {
     pub(crate) callback: Py<PyAny>,
     /// The connection's `silenced` flag: set, the trampoline delivers nothing more.
     pub(crate) silenced: Arc<AtomicBool>,
-    /// Set by a cancel() that could not unsubscribe natively (a close was already under way): the
-    /// trampoline delivers nothing more to this subscription.
+    /// Set by a cancel() that could not unsubscribe natively (a close was already under way), or that
+    /// found another thread's cancel() under way: the trampoline delivers nothing more to this
+    /// subscription.
     pub(crate) cancelled: AtomicBool,
     /// Set by the cancel() that owns this subscription's native unsubscribe: a concurrent cancel()
     /// waits for that one to finish instead of making its own call, which would find the

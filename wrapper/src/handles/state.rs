@@ -352,7 +352,10 @@ impl ConnInner {
                 // Another thread's cancel() owns the native unsubscribe, which waits for a callback in
                 // flight; a second native call would find the subscription gone at once. Wait for the
                 // first to finish, so this cancel keeps the contract too. Not inside a callback: the
-                // callback in flight may be this very thread, and the first cancel waits for it.
+                // callback in flight may be this very thread, and the first cancel waits for it. The
+                // owner may not have reached C yet (it still unlinks nothing while this returns), so
+                // the trampoline drops every delivery to it from now on: none follows this return.
+                ctx.cancelled.store(true, Ordering::SeqCst);
                 drop(subs);
                 if CALLBACK_DEPTH.with(|d| d.get()) == 0 {
                     py.detach(|| {

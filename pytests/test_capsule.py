@@ -29,26 +29,15 @@ CONSUMER_DIR = HERE / "bindings" / "capsule_consumer"
 CAPI_VERSION = 1
 
 
-def _build_consumer() -> Path:
-    spec = importlib.util.spec_from_file_location("capsule_consumer_build", CONSUMER_DIR / "build.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return Path(mod.build())
-
-
 @pytest.fixture(scope="module")
 def consumer() -> ModuleType:
-    built = _build_consumer()
-    # The directory may already be cached by the import system (the bindings suite imports from it) from
-    # before the module existed: rescan it.
-    importlib.invalidate_caches()
-    sys.path.insert(0, str(built.parent))
-    try:
-        import _capsule_consumer
-    finally:
-        sys.path.remove(str(built.parent))
-    return _capsule_consumer
+    # build.py's load(), which bindings/capsule_native.py uses too: built if stale, then imported.
+    spec = importlib.util.spec_from_file_location("capsule_consumer_build", CONSUMER_DIR / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    module: ModuleType = build.load()
+    return module
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,35 @@ def test_usage_errors(module: str, message: str, buggy_plain: Path, tmp_path: Pa
     assert message in p.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-time", "nan", "--max-time must be a positive number of seconds"),
+        ("--max-time", "inf", "--max-time must be a positive number of seconds"),
+        ("--timeout", "nan", "--timeout must be a positive number of seconds"),
+        ("--minimise-time", "-1", "--minimise-time must be 0 or a positive number"),
+        ("--max-findings", "-1", "--max-findings must be 0"),
+        ("--corpus", "FILE", "exists and is not a directory"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_before_the_run(
+    flag: str, value: str, message: str, buggy_plain: Path, tmp_path: Path
+) -> None:
+    if value == "FILE":
+        (tmp_path / "a-file").write_text("")
+        value = str(tmp_path / "a-file")
+    p, _ = _fuzz(buggy_plain, tmp_path, "buggy", flag, value, timeout=120)
+    assert p.returncode == 2 and message in p.stderr, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "art").exists()
+
+
+def test_a_json_summary_in_a_missing_directory_is_refused_before_the_run(buggy_plain: Path, tmp_path: Path) -> None:
+    cmd = [CLI, "fuzz", "buggy", "--artifacts", str(tmp_path / "art"), "--json", str(tmp_path / "no" / "s.json")]
+    p = subprocess.run(cmd, env=cli_env(buggy_plain), capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 2 and "its directory does not exist" in p.stderr, p.stdout + p.stderr
+    assert not (tmp_path / "art").exists()
+
+
 def test_repro_usage_errors(tmp_path: Path) -> None:
     missing = subprocess.run([CLI, "repro", str(tmp_path / "nope.py")], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -144,6 +144,25 @@ def test_no_test_collected_is_exit_2(builds: dict[str, Path]) -> None:
     assert "no test was collected" in out, out
 
 
+def test_a_crash_while_collecting_is_a_finding_not_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "test_crashes_on_import.py").write_text("import ctypes\n\nctypes.string_at(0)\n")
+    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider")
+    assert rc == 1, out
+    assert "the pytest worker ended outside any test (SIGSEGV)" in out, out
+
+
+def test_a_worker_that_does_not_exit_after_the_suite_is_killed_and_named(tmp_path: Path) -> None:
+    (tmp_path / "test_keeps_a_thread.py").write_text(
+        "import threading\nimport time\n\n\n"
+        "def test_starts_a_thread_that_never_ends():\n"
+        "    threading.Thread(target=time.sleep, args=(10**6,)).start()\n"
+    )
+    rc, out, verdicts = harness(None, "--timeout", "3", "--", str(tmp_path), "-p", "no:cacheprovider")
+    assert rc == 1, out
+    assert "did not exit within 3 s of the suite's end (killed)" in out, out
+    assert any(line.endswith("passed") or "  passed" in line for line in verdicts.values()), out
+
+
 def test_bad_leaks_argument_is_a_usage_error() -> None:
     rc, out, _ = harness(None, "--leaks=3", "--", "tests")
     assert rc == 2 and "WARMUP:RUNS" in out, out

@@ -19,6 +19,7 @@ import argparse
 import ast
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -312,11 +313,26 @@ def _parse_log(run: EngineRun) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.max_time <= 0:
-        raise UsageError("--max-time must be positive")
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would otherwise fail with a traceback, some of it only after the whole run."""
+    for flag, seconds in (("--max-time", args.max_time), ("--timeout", args.timeout)):
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise UsageError(f"{flag} must be a positive number of seconds, not {seconds}")
+    if not math.isfinite(args.minimise_time) or args.minimise_time < 0:
+        raise UsageError(f"--minimise-time must be 0 or a positive number of seconds, not {args.minimise_time}")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.max_findings < 0:
+        raise UsageError("--max-findings must be 0 (never stop) or more")
+    for flag, folder in (("--artifacts", args.artifacts), ("--corpus", args.corpus)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise UsageError(f"{flag} {folder}: exists and is not a directory")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json {args.json}: its directory does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     python = interpreter.resolve_python(args.python)
     target = resolve_target(args.module, python)
     artifacts = Path(args.artifacts).resolve()
@@ -587,11 +603,25 @@ def _verdict_for(
         cand.unlink(missing_ok=True)
 
 
+# Replays of a crash before it counts as not reproducing: a crash that needs a race (a buffer resized under
+# a detached call, the target's own threads) may not happen on every run of its program.
+CRASH_REPLAYS = 5
+
+
 def _replay(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace) -> None:
-    """Replay a finding's whole program once; when it reproduces, its verdict names kind, site, step."""
+    """Replay a finding's whole program (a crash up to CRASH_REPLAYS times); when it reproduces, its verdict
+    names kind, site, step."""
     v = _verdict_for(f, f.steps, target, artifacts, args)
     f.verdict = v
     f.reproduced = v.reproduced and (v.kind == f.kind or f.source == "crash")
+    if f.source == "crash" and not f.reproduced:
+        for attempt in range(2, CRASH_REPLAYS + 1):
+            again = _verdict_for(f, f.steps, target, artifacts, args)
+            if again.reproduced:
+                f.notes.append(f"reproduced on replay {attempt} of up to {CRASH_REPLAYS}: it depends on timing")
+                f.verdict = v = again
+                f.reproduced = True
+                break
     blamed = [i for i, s in enumerate(f.steps) if s["callable"] == f.callable]
     if not f.reproduced and f.source != "crash" and blamed and blamed[-1] < len(f.steps) - 1:
         # A finding judged when the program ends (a leaked reference) can be overtaken in the replay by a
@@ -684,13 +714,12 @@ def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Na
     crashing = [s for s in steps if s["callable"] == f.callable]
     if not crashing:
         return None
-    return _mask_of(crashing[-1], f.key)
+    return _mask_of(crashing[-1], f.kind, f.site)
 
 
 def _mask_note(mask: dict[str, Any]) -> str:
-    kind, _, site = mask["key"].partition(":")
     return (
-        f"{kind} in {site} repeated {mask['repeats']} times: later runs skip calls shaped"
+        f"{mask['kind']} in {mask['site']} repeated {mask['repeats']} times: later runs skip calls shaped"
         f" like {mask['call']} (the rest of {mask['callable']} is still fuzzed)"
     )
 
@@ -702,16 +731,18 @@ def _key(kind: str, site: str) -> str:
 def _mask_named(mask: dict[str, Any], callable_: str) -> dict[str, Any]:
     """`mask`'s shape for another callable reaching the same crash."""
     step = dict(mask["step"], callable=callable_)
-    return _mask_of(step, mask["key"])
+    return _mask_of(step, mask["kind"], mask["site"])
 
 
-def _mask_of(step: dict[str, Any], key: str) -> dict[str, Any]:
+def _mask_of(step: dict[str, Any], kind: str, site: str) -> dict[str, Any]:
     call = f"{step['callable']}({', '.join([*step['args'], *(f'{k}={v}' for k, v in step['kwargs'])])})"
     return {
         "callable": step["callable"],
         "source": fnd.program_source([step]),
         "step": step,
-        "key": key,
+        "key": _key(kind, site),
+        "kind": kind,
+        "site": site,
         "call": call if len(call) <= 80 else call[:77] + "...",
     }
 
@@ -850,7 +881,8 @@ def _summary(
     }
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
-    if execs == 0 or total_calls == 0:
+    # A finding means a call ran (one that crashed before returning is not counted as a call).
+    if not found and (execs == 0 or total_calls == 0):
         print(
             "NOTHING WAS EXERCISED: no call reached the module (see the logs under "
             f"{Path(args.artifacts) / '.work' / 'logs'})"

@@ -410,45 +410,53 @@ class Runner:
         import json  # after the worker started: its import overlaps the worker's start-up
 
         exited = _exit_waiter(proc)
-        with open(events_path, "rb") as events:
-            while True:
-                ended = exited(POLL)
-                buf += events.read()
-                *lines, buf = buf.split(b"\n")
-                for raw in lines:
-                    ev = json.loads(raw)
-                    kind = ev["ev"]
-                    if kind == "collected":
-                        for nid in ev["ids"]:
-                            if nid not in self.run.verdicts:
-                                self.run.collected[nid] = None
-                        if self.run.workers == 1:
-                            self.run.collect_errors = ev["errors"]
-                    elif kind in ("start", "run") and not hung:
-                        if kind == "start":
-                            current = ev["id"]
-                            marker_offset = int(ev.get("log_offset", -1))
-                            if marker_offset < 0:
-                                marker_offset = _find_marker(self.log_path, f"start {current}")
-                        deadline = time.monotonic() + self.args.timeout
-                    elif kind == "result":
-                        self._emit(_from_result(ev))
-                        current, deadline = None, None
-                    elif kind == "done":
-                        done = True
-                if ended:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    if not hung:
-                        # The native half first (lock owners, every thread's native stack), while the
-                        # worker is still stuck; then faulthandler dumps every thread's Python stack on
-                        # SIGABRT, even with the GIL held by a deadlocked C call, and the process dies.
-                        hung = True
-                        native = _native_report(proc.pid)
-                        _signal(proc, signal.SIGABRT)
-                        deadline = time.monotonic() + KILL_GRACE
-                    else:
-                        _kill(proc)
+        try:
+            with open(events_path, "rb") as events:
+                while True:
+                    ended = exited(POLL)
+                    buf += events.read()
+                    *lines, buf = buf.split(b"\n")
+                    for raw in lines:
+                        ev = json.loads(raw)
+                        kind = ev["ev"]
+                        if kind == "collected":
+                            for nid in ev["ids"]:
+                                if nid not in self.run.verdicts:
+                                    self.run.collected[nid] = None
+                            if self.run.workers == 1:
+                                self.run.collect_errors = ev["errors"]
+                        elif kind in ("start", "run") and not hung:
+                            if kind == "start":
+                                current = ev["id"]
+                                marker_offset = int(ev.get("log_offset", -1))
+                                if marker_offset < 0:
+                                    marker_offset = _find_marker(self.log_path, f"start {current}")
+                            deadline = time.monotonic() + self.args.timeout
+                        elif kind == "result":
+                            self._emit(_from_result(ev))
+                            current, deadline = None, None
+                        elif kind == "done":
+                            done = True
+                            # A worker that does not exit after the suite (a non-daemon thread, an atexit
+                            # deadlock) gets the same watchdog as a test.
+                            deadline = time.monotonic() + self.args.timeout
+                    if ended:
+                        break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        if not hung:
+                            # The native half first (lock owners, every thread's native stack), while the
+                            # worker is still stuck; then faulthandler dumps every thread's Python stack on
+                            # SIGABRT, even with the GIL held by a deadlocked C call, and the process dies.
+                            hung = True
+                            native = _native_report(proc.pid)
+                            _signal(proc, signal.SIGABRT)
+                            deadline = time.monotonic() + KILL_GRACE
+                        else:
+                            _kill(proc)
+        except BaseException:  # Ctrl-C, or our own error: the worker is in its own session, so end it here
+            _kill(proc)
+            proc.wait()
+            raise
         rc = proc.wait()
         if hung and native:  # into the worker's log, after its own last words: kept with --logs
             with open(self.log_path, "a", encoding="utf-8") as log_text:
@@ -467,6 +475,11 @@ class Runner:
             progressed = judged > self.judged_before
             self.judged_before = judged
             return not (progressed and any(n not in self.run.verdicts for n in self.run.collected))
+        elif hung:
+            self.run.session_problem = (
+                f"the pytest worker did not exit within {self.args.timeout:g} s of the suite's end (killed):"
+                f" see {self.log_path}"
+            )
         elif rc < 0:
             self.run.session_problem = f"the pytest worker died at exit ({SIGNALS.get(rc, rc)}): see {self.log_path}"
         return True
@@ -654,7 +667,8 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
     if total == 0:
         why = "collection failed" if run.collect_errors else "no test was collected"
         out.append(f"ffi-harness test: {why}: nothing was judged")
-        return "\n".join(out), EXIT_USAGE
+        # A worker that crashed before any test (importing the extension) is a finding, not a usage error.
+        return "\n".join(out), EXIT_FINDINGS if run.session_problem else EXIT_USAGE
     missing = [n for n in run.collected if n not in run.verdicts]
     if missing:
         out.append(f"ffi-harness test: {len(missing)} collected test(s) got no verdict (first: {missing[0]})")

@@ -55,3 +55,32 @@ def test_a_cut_that_does_not_reproduce_leaves_the_finding_unreproduced(monkeypat
     clean = fnd.Verdict(kind="", site="")
     f, tried = _replay_with(monkeypatch, {4: clean, 2: clean})
     assert tried == [4, 2] and f.reproduced is False and f.steps == STEPS and not f.notes
+
+
+def _crash_replays(monkeypatch: pytest.MonkeyPatch, verdicts: list[fnd.Verdict]) -> tuple[fnd.Finding, int]:
+    """Run _replay on a crash finding whose successive replays give `verdicts`; returns it and the replays made."""
+    answers = iter(verdicts)
+    made = []
+
+    def verdict_for(*_args: Any) -> fnd.Verdict:
+        made.append(1)
+        return next(answers)
+
+    monkeypatch.setattr(fuzz, "_verdict_for", verdict_for)
+    f = fnd.Finding(kind="crash:SIGABRT", site="?", callable="m.crashes", detail="", steps=list(STEPS), source="crash")
+    fuzz._replay(f, Any, Path("."), argparse.Namespace())  # type: ignore[arg-type]
+    return f, len(made)
+
+
+def test_a_crash_that_needs_a_race_is_replayed_until_it_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = fnd.Verdict(kind="", site="")
+    uaf = fnd.Verdict(kind="heap-use-after-free", site="native_checksum", step=3)
+    f, made = _crash_replays(monkeypatch, [clean, clean, uaf, clean])
+    assert made == 3 and f.reproduced is True and f.verdict is uaf
+    assert f.notes == [f"reproduced on replay 3 of up to {fuzz.CRASH_REPLAYS}: it depends on timing"]
+
+
+def test_a_crash_no_replay_reproduces_stays_unreproduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = fnd.Verdict(kind="", site="")
+    f, made = _crash_replays(monkeypatch, [clean] * fuzz.CRASH_REPLAYS)
+    assert made == fuzz.CRASH_REPLAYS and f.reproduced is False and f.verdict is clean and not f.notes

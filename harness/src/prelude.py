@@ -12,6 +12,8 @@ import gc as _gc
 import math as _math
 import mmap as _mmap
 import sys as _sys
+import threading as _threading
+import time as _time
 
 # ---------------------------------------------------------------------------
 # Re-entrancy hook: every Reenter(n) value calls __harness_reenter__(n).  The
@@ -108,6 +110,112 @@ def mk_mmap(data):
     mapping.write(data)
     mapping.seek(0)
     return mapping
+
+
+class RacedByteArray(bytearray):
+    """A bytearray that another thread tries to resize while a call holds it (see `resized_during`).
+
+    A binding must keep a buffer exported for as long as native code reads it. One that releases the
+    export and then goes on reading with the GIL released (a detached checksum over a pointer it no
+    longer pins) lets the resize free that memory under it: ASan reports a heap-use-after-free. Large
+    (64 KiB to 256 KiB) so that a binding which detaches for long work does so on it.
+    """
+
+    __slots__ = ()
+
+
+def mk_raced_bytearray(fill, size_class):
+    """A RacedByteArray of `fill` repeated: 64 KiB times 1 to 4, plus 0 to 63 bytes, by `size_class`."""
+    return RacedByteArray(bytes([fill]) * (65536 * (1 + size_class % 4) + size_class // 4))
+
+
+class _Resizer:
+    """The one thread (started on first use) that resizes the buffers of the current call."""
+
+    def __init__(self):
+        self._cv = _threading.Condition()
+        self._targets = []  # what to resize; empty between calls
+        self._busy = False  # a pass over the targets is under way (it holds references to them)
+        self._thread = None
+        self.resized = 0  # resizes that went through (the buffer was not exported at that moment)
+
+    def arm(self, targets):
+        with self._cv:
+            if self._thread is None:
+                self._thread = _threading.Thread(target=self._run, name="ffi-harness-resizer", daemon=True)
+                self._thread.start()
+            self._targets = list(targets)
+            self._cv.notify_all()
+
+    def disarm(self):
+        """Stop, and return once the thread holds no reference to any target (refcount oracles follow)."""
+        with self._cv:
+            self._targets = []
+            while self._busy:
+                self._cv.wait()
+
+    def _run(self):
+        while True:
+            with self._cv:
+                while not self._targets:
+                    self._cv.wait()
+                targets = self._targets
+                self._busy = True
+            for buf in targets:
+                self.resized += _resize_and_restore(buf)
+            del targets, buf
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+            # A pause between passes: the caller's thread takes the GIL back at once when its call
+            # returns, and a long call that holds its buffer does not keep a core busy with retries.
+            _time.sleep(0.0001)
+
+
+def _resize_and_restore(buf):
+    """Resize `buf` (grow by a byte, shrink to half, grow back: each a realloc, which moves the storage
+    under ASan) and restore its contents: 1 if it did, 0 if `buf` is exported. An export that begins
+    half-way (the caller's thread may take the GIL between two steps) ends the pass early."""
+    try:
+        buf.append(0)
+    except (BufferError, MemoryError):  # exported: the binding holds it, as it should
+        return 0
+    try:
+        half = len(buf) // 2
+        tail = buf[half:]
+        del buf[half:]
+        buf += tail
+        del buf[-1]
+    except (BufferError, MemoryError):
+        pass
+    return 1
+
+
+_RESIZER = _Resizer()
+
+
+def resizes_done():
+    """How many times the resizer thread has resized a RacedByteArray so far (its buffer not exported)."""
+    return _RESIZER.resized
+
+
+class resized_during:
+    """`with resized_during(values): call(...)`: every RacedByteArray among `values` is resized by another
+    thread, over and over, until the block ends (a no-op when there is none)."""
+
+    def __init__(self, values):
+        self._targets = [v for v in values if type(v) is RacedByteArray]
+
+    def __enter__(self):
+        if self._targets:
+            _RESIZER.arm(self._targets)
+        return self
+
+    def __exit__(self, *exc):
+        if self._targets:
+            _RESIZER.disarm()
+            self._targets = []
+        return False
 
 
 # ---------------------------------------------------------------------------

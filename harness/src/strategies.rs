@@ -135,6 +135,13 @@ pub fn buffer_value() -> impl Strategy<Value = PyValue> {
     ]
 }
 
+/// A [`PyValue::RacedByteArray`]: not in the other strategies, since only a test that calls under the
+/// prelude's `resized_during` races it (see [`crate::Limits::raced_bytearrays`]).
+pub fn raced_bytearray() -> impl Strategy<Value = PyValue> {
+    (any::<u8>(), any::<u8>())
+        .prop_map(|(fill, size_class)| PyValue::RacedByteArray { fill, size_class })
+}
+
 /// Protocols a hostile object may implement.
 pub fn dunder() -> impl Strategy<Value = Dunder> {
     select(vec![

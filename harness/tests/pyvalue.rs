@@ -41,6 +41,10 @@ fn samples() -> Vec<PyValue> {
         ]),
         V::Bytes(b"\x00'\\\xff abc".to_vec()),
         V::ByteArray(vec![1, 2, 3]),
+        V::RacedByteArray {
+            fill: 0xab,
+            size_class: 255,
+        },
         V::Array {
             typecode: ArrayTypecode::Double,
             data: vec![0xff; 17],

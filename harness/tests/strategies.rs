@@ -25,13 +25,27 @@ fn kinds_from<S: Strategy<Value = PyValue>>(strategy: S, samples: usize) -> BTre
 #[test]
 fn both_generators_reach_every_kind() {
     let all: BTreeSet<&str> = PyValue::ALL_KINDS.iter().copied().collect();
-    let native = kinds_from(pyvalue_strategy(3), 3000);
+    let mut native = kinds_from(pyvalue_strategy(3), 3000);
+    native.extend(kinds_from(raced_bytearray(), 10));
     assert_eq!(
         all.difference(&native).collect::<Vec<_>>(),
         Vec::<&&str>::new(),
         "proptest misses these"
     );
-    let via_arbitrary = kinds_from(arbitrary_strategy::<PyValue>(), 3000);
+    let raced = Limits {
+        raced_bytearrays: true,
+        ..Limits::default()
+    };
+    let via_arbitrary = kinds_from(
+        any::<Vec<u8>>().prop_map(move |bytes| {
+            PyValue::arbitrary_with(
+                &mut ffi_harness::arbitrary::Unstructured::new(&bytes),
+                &raced,
+            )
+            .unwrap_or(PyValue::None)
+        }),
+        3000,
+    );
     assert_eq!(
         all.difference(&via_arbitrary).collect::<Vec<_>>(),
         Vec::<&&str>::new(),

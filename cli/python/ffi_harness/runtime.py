@@ -5,6 +5,8 @@ exactly what the fuzzer did: the same instance pool, receivers, re-entrancy hook
 Stdlib only. A program is a list of steps ``(callable_name, receiver, [args], {kwargs})``; an argument
 is a value, ``R(k)`` (an earlier step's result) or ``I(k)`` (an instance from the pool).
 
+A ``RacedByteArray`` argument (the prelude's) is resized by another thread while the call runs: a
+binding that stops pinning a buffer native code still reads lets the resize free it (ASan sees it).
 Oracles: ``SystemError`` (a NULL return without an exception, or a result with an exception set) and
 PyO3's ``PanicException`` are findings; any other exception is an allowed outcome. Reference counts:
 every argument object the program alone owns (top level, or an item of a list/tuple/dict argument) is
@@ -419,7 +421,11 @@ class Context:
             if self.trace:
                 print(f"FFI_HARNESS_STEP {i} {name}", file=sys.stderr, flush=True)
             try:
-                result = target(*call_args, **call_kwargs)
+                if prelude is None:
+                    result = target(*call_args, **call_kwargs)
+                else:  # a RacedByteArray argument is resized by another thread for the whole call
+                    with prelude.resized_during([*call_args, *call_kwargs.values()]):
+                        result = target(*call_args, **call_kwargs)
             except BaseException as e:  # noqa: BLE001 - every exception is judged here
                 stat[2] += 1
                 results.append(None)

@@ -44,6 +44,7 @@ impl PyValue {
             PyValue::Str(_) => "str",
             PyValue::Bytes(_) => "bytes",
             PyValue::ByteArray(_) => "bytearray",
+            PyValue::RacedByteArray { .. } => "bytearray.raced",
             PyValue::MemoryView { kind, .. } => match kind {
                 MemoryViewKind::Writable => "memoryview.writable",
                 MemoryViewKind::ReadOnly => "memoryview.readonly",
@@ -97,6 +98,7 @@ impl PyValue {
         "str.surrogate",
         "bytes",
         "bytearray",
+        "bytearray.raced",
         "memoryview.writable",
         "memoryview.readonly",
         "memoryview.strided",

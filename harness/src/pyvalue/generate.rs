@@ -16,6 +16,10 @@ pub struct Limits {
     pub max_items: u32,
     /// Maximum bytes (or characters) in one bytes/str/buffer payload.
     pub max_payload: u32,
+    /// Make one `bytearray` in eight a [`PyValue::RacedByteArray`]: only for callers that call under
+    /// the prelude's `resized_during` (`ffi-harness fuzz`'s runtime); elsewhere it would be just a large
+    /// bytearray.
+    pub raced_bytearrays: bool,
 }
 
 impl Default for Limits {
@@ -25,6 +29,7 @@ impl Default for Limits {
             max_nodes: 48,
             max_items: 6,
             max_payload: 96,
+            raced_bytearrays: false,
         }
     }
 }
@@ -64,6 +69,11 @@ fn arbitrary_value(
         3 => PyValue::Float(u.arbitrary()?),
         4 => PyValue::Str(arbitrary_str(u, limits)?),
         5 => PyValue::Bytes(arbitrary_payload(u, limits)?),
+        // One bytearray in eight is a large raced one: a race costs a thread wake-up and a long call.
+        6 if limits.raced_bytearrays && u.ratio(1u8, 8u8)? => PyValue::RacedByteArray {
+            fill: u.arbitrary()?,
+            size_class: u.arbitrary()?,
+        },
         6 => PyValue::ByteArray(arbitrary_payload(u, limits)?),
         7 => PyValue::MemoryView {
             kind: u.arbitrary()?,

@@ -24,6 +24,9 @@ impl PyValue {
             },
             PyValue::Bytes(b) => PyBytes::new(py, b).into_any(),
             PyValue::ByteArray(b) => PyByteArray::new(py, b).into_any(),
+            PyValue::RacedByteArray { fill, size_class } => {
+                prelude(py)?.call_method1("mk_raced_bytearray", (*fill, *size_class))?
+            }
             PyValue::MemoryView { kind, data } => {
                 let (kind, param) = kind.prelude_args();
                 prelude(py)?.call_method1("mk_memoryview", (kind, PyBytes::new(py, data), param))?

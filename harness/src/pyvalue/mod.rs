@@ -33,6 +33,16 @@ pub enum PyValue {
     Bytes(Vec<u8>),
     /// `bytearray` (writable, resizable).
     ByteArray(Vec<u8>),
+    /// A large `bytearray` (`RacedByteArray`: 64 KiB to 256 KiB of `fill`, sized by `size_class`) that
+    /// another thread keeps resizing while a call under the prelude's `resized_during` holds it: the
+    /// `ffi-harness fuzz` runtime calls that way. A binding that lets go of the export while native code
+    /// still reads it (detached) reads freed memory.
+    RacedByteArray {
+        /// The byte it is filled with.
+        fill: u8,
+        /// Its size: `65536 * (1 + size_class % 4) + size_class / 4` bytes.
+        size_class: u8,
+    },
     /// A `memoryview` over `data` with the layout `kind` names.
     MemoryView {
         /// Layout and flags of the view.

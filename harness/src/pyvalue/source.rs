@@ -26,6 +26,9 @@ impl PyValue {
             PyValue::Str(s) => out.push_str(&str_literal(&s.code_points())),
             PyValue::Bytes(b) => out.push_str(&bytes_literal(b)),
             PyValue::ByteArray(b) => out.push_str(&format!("bytearray({})", bytes_literal(b))),
+            PyValue::RacedByteArray { fill, size_class } => {
+                out.push_str(&format!("{h}.mk_raced_bytearray({fill}, {size_class})"))
+            }
             PyValue::MemoryView { kind, data } => {
                 let (kind, param) = kind.prelude_args();
                 out.push_str(&format!(

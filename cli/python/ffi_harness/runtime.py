@@ -246,6 +246,7 @@ class Context:
         self.unraisable = 0
         self.setup_failures = 0
         self.masked = 0
+        self.kept_references = 0  # suspected leaks the second run showed to be kept references (see run)
         self.masks: dict[str, list[frozenset[str]]] = {}
         for m in plan.get("masks", []):
             for name, _recv, m_args, m_kwargs in build(m["source"], sys.modules.get("ffi_harness_prelude")):
@@ -327,7 +328,30 @@ class Context:
         return live[k % len(live)] if live else None
 
     def run(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
-        """Run one program; returns (outcome signatures, finding or None)."""
+        """Run one program; returns (outcome signatures, finding or None).
+
+        A suspected leaked reference is confirmed by running the program a second time: a leak grows (or,
+        for an object the second run does not reuse, stays), while a reference a binding keeps in a C
+        static or a cache gc cannot see (`Py_XSETREF(hook, Py_NewRef(cb))`) is replaced or released."""
+        sigs, finding = self._run_program(steps)
+        if finding is None or "_held" not in finding:
+            return sigs, finding
+        held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
+        _again_sigs, again = self._run_program(steps)
+        if again is not None:
+            for private in ("_held", "_excess", "_reused"):
+                again.pop(private, None)
+            if again["kind"] != "refcount-leak":
+                return sigs, again  # the second run found something else: report that
+        gc.collect()
+        probe = object()  # held like `held` (a local and a one-item list): what the measuring costs
+        now = _unaccounted([held], 0, tuple(_program_containers(steps))) - _unaccounted([probe], 0)
+        if now > excess or (now == excess and not reused):
+            return sigs, finding
+        self.kept_references += 1  # replaced or released by the second run: kept, not leaked
+        return sigs, None
+
+    def _run_program(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
         try:
             self._pool = pool = self._initial_pool()
         except BaseException as e:  # noqa: BLE001 - the user's setup failed this time: no instances
@@ -487,6 +511,7 @@ class Context:
             "unraisable": self.unraisable,
             "setup_failures": self.setup_failures,
             "masked": self.masked,
+            "kept_references": self.kept_references,
             **extra,
         }
         tmp = f"{path}.tmp"
@@ -570,7 +595,7 @@ def _judge_refcounts(
         kind = "refcount-leak" if excess > 0 else "over-decref"
         if excess < 0:
             _KEEP.append(guard[:])  # never free what the target still thinks it owns
-        return {
+        finding = {
             "kind": kind,
             "site": name,
             "step": step,
@@ -578,6 +603,9 @@ def _judge_refcounts(
             f"of step {step} beyond what live objects account for",
             "key": f"{kind}:{name}",
         }
+        if excess > 0:  # Context.run confirms it on a second run, which passes the same object again
+            finding.update(_held=obj, _excess=excess, _reused=True)
+        return finding
     return None
 
 
@@ -602,7 +630,7 @@ def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> d
         kind = "refcount-leak" if excess > 0 else "over-decref"
         if excess < 0:
             _KEEP.append(answers[i])  # never free what the target still thinks it owns
-        return {
+        finding = {
             "kind": kind,
             "site": name,
             "step": step,
@@ -610,6 +638,9 @@ def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> d
             f"hostile dunder returned during step {step}, beyond what live objects account for",
             "key": f"{kind}:{name}",
         }
+        if excess > 0:  # Context.run confirms it on a second run, which asks for a new answer
+            finding.update(_held=answers[i], _excess=excess, _reused=False)
+        return finding
     return None
 
 

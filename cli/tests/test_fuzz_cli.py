@@ -14,6 +14,8 @@ import random
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,32 @@ def test_a_json_summary_in_a_missing_directory_is_refused_before_the_run(buggy_p
     p = subprocess.run(cmd, env=cli_env(buggy_plain), capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2 and "its directory does not exist" in p.stderr, p.stdout + p.stderr
     assert not (tmp_path / "art").exists()
+
+
+def test_repro_timeout_sets_the_watchdog_of_the_script(tmp_path: Path) -> None:
+    # A repro whose header says 60 s, of a call that sleeps 30 s: `--timeout 1` must judge it a hang
+    # after about 1 s (the script arms its own watchdog; the option once only bounded the parent's wait).
+    from ffi_harness import findings as fnd
+
+    (tmp_path / "sleeper.py").write_text("import time\n\n\ndef slow(x):\n    time.sleep(30)\n")
+    plan = {
+        "module": "sleeper",
+        "classes": [],
+        "callables": [
+            {"name": "slow", "kind": "function", "path": "slow", "min_args": 1, "max_args": 1, "keywords": []}
+        ],
+        "setup": None,
+        "setup_file": None,
+    }
+    steps = [{"callable": "slow", "receiver": 0, "args": ["1"], "kwargs": []}]
+    meta = {"kind": "hang", "site": "slow", "module": "sleeper", "python": sys.executable, "asan": False}
+    script = tmp_path / "repro-hang-slow.py"
+    script.write_text(fnd.render(plan, steps, {**meta, "timeout": 60.0, "pythonpath": [str(tmp_path)]}))
+    started = time.monotonic()
+    cmd = [CLI, "repro", "--timeout", "1", str(script)]
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "reproduced: hang in slow" in p.stdout, p.stdout + p.stderr
+    assert time.monotonic() - started < 20
 
 
 def test_repro_usage_errors(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ program runs clean, 2 on a usage error (no such file, not a repro).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         env = fnd.run_env(asan, list(header.get("pythonpath") or []))
     except FileNotFoundError as e:
         raise UsageError(str(e)) from e
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     timeout = float(args.timeout if args.timeout is not None else header.get("timeout") or 10)
+    env["FFI_HARNESS_TIMEOUT"] = str(timeout)  # the script's own watchdog (runtime.main) reads it
     verdict = fnd.run_script(path.resolve(), python, env, timeout)
     if args.verbose:
         sys.stderr.write(verdict.output)

@@ -649,7 +649,8 @@ def main(header: dict[str, Any], program_source: str) -> int:
     import faulthandler
 
     faulthandler.enable(all_threads=True)
-    timeout = float(header.get("timeout") or 0)
+    # `ffi-harness repro --timeout S` overrides the watchdog the header recorded.
+    timeout = float(os.environ.get("FFI_HARNESS_TIMEOUT") or header.get("timeout") or 0)
     if timeout > 0:
         faulthandler.dump_traceback_later(timeout, exit=True)
     prelude = sys.modules["ffi_harness_prelude"]

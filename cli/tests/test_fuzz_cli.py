@@ -164,6 +164,19 @@ def test_a_json_summary_in_a_missing_directory_is_refused_before_the_run(buggy_p
     assert not (tmp_path / "art").exists()
 
 
+def test_a_module_built_in_place_in_the_current_directory_is_fuzzed(buggy_plain: Path, tmp_path: Path) -> None:
+    # `python setup.py build_ext --inplace`: importable from the current directory only, which the engine
+    # (run in a scratch directory) would not have on its path.
+    here = tmp_path / "project"
+    here.mkdir()
+    for so in buggy_plain.glob("buggy*.so"):
+        shutil.copy(so, here / so.name)
+    cmd = [CLI, "fuzz", "buggy", "--only", "add", "--max-time", "3", "--artifacts", str(tmp_path / "art")]
+    p = subprocess.run(cmd, cwd=here, env=cli_env(None), capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "could not start" not in p.stdout + p.stderr and "add " in p.stdout
+
+
 def test_repro_timeout_sets_the_watchdog_of_the_script(tmp_path: Path) -> None:
     # A repro whose header says 60 s, of a call that sleeps 30 s: `--timeout 1` must judge it a hang
     # after about 1 s (the script arms its own watchdog; the option once only bounded the parent's wait).

@@ -137,15 +137,20 @@ class Totals:
 
 
 def resolve_target(module: str, python: str) -> Target:
+    # Also prints the sys.path entry the top-level package was found in: the current directory (an
+    # in-place build) is on sys.path here but not in the engine's scratch directory.
     code = (
-        "import importlib.util, sys\n"
+        "import importlib.util, os, sys\n"
         "try:\n    spec = importlib.util.find_spec(sys.argv[1])\n"
+        "    top = importlib.util.find_spec(sys.argv[1].split('.')[0])\n"
         "except Exception as e:\n    print('ERR', e); raise SystemExit(0)\n"
-        "print('OK' if spec else 'MISSING')\n"
+        "if not spec or not top:\n    print('MISSING'); raise SystemExit(0)\n"
+        "where = list(top.submodule_search_locations or []) or [top.origin or '']\n"
+        "print('OK', os.path.dirname(os.path.abspath(where[0])))\n"
     )
     out = subprocess.run([python, "-c", code, module], capture_output=True, text=True, check=False)
     status = out.stdout.strip()
-    if out.returncode != 0 or status.startswith("ERR") or status == "MISSING":
+    if out.returncode != 0 or not status.startswith("OK"):
         raise UsageError(f"no module named {module!r} in {python} ({status or out.stderr.strip()[-200:]})")
     files = sanitizers.inspect_module(module, python)
     if not files:
@@ -159,6 +164,9 @@ def resolve_target(module: str, python: str) -> Target:
     env.pop("FFI_HARNESS_TRACE", None)
     if env.get("PYTHONPATH"):  # the engine runs in a scratch directory: relative entries would break
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    found_in = status[len("OK") :].strip()
+    if found_in and os.path.realpath(found_in) == os.path.realpath(os.getcwd()):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     check = [python, "-c", "import ffi_harness._engine, ffi_harness.runtime"]
     if subprocess.run(check, env=env, capture_output=True, check=False).returncode != 0:
         env = fnd.run_env(asan, [PACKAGE_PARENT])

@@ -84,3 +84,21 @@ def test_a_crash_no_replay_reproduces_stays_unreproduced(monkeypatch: pytest.Mon
     clean = fnd.Verdict(kind="", site="")
     f, made = _crash_replays(monkeypatch, [clean] * fuzz.CRASH_REPLAYS)
     assert made == fuzz.CRASH_REPLAYS and f.reproduced is False and f.verdict is clean and not f.notes
+
+
+def test_a_minimised_finding_takes_the_detail_of_its_minimised_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the m.leaky step matters; the detail names the step index in the program that was run.
+    def verdict_for(_f: fnd.Finding, steps: list[dict[str, Any]], *_rest: Any) -> fnd.Verdict:
+        where = [i for i, s in enumerate(steps) if s["callable"] == "m.leaky"]
+        if not where:
+            return fnd.Verdict(kind="", site="")
+        return fnd.Verdict(kind="refcount-leak", site="m.leaky", detail=f"+1 reference(s) of step {where[0]}")
+
+    monkeypatch.setattr(fuzz, "_verdict_for", verdict_for)
+    f = _finding()
+    f.steps = [dict(s, receiver=0, args=[], kwargs=[]) for s in STEPS]
+    f.verdict = verdict_for(f, f.steps)
+    assert f.verdict.detail == "+1 reference(s) of step 1"
+    f.detail = f.verdict.detail
+    fuzz._minimise(f, Any, Path("."), argparse.Namespace(), 30)  # type: ignore[arg-type]
+    assert f.minimised == [f.steps[1]] and f.detail == "+1 reference(s) of step 0"

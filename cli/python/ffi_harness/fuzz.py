@@ -705,13 +705,21 @@ def _minimise(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Na
     first = f.verdict
     assert first is not None
 
+    failing: dict[str, fnd.Verdict] = {}  # each candidate that still fails, by its JSON: its own verdict
+
     def still_fails(candidate: list[dict[str, Any]]) -> bool:
         v = _verdict_for(f, candidate, target, artifacts, args)
-        return v.kind == first.kind and v.site == first.site
+        if v.kind == first.kind and v.site == first.site:
+            failing[json.dumps(candidate, sort_keys=True)] = v
+            return True
+        return False
 
     steps, runs = fnd.minimise(f.steps, still_fails, time.monotonic() + budget)
     f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
     f.minimised = steps
+    last = failing.get(json.dumps(steps, sort_keys=True))
+    if last is not None and last.detail:  # "... the str argument of step 0": the minimised program's words
+        f.detail = last.detail
 
 
 def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@ does what buggy C would do): an over-decref of a tuple item or of a keyword argu
 stops tracking a tuple or dict of atomic values (its references are then invisible to gc.get_referrers),
 and code that keeps an item of a tuple argument in a live list is not called a leak. A reference kept where
 gc cannot see it (a C static, replaced on the next call) is told from a leak by a second run of the program:
-a leak grows, or stays when the second run hands over a new object; a kept reference does not."""
+a leak grows, or stays when the second run hands over a new object; a kept reference does not. What a call
+returns is the caller's: one reference too many on it is a leak too."""
 
 from __future__ import annotations
 
@@ -59,6 +60,37 @@ def keep_index(n):  # correct: keeps the latest __index__ answer in a C static
 
 def leak_index(n):  # PyNumber_Index(n) never released
     _inc(n.__index__())
+
+
+def fresh_result(x):  # correct: a new object, the caller's
+    return bytearray(b"abc")
+
+
+def leak_result(x):  # returns a new object with one reference too many
+    result = bytearray(b"abc")
+    _inc(result)
+    return result
+
+
+_cached = {}  # name -> the id of what that function's C static caches
+
+
+def _the_cached(name):
+    if name not in _cached:
+        obj = bytearray(b"cached")
+        _inc(obj)  # the static's own reference
+        _cached[name] = id(obj)
+    return ctypes.cast(_cached[name], ctypes.py_object).value
+
+
+def cached_result(x):  # correct: Py_NewRef(static)
+    return _the_cached("cached_result")
+
+
+def leak_cached_result(x):  # Py_INCREF(static) twice: one reference too many on every call
+    obj = _the_cached("leak_cached_result")
+    _inc(obj)
+    return obj
 """
 
 
@@ -69,7 +101,19 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> runtime.Context:
     sys.path.insert(0, str(where))
     callables = [
         {"name": n, "kind": "function", "path": n, "min_args": 0, "max_args": 1, "keywords": ["name"]}
-        for n in ("overdec_item", "overdec_kw", "register", "set_hook", "leak_arg", "keep_index", "leak_index")
+        for n in (
+            "overdec_item",
+            "overdec_kw",
+            "register",
+            "set_hook",
+            "leak_arg",
+            "keep_index",
+            "leak_index",
+            "fresh_result",
+            "leak_result",
+            "cached_result",
+            "leak_cached_result",
+        )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
 
@@ -115,3 +159,18 @@ def test_a_reference_kept_where_gc_cannot_see_it_is_not_a_leak(
     name = source.split("'")[1]
     assert _finding(context, source) == (("refcount-leak", name) if leaked else None)
     assert context.kept_references == kept + (0 if leaked else 1)  # the first run suspected each of them
+
+
+@pytest.mark.parametrize(
+    ("name", "leaked"),
+    [("fresh_result", False), ("leak_result", True), ("cached_result", False), ("leak_cached_result", True)],
+)
+def test_a_result_returned_with_a_reference_too_many_is_a_leak(
+    context: runtime.Context, name: str, leaked: bool
+) -> None:
+    finding = context.run(runtime.build(f"[('{name}', 0, [1], {{}})]", fh))[1]
+    if leaked:
+        assert finding is not None and (finding["kind"], finding["site"]) == ("refcount-leak", name)
+        assert "to the bytearray returned by step 0" in finding["detail"]
+    else:
+        assert finding is None

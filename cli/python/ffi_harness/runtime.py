@@ -13,7 +13,9 @@ every argument object the program alone owns (top level, or an item of a list/tu
 watched; after the program, its results and instances are dropped and (if anything moved) the garbage
 collector has run, each watched object's count must be what its live holders
 (``gc.get_referrers``) account for, compared with a control object held the same way: more is a
-leaked reference, fewer an over-decref. Crashes, sanitizer reports and hangs are judged outside the
+leaked reference, fewer an over-decref. What a call returns, and what a hostile dunder answers, must be
+released the same way once the program dropped it. A suspected leak is run a second time (Context.run).
+Crashes, sanitizer reports and hangs are judged outside the
 process (libFuzzer in the engine, the parent process for a repro).
 """
 
@@ -247,6 +249,8 @@ class Context:
         self.setup_failures = 0
         self.masked = 0
         self.kept_references = 0  # suspected leaks the second run showed to be kept references (see run)
+        self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
+        self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
         self.masks: dict[str, list[frozenset[str]]] = {}
         for m in plan.get("masks", []):
             for name, _recv, m_args, m_kwargs in build(m["source"], sys.modules.get("ffi_harness_prelude")):
@@ -338,6 +342,8 @@ class Context:
             return sigs, finding
         held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
         _again_sigs, again = self._run_program(steps)
+        if reused is None:  # a returned object: the second run returned the same one (a cache) or a new one
+            reused = id(held) in self._returned_ids
         if again is not None:
             for private in ("_held", "_excess", "_reused"):
                 again.pop(private, None)
@@ -349,6 +355,8 @@ class Context:
         if now > excess or (now == excess and not reused):
             return sigs, finding
         self.kept_references += 1  # replaced or released by the second run: kept, not leaked
+        if reused and len(self._kept_ids) < 10_000:
+            self._kept_ids.add(id(held))  # a cached object returned again: not judged again (lives on)
         return sigs, None
 
     def _run_program(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
@@ -371,6 +379,9 @@ class Context:
         prelude = sys.modules.get("ffi_harness_prelude")
         answers: list[Any] = []
         asteps: list[int] = []
+        # What the calls returned that only the program owned (or owned once too often), with their steps.
+        returned: list[Any] = []
+        rsteps: list[int] = []
         if prelude is not None:
             prelude.forget_answers()
 
@@ -483,6 +494,9 @@ class Context:
                     break
                 stat[1] += 1
                 sigs.append(_crc(f"{name}|ok|{type(result).__name__}"))
+                if _fresh_result(result) and id(result) not in self._kept_ids:
+                    returned.append(result)
+                    rsteps.append(i)
                 results.append(result)
                 if classes and isinstance(result, classes):
                     pool.append(result)
@@ -493,6 +507,7 @@ class Context:
                 asteps.extend([i] * len(taken))
                 del taken
         # Drop everything the program made, then judge the watched objects' counts.
+        self._returned_ids = {id(r) for r in results if r is not None}
         results.clear()
         pool.clear()
         self._pool = []
@@ -501,6 +516,8 @@ class Context:
             finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
         if finding is None and answers:
             finding = _judge_answers(answers, asteps, steps)
+        if finding is None and returned:
+            finding = _judge_returned(returned, rsteps, steps)
         if finding is None:
             guard.clear()
         return sigs, finding
@@ -609,37 +626,62 @@ def _judge_refcounts(
     return None
 
 
+def _fresh_result(result: Any) -> bool:
+    """True for a result the call made for the caller or returns from a cache of its own, possibly with
+    one reference too many: besides the caller's, at most two references (`result`, this parameter and
+    getrefcount's argument make 3). Singletons and CPython's shared small objects are left out."""
+    if result is None or type(result) is bool or type(result) in (int, str, bytes) and len(repr(result)) <= 3:
+        return False
+    return sys.getrefcount(result) <= 5
+
+
+def _judge_returned(returned: list[Any], rsteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
+    """Every object a call returned is the caller's: once the program dropped its results, nothing that
+    no live object accounts for may hold one (a result returned with one reference too many)."""
+    return _judge_handed_over(returned, rsteps, steps, "returned by step {step}", None)
+
+
 def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
     """Every object a hostile dunder returned to the code under test (an `__index__` int, an `__fspath__`
     str, a `__buffer__` view) is the callee's to release once the call is over, on every path: one that no
     live object accounts for is still held by a reference the code under test never gave back. The
     argument's own count cannot show this, since what leaked is the answer, not the argument."""
-    # Ours: `answers` and getrefcount's argument. Anything more is looked at closely.
-    moved = [i for i in range(len(answers)) if sys.getrefcount(answers[i]) != 2]
+    # A second run asks for a new answer: the first one's reference must still be there (reused=False).
+    return _judge_handed_over(answers, asteps, steps, "a hostile dunder returned during step {step}", False)
+
+
+def _judge_handed_over(
+    objs: list[Any], osteps: list[int], steps: list[Any], what: str, reused: bool | None
+) -> dict[str, Any] | None:
+    """The first of `objs` (each handed over during step osteps[i]) that something no live object
+    accounts for holds, as a finding; `reused` is how Context.run's second run judges it (None: by
+    whether the second run hands over the same object)."""
+    # Ours: `objs` and getrefcount's argument. Anything more is looked at closely.
+    moved = [i for i in range(len(objs)) if sys.getrefcount(objs[i]) != 2]
     if not moved:
         return None
     gc.collect()
     calibration = [object()]
     invisible = _unaccounted(calibration, 0)  # the measuring code's own references
     for i in moved:
-        excess = _unaccounted(answers, i) - invisible
+        excess = _unaccounted(objs, i) - invisible
         if excess == 0:
             continue
-        step = asteps[i]
+        step = osteps[i]
         name = steps[step][0]
         kind = "refcount-leak" if excess > 0 else "over-decref"
         if excess < 0:
-            _KEEP.append(answers[i])  # never free what the target still thinks it owns
+            _KEEP.append(objs[i])  # never free what the target still thinks it owns
         finding = {
             "kind": kind,
             "site": name,
             "step": step,
-            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(answers[i]).__name__} a "
-            f"hostile dunder returned during step {step}, beyond what live objects account for",
+            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(objs[i]).__name__} "
+            f"{what.format(step=step)}, beyond what live objects account for",
             "key": f"{kind}:{name}",
         }
-        if excess > 0:  # Context.run confirms it on a second run, which asks for a new answer
-            finding.update(_held=answers[i], _excess=excess, _reused=False)
+        if excess > 0:  # Context.run confirms it on a second run
+            finding.update(_held=objs[i], _excess=excess, _reused=reused)
         return finding
     return None
 

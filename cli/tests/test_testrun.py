@@ -163,6 +163,16 @@ def test_a_worker_that_does_not_exit_after_the_suite_is_killed_and_named(tmp_pat
     assert any(line.endswith("passed") or "  passed" in line for line in verdicts.values()), out
 
 
+def test_a_suite_whose_every_test_is_skipped_exercised_nothing(tmp_path: Path) -> None:
+    (tmp_path / "test_all_skip.py").write_text(
+        "import pytest\n\n\n@pytest.mark.skip(reason='not here')\ndef test_one():\n    pass\n\n\n"
+        "def test_two():\n    pytest.skip('nor here')\n"
+    )
+    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider")
+    assert rc == 2, out
+    assert "2 tests: 2 skipped" in out and "every test was skipped: nothing was exercised" in out, out
+
+
 def test_bad_leaks_argument_is_a_usage_error() -> None:
     rc, out, _ = harness(None, "--leaks=3", "--", "tests")
     assert rc == 2 and "WARMUP:RUNS" in out, out

@@ -9,8 +9,8 @@ started last, its report is cut from the worker's log, and a new worker starts a
 already judged are deselected). A clean suite costs one process; each crash costs one re-collection.
 
 Exit status: 0 when every test passed, was skipped or xfailed ("not repeatable" is reported, not a
-failure); 1 on any failed test, collection error, LEAK, CRASH or HANG; 2 on a usage error or when no
-test was collected.
+failure); 1 on any failed test, collection error, LEAK, CRASH or HANG; 2 on a usage error, when no
+test was collected, or when every test was skipped (nothing was exercised).
 """
 
 from __future__ import annotations
@@ -669,6 +669,9 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
         out.append(f"ffi-harness test: {why}: nothing was judged")
         # A worker that crashed before any test (importing the extension) is a finding, not a usage error.
         return "\n".join(out), EXIT_FINDINGS if run.session_problem else EXIT_USAGE
+    if counts.get("skipped", 0) == total and not (run.collect_errors or run.session_problem):
+        out.append("ffi-harness test: every test was skipped: nothing was exercised")
+        return "\n".join(out), EXIT_USAGE
     missing = [n for n in run.collected if n not in run.verdicts]
     if missing:
         out.append(f"ffi-harness test: {len(missing)} collected test(s) got no verdict (first: {missing[0]})")

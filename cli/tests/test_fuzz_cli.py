@@ -98,7 +98,19 @@ def test_a_crashing_corpus_input_is_moved_out_and_the_run_goes_on(
     corpus.mkdir()
     planted = corpus / hashlib.sha1(candidate).hexdigest()  # libFuzzer's naming
     planted.write_bytes(candidate)
-    p, again = _fuzz(buggy_asan, tmp_path, "buggy", "--max-time", "10", "--timeout", "2", "--corpus", str(corpus))
+    p, again = _fuzz(
+        buggy_asan,
+        tmp_path,
+        "buggy",
+        "--max-time",
+        "10",
+        "--timeout",
+        "2",
+        "--minimise-time",
+        "3",
+        "--corpus",
+        str(corpus),
+    )
     assert f"corpus input {planted.name[:12]} crashed: moved out of the corpus" in p.stdout, p.stdout + p.stderr
     assert not planted.exists()
     assert again["execs"] > 100 and again["native_edges"] > 20, p.stdout

@@ -27,14 +27,16 @@ def builds(buggy_plain: Path, buggy_asan: Path) -> dict[str, Path]:
     return {"plain": buggy_plain, "asan": buggy_asan}
 
 
-def harness(build: Path | None, *args: str, tmp: Path | None = None) -> tuple[int, str, dict[str, str]]:
+def harness(
+    build: Path | None, *args: str, tmp: Path | None = None, cwd: Path = FIXTURE
+) -> tuple[int, str, dict[str, str]]:
     env = dict(os.environ)
     env.pop("PYTHONMALLOC", None)
     env.pop("LD_PRELOAD", None)
     if build is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build), env.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "ffi_harness", "test", *args]
-    p = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300, cwd=FIXTURE)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
     verdicts: dict[str, str] = {}
     for line in p.stdout.splitlines():
         m = re.match(r"^(\S+::\S+)  (passed|failed|skipped|xfailed|xpassed|error|not repeatable|LEAK|CRASH|HANG)", line)
@@ -146,7 +148,7 @@ def test_no_test_collected_is_exit_2(builds: dict[str, Path]) -> None:
 
 def test_a_crash_while_collecting_is_a_finding_not_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "test_crashes_on_import.py").write_text("import ctypes\n\nctypes.string_at(0)\n")
-    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider")
+    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
     assert rc == 1, out
     assert "the pytest worker ended outside any test (SIGSEGV)" in out, out
 
@@ -157,7 +159,7 @@ def test_a_worker_that_does_not_exit_after_the_suite_is_killed_and_named(tmp_pat
         "def test_starts_a_thread_that_never_ends():\n"
         "    threading.Thread(target=time.sleep, args=(10**6,)).start()\n"
     )
-    rc, out, verdicts = harness(None, "--timeout", "3", "--", str(tmp_path), "-p", "no:cacheprovider")
+    rc, out, verdicts = harness(None, "--timeout", "3", "--", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
     assert rc == 1, out
     assert "did not exit within 3 s of the suite's end (killed)" in out, out
     assert any(line.endswith("passed") or "  passed" in line for line in verdicts.values()), out
@@ -168,7 +170,7 @@ def test_a_suite_whose_every_test_is_skipped_exercised_nothing(tmp_path: Path) -
         "import pytest\n\n\n@pytest.mark.skip(reason='not here')\ndef test_one():\n    pass\n\n\n"
         "def test_two():\n    pytest.skip('nor here')\n"
     )
-    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider")
+    rc, out, _ = harness(None, "--", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
     assert rc == 2, out
     assert "2 tests: 2 skipped" in out and "every test was skipped: nothing was exercised" in out, out
 

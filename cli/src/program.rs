@@ -7,15 +7,6 @@ use ffi_harness::arbitrary::{Arbitrary, Unstructured};
 use ffi_harness::{Limits, PyValue};
 use pyo3::prelude::*;
 
-/// The harness's default bounds, with raced bytearrays: the runtime calls under `resized_during`.
-const VALUE_LIMITS: Limits = Limits {
-    max_depth: 3,
-    max_nodes: 48,
-    max_items: 6,
-    max_payload: 96,
-    raced_bytearrays: true,
-};
-
 /// Steps per program, at most.
 pub const MAX_STEPS: u8 = 8;
 /// Positional arguments per call, at most (varargs callables included).
@@ -160,7 +151,15 @@ impl Arg {
         match tag % 16 {
             0..=4 => Arg::Int(IntArg::decode(u)),
             5 => Arg::Indexable(IntArg::decode(u)),
-            6..=12 => match PyValue::arbitrary_with(u, &VALUE_LIMITS) {
+            // The harness's default bounds, with raced bytearrays: the runtime calls under
+            // `resized_during`.
+            6..=12 => match PyValue::arbitrary_with(
+                u,
+                &Limits {
+                    raced_bytearrays: true,
+                    ..Limits::default()
+                },
+            ) {
                 Ok(v) => Arg::Value(v),
                 Err(_) => Arg::Value(PyValue::None),
             },

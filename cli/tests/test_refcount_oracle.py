@@ -174,3 +174,10 @@ def test_a_result_returned_with_a_reference_too_many_is_a_leak(
         assert "to the bytearray returned by step 0" in finding["detail"]
     else:
         assert finding is None
+
+
+def test_a_huge_int_result_is_judged_without_printing_it() -> None:
+    # repr() of an int over 4,300 digits raises ValueError (CPython's int/str limit): never asked for.
+    huge = 10**5000
+    assert runtime._fresh_result(huge) is True
+    assert runtime._fresh_result(7) is False and runtime._fresh_result("x") is False

@@ -630,7 +630,8 @@ def _fresh_result(result: Any) -> bool:
     """True for a result the call made for the caller or returns from a cache of its own, possibly with
     one reference too many: besides the caller's, at most two references (`result`, this parameter and
     getrefcount's argument make 3). Singletons and CPython's shared small objects are left out."""
-    if result is None or type(result) is bool or type(result) in (int, str, bytes) and len(repr(result)) <= 3:
+    t = type(result)
+    if result is None or t is bool or (t is int and -5 <= result <= 256) or (t in (str, bytes) and len(result) <= 1):
         return False
     return sys.getrefcount(result) <= 5
 

@@ -30,6 +30,8 @@ EXPECTED = {
     ("refcount-leak", "as_size"),
     ("heap-use-after-free", "Counter_incr"),
 }
+if sys.version_info < (3, 12):  # None is mortal: table_find's `return Py_None;` takes a reference from it
+    EXPECTED.add(("over-decref", "table_find"))
 
 
 def _fuzz(
@@ -90,7 +92,8 @@ def test_a_crashing_corpus_input_is_moved_out_and_the_run_goes_on(
         candidate = rng.randbytes(rng.randint(3, 12))
         steps = _engine.describe(plan, candidate)
         first = steps[0] if steps else {"callable": "", "args": []}
-        if first["callable"] == "table_get" and first["args"] and re.fullmatch(r"\d{11,}", first["args"][0]):
+        far = first["callable"] == "table_get" and first["args"] and re.fullmatch(r"\d{11,}", first["args"][0])
+        if far and int(first["args"][0]) < 2**63:  # past a Py_ssize_t, table_get raises OverflowError instead
             break
     else:
         pytest.fail("no input in 100,000 decodes to a far table_get")

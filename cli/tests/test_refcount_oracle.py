@@ -91,6 +91,43 @@ def leak_cached_result(x):  # Py_INCREF(static) twice: one reference too many on
     obj = _the_cached("leak_cached_result")
     _inc(obj)
     return obj
+
+
+def unowned_none(x):  # `return Py_None;`: None returned without a reference of its own
+    _dec(None)
+    return None
+
+
+def unowned_true(x):  # `return Py_True;`
+    _dec(True)
+    return True
+
+
+def overdec_none_arg(x):  # Py_DECREF of a borrowed argument that happens to be None
+    _dec(x)
+
+
+_none_holders = []
+
+
+def make_none_holder(x):  # correct: a new object that holds None
+    _none_holders.append([None])
+
+
+def drop_none_holder(x):  # correct: frees that object, and with it a reference to None
+    if _none_holders:
+        _none_holders.pop()
+
+
+def make_none_cycle(x):  # correct: garbage that holds None, for the collector
+    cycle = [None]
+    cycle.append(cycle)
+
+
+def collect(x):  # correct: a collection in the middle of a call frees what holds None
+    import gc
+
+    gc.collect()
 """
 
 
@@ -113,6 +150,13 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> runtime.Context:
             "leak_result",
             "cached_result",
             "leak_cached_result",
+            "unowned_none",
+            "unowned_true",
+            "overdec_none_arg",
+            "make_none_holder",
+            "drop_none_holder",
+            "make_none_cycle",
+            "collect",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -181,3 +225,46 @@ def test_a_huge_int_result_is_judged_without_printing_it() -> None:
     huge = 10**5000
     assert runtime._fresh_result(huge) is True
     assert runtime._fresh_result(7) is False and runtime._fresh_result("x") is False
+
+
+def test_singletons_are_judged_where_they_are_mortal() -> None:
+    # CPython 3.12+ makes None, True and False immortal: an over-decref of one is then harmless.
+    assert bool(runtime.SINGLETONS) == (sys.version_info < (3, 12))
+
+
+mortal_singletons = pytest.mark.skipif(not runtime.SINGLETONS, reason="None, True and False are immortal here")
+
+
+@mortal_singletons
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[('unowned_none', 0, [1], {})]",
+        "[('unowned_true', 0, [1], {})]",
+        "[('overdec_none_arg', 0, [None], {})]",
+        "[('make_none_holder', 0, [1], {}), ('unowned_none', 0, [2], {})]",
+    ],
+    ids=["None returned without a reference", "True returned without one", "a None argument", "second step"],
+)
+def test_a_singleton_that_loses_a_reference_is_an_over_decref(context: runtime.Context, source: str) -> None:
+    name = source.split("'")[-2]
+    finding = context.run(runtime.build(source, fh))[1]
+    assert finding is not None and (finding["kind"], finding["site"]) == ("over-decref", name), finding
+    assert "with a reference fewer than it found it" in finding["detail"]
+
+
+@mortal_singletons
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[('make_none_holder', 0, [1], {}), ('drop_none_holder', 0, [1], {})]",
+        "[('make_none_cycle', 0, [1], {}), ('collect', 0, [1], {})]",
+    ],
+    ids=["the call freed a holder of None", "gc freed garbage holding None"],
+)
+def test_a_singleton_reference_that_went_with_its_holder_is_not_an_over_decref(
+    context: runtime.Context, source: str
+) -> None:
+    alarms = context.singleton_false_alarms
+    assert _finding(context, source) is None
+    assert context.singleton_false_alarms == alarms + 1  # the first run suspected it; the second cleared it

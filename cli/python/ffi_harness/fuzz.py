@@ -134,6 +134,11 @@ class Totals:
     signatures: int = 0
     native_modules: int = 0
     masked: int = 0
+    # The refcount oracle's second runs: suspicions they cleared, and calls judged on None/True/False.
+    kept_references: int = 0
+    singleton_checks: int = 0
+    singleton_false_alarms: int = 0
+    singletons_judged: bool | None = None  # None: no engine run reported (False: immortal singletons)
 
 
 def resolve_target(module: str, python: str) -> Target:
@@ -698,6 +703,24 @@ def _collect_stats(totals: Totals) -> None:
         totals.signatures = max(totals.signatures, int(stats.get("signatures", 0)))
         totals.native_modules = max(totals.native_modules, int(stats.get("native_modules", 0)))
         totals.masked += int(stats.get("masked", 0))
+        totals.kept_references += int(stats.get("kept_references", 0))
+        totals.singleton_checks += int(stats.get("singleton_checks", 0))
+        totals.singleton_false_alarms += int(stats.get("singleton_false_alarms", 0))
+        if "singletons_judged" in stats:
+            totals.singletons_judged = bool(totals.singletons_judged) or bool(stats["singletons_judged"])
+
+
+def _refcount_line(totals: Totals) -> str:
+    """What the refcount oracle's second runs cleared, and whether None/True/False were judged at all."""
+    kept = f"{totals.kept_references} suspected leak(s) shown by a second run to be kept references"
+    if totals.singletons_judged is False:
+        return (
+            f"refcounts: {kept}; None/True/False not judged (immortal in this interpreter: an over-decref is harmless)"
+        )
+    return (
+        f"refcounts: {kept}; {totals.singleton_checks} calls judged on None/True/False "
+        f"({totals.singleton_false_alarms} losses accounted for by a second run)"
+    )
 
 
 def _minimise(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace, budget: float) -> None:
@@ -847,6 +870,7 @@ def _summary(
     print(
         f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}"
     )
+    print(_refcount_line(totals))
     for n in notes:
         print(f"note: {n}")
     if found:
@@ -880,6 +904,9 @@ def _summary(
         "native_edges": native_edges,
         "excluded": excluded,
         "masked_calls": totals.masked,
+        "kept_references": totals.kept_references,
+        "singleton_checks": totals.singleton_checks,
+        "singleton_false_alarms": totals.singleton_false_alarms,
         "notes": notes,
         "findings": [
             {

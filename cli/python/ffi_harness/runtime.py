@@ -15,12 +15,16 @@ collector has run, each watched object's count must be what its live holders
 (``gc.get_referrers``) account for, compared with a control object held the same way: more is a
 leaked reference, fewer an over-decref. What a call returns, and what a hostile dunder answers, must be
 released the same way once the program dropped it. A suspected leak is run a second time (Context.run).
+None, True and False (mortal before CPython 3.12) must not lose a reference across a call: a call that
+returns one without its own reference (`return Py_None;`) or releases one it borrowed is confirmed on a
+second run, which counts the singleton's holders around that call with gc paused.
 Crashes, sanitizer reports and hangs are judged outside the
 process (libFuzzer in the engine, the parent process for a repro).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import json
@@ -40,6 +44,22 @@ except (ImportError, AttributeError, OSError):  # pragma: no cover - no ctypes (
 _KNOWN_TYPES = (bytes, str, int, float, bytearray, tuple)
 FINDING_KINDS = ("SystemError", "PanicException", "refcount-leak", "over-decref")
 _KEEP: list[Any] = []  # objects over-decref'd during a run: kept alive forever rather than freed twice
+_NO_RESULT = object()  # what a call's result slot holds until the call returns
+_SUSPECTS = 4  # calls of one program whose singleton losses a second run looks at, in order
+
+
+def _singletons_are_mortal() -> bool:
+    """CPython 3.12+ makes None, True and False immortal: an over-decref of one is then harmless, and
+    sys.getrefcount cannot show it."""
+    before = sys.getrefcount(None)
+    held = [None] * 64
+    mortal = sys.getrefcount(None) - before == len(held)
+    del held
+    return mortal
+
+
+# The singletons whose reference counts each call is judged on (none when they are immortal).
+SINGLETONS: tuple[Any, ...] = (None, True, False) if _singletons_are_mortal() else ()
 
 
 class R:
@@ -251,6 +271,11 @@ class Context:
         self.kept_references = 0  # suspected leaks the second run showed to be kept references (see run)
         self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
         self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
+        self.singleton_checks = 0  # calls whose singleton counts were judged
+        self.singleton_false_alarms = 0  # suspected singleton over-decrefs the second run accounted for
+        self._singleton_sites: set[str] = set()  # callables a second run showed to over-decref one
+        self._probed = -1  # the probe run's verdict: the singleton index that lost a reference, or -1
+        self._racer: Any = getattr(sys.modules.get("ffi_harness_prelude"), "RacedByteArray", None)
         self.masks: dict[str, list[frozenset[str]]] = {}
         for m in plan.get("masks", []):
             for name, _recv, m_args, m_kwargs in build(m["source"], sys.modules.get("ffi_harness_prelude")):
@@ -338,12 +363,16 @@ class Context:
         for an object the second run does not reuse, stays), while a reference a binding keeps in a C
         static or a cache gc cannot see (`Py_XSETREF(hook, Py_NewRef(cb))`) is replaced or released."""
         sigs, finding = self._run_program(steps)
+        if finding is not None and "_suspects" in finding:
+            return sigs, self._confirm_singleton(steps, finding.pop("_suspects"))
         if finding is None or "_held" not in finding:
             return sigs, finding
         held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
         _again_sigs, again = self._run_program(steps)
         if reused is None:  # a returned object: the second run returned the same one (a cache) or a new one
             reused = id(held) in self._returned_ids
+        if again is not None and "_suspects" in again:
+            again = None  # this run judges the leak; a singleton suspicion is judged when it comes first
         if again is not None:
             for private in ("_held", "_excess", "_reused"):
                 again.pop(private, None)
@@ -359,7 +388,48 @@ class Context:
             self._kept_ids.add(id(held))  # a cached object returned again: not judged again (lives on)
         return sigs, None
 
-    def _run_program(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
+    def _confirm_singleton(self, steps: list[Any], suspects: list[tuple[int, int]]) -> dict[str, Any] | None:
+        """Calls seemed to take a reference from a singleton. A call may also release a holder of one (a
+        cleared attribute, a collection that gc ran in the middle of it, a first exception's lazy set-up),
+        so for each suspect in turn the program runs again up to that call, which is made with gc paused
+        and the singleton's holders counted around it: a reference that went with no holder is an
+        over-decref."""
+        for step, which in suspects:
+            if steps[step][0] in self._singleton_sites:
+                return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
+            self._probed = -1
+            self._run_program(steps, probe=step)
+            if self._probed == which:
+                self._singleton_sites.add(steps[step][0])
+                return _singleton_finding(steps, step, which)
+        self.singleton_false_alarms += 1
+        return None
+
+    def _probe_singletons(self, call: Callable[[], Any]) -> None:
+        """Make `call` with gc paused and record which singleton (if any) lost a reference that no holder
+        accounts for. Nothing here holds a singleton in a local variable: the frame of this function
+        becomes visible to gc if the call raises, and a local that it then accounts for would look like
+        a reference gone."""
+        box: list[Any] = [_NO_RESULT]  # a holder gc sees, so the returned reference is accounted for
+        paused = int(gc.isenabled())
+        gc.collect()
+        gc.disable()
+        try:
+            before = [_loose_references(s) for s in SINGLETONS]
+            try:
+                box[0] = call()
+            except BaseException:  # noqa: BLE001, S110 - only the counts matter here
+                pass
+            after = [_loose_references(s) for s in SINGLETONS]
+        finally:
+            if paused:
+                gc.enable()
+        box.clear()
+        self._probed = next((j for j in range(len(after)) if after[j] < before[j]), -1)
+
+    def _run_program(self, steps: list[Any], probe: int = -1) -> tuple[list[int], dict[str, Any] | None]:
+        """Run the program once and judge it. With `probe` >= 0 (a confirmation run), stop at that step,
+        made through _probe_singletons."""
         try:
             self._pool = pool = self._initial_pool()
         except BaseException as e:  # noqa: BLE001 - the user's setup failed this time: no instances
@@ -382,6 +452,7 @@ class Context:
         # What the calls returned that only the program owned (or owned once too often), with their steps.
         returned: list[Any] = []
         rsteps: list[int] = []
+        lost: list[tuple[int, int]] = []  # (step, singleton index): calls a singleton lost a reference in
         if prelude is not None:
             prelude.forget_answers()
 
@@ -455,6 +526,18 @@ class Context:
             stat[0] += 1
             if self.trace:
                 print(f"FFI_HARNESS_STEP {i} {name}", file=sys.stderr, flush=True)
+            if i == probe:
+                self._probe_singletons(functools.partial(target, *call_args, **call_kwargs))
+                break
+            # Singleton counts are judged unless another thread (the resizer) runs Python code meanwhile.
+            counted = bool(SINGLETONS) and not (
+                self._racer is not None and any(type(v) is self._racer for v in [*call_args, *call_kwargs.values()])
+            )
+            result = _NO_RESULT
+            before: tuple[int, ...] = ()
+            if counted:
+                self.singleton_checks += 1
+                before = _singleton_counts()
             try:
                 if prelude is None:
                     result = target(*call_args, **call_kwargs)
@@ -462,6 +545,10 @@ class Context:
                     with prelude.resized_during([*call_args, *call_kwargs.values()]):
                         result = target(*call_args, **call_kwargs)
             except BaseException as e:  # noqa: BLE001 - every exception is judged here
+                if counted:
+                    gone = _singleton_lost(before, _NO_RESULT)
+                    if gone >= 0 and len(lost) < _SUSPECTS:
+                        lost.append((i, gone))
                 stat[2] += 1
                 results.append(None)
                 tname = type(e).__name__
@@ -478,6 +565,10 @@ class Context:
                     break
                 del e
             else:
+                if counted:
+                    gone = _singleton_lost(before, result)
+                    if gone >= 0 and len(lost) < _SUSPECTS:
+                        lost.append((i, gone))
                 pending = _pending_exception()
                 if pending is not None:  # a result returned with an exception set (CPython does not always check)
                     stat[2] += 1
@@ -512,12 +603,16 @@ class Context:
         pool.clear()
         self._pool = []
         result = obj = None
+        if probe >= 0:
+            return sigs, None  # a confirmation run: its verdict is self._probed
         if finding is None and wobjs:
             finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
         if finding is None and answers:
             finding = _judge_answers(answers, asteps, steps)
         if finding is None and returned:
             finding = _judge_returned(returned, rsteps, steps)
+        if finding is None and lost:
+            finding = {"kind": "over-decref", "_suspects": lost}  # Context.run confirms one, or none
         if finding is None:
             guard.clear()
         return sigs, finding
@@ -529,6 +624,9 @@ class Context:
             "setup_failures": self.setup_failures,
             "masked": self.masked,
             "kept_references": self.kept_references,
+            "singleton_checks": self.singleton_checks,
+            "singleton_false_alarms": self.singleton_false_alarms,
+            "singletons_judged": bool(SINGLETONS),
             **extra,
         }
         tmp = f"{path}.tmp"
@@ -546,6 +644,41 @@ def _pending_exception() -> BaseException | None:
     except BaseException as e:  # noqa: BLE001 - whatever was pending
         return e
     return None
+
+
+def _singleton_counts() -> tuple[int, ...]:
+    return tuple(map(sys.getrefcount, SINGLETONS))
+
+
+def _singleton_lost(before: tuple[int, ...], result: Any) -> int:
+    """The index of the first singleton with fewer references than `before`, or -1. A returned singleton
+    is held twice more than before the call: by the caller's `result` and by this parameter. A loss is
+    kept alive here (_KEEP): a binding that returns None without a reference would otherwise free None
+    itself after enough calls."""
+    after = _singleton_counts()
+    for j in range(len(after)):
+        missing = before[j] + 2 * (result is SINGLETONS[j]) - after[j]
+        if missing > 0:
+            _KEEP.extend([SINGLETONS[j]] * missing)
+            return j
+    return -1
+
+
+def _loose_references(obj: Any) -> int:
+    """References to `obj` that no gc-tracked object accounts for (C statics, frames, untracked tuples)."""
+    return sys.getrefcount(obj) - _holders(obj)
+
+
+def _singleton_finding(steps: list[Any], step: int, which: int) -> dict[str, Any]:
+    name = steps[step][0]
+    return {
+        "kind": "over-decref",
+        "site": name,
+        "step": step,
+        "detail": f"step {step} left {SINGLETONS[which]!r} with a reference fewer than it found it (returned "
+        f"without a reference of its own, as `return Py_None;` does, or a borrowed one released)",
+        "key": f"over-decref:{name}",
+    }
 
 
 def _rc_at(objs: list[Any], idx: int) -> int:

@@ -9,7 +9,7 @@ started last, its report is cut from the worker's log, and a new worker starts a
 already judged are deselected). A clean suite costs one process; each crash costs one re-collection.
 
 Exit status: 0 when every test passed, was skipped or xfailed ("not repeatable" is reported, not a
-failure); 1 on any failed test, collection error, LEAK, CRASH or HANG; 2 on a usage error, when no
+failure); 1 on any failed test, collection error, LEAK, OVER-DECREF, CRASH or HANG; 2 on a usage error, when no
 test was collected, or when every test was skipped (nothing was exercised).
 """
 
@@ -46,7 +46,7 @@ POLL = 0.2  # seconds between two reads of the worker's events
 SUMMARY_LINES = 15  # the summary stays one screen: the verdict lines above list everything
 
 OK_VERDICTS = ("passed", "skipped", "xfailed", "xpassed", "not repeatable")
-BAD_VERDICTS = ("failed", "error", "LEAK", "CRASH", "HANG")
+BAD_VERDICTS = ("failed", "error", "LEAK", "OVER-DECREF", "CRASH", "HANG")
 
 # An instrumented extension imported without its sanitizer runtime fails on one of these symbols.
 SANITIZER_SYMBOL = re.compile(r"undefined symbol: __(asan|ubsan|sancov|sanitizer)_")
@@ -106,7 +106,7 @@ class Verdict:
     def __init__(
         self,
         nodeid: str,
-        verdict: str,  # passed | failed | skipped | xfailed | xpassed | error | not repeatable | LEAK | CRASH | HANG
+        verdict: str,  # passed | failed | skipped | xfailed | xpassed | error | not repeatable | LEAK | OVER-DECREF | CRASH | HANG
         detail: str = "",
         report: str = "",  # crash report / failure text (printed under the line, capped)
         duration: float = 0.0,
@@ -142,8 +142,9 @@ def _from_result(ev: dict[str, Any]) -> Verdict:
         v.detail = text.strip().splitlines()[-1][:160] if text.strip() else ""
     leaks: dict[str, list[int]] = ev.get("leaks") or {}
     if leaks:
-        v.verdict = "LEAK"
-        v.detail = "  ".join(f"{k} {'/'.join(f'+{d}' for d in ds)}" for k, ds in leaks.items())
+        # A singleton that loses a reference every round is over-decref'd (the worker's lost_refs:None).
+        v.verdict = "OVER-DECREF" if any(k.startswith("lost_refs:") for k in leaks) else "LEAK"
+        v.detail = "  ".join(f"{k} {'/'.join(f'{d:+d}' for d in ds)}" for k, ds in leaks.items())
     elif ev.get("not_repeatable"):
         v.verdict = "not repeatable"
         v.detail = str(ev["not_repeatable"])
@@ -640,15 +641,27 @@ def summary(run: Run, elapsed: float, args: argparse.Namespace) -> tuple[str, in
             f"{e['id']}  error  (collection)  {e['longrepr'].strip().splitlines()[-1][:160] if e['longrepr'].strip() else ''}"
         )
     nr = [v for v in run.verdicts.values() if v.verdict == "not repeatable"]
-    rank = {"CRASH": 0, "HANG": 1, "error": 2, "failed": 3, "LEAK": 4}
-    listed = sorted(bad, key=lambda v: rank.get(v.verdict, 5)) + nr
+    rank = {"CRASH": 0, "HANG": 1, "error": 2, "failed": 3, "OVER-DECREF": 4, "LEAK": 5}
+    listed = sorted(bad, key=lambda v: rank.get(v.verdict, 6)) + nr
     for v in listed[:SUMMARY_LINES]:
         out.append(v.line())
     if len(listed) > SUMMARY_LINES:
         out.append(f"... and {len(listed) - SUMMARY_LINES} more (every verdict line is above)")
     if run.session_problem:
         out.append("session: " + run.session_problem.splitlines()[0])
-    order = ["passed", "failed", "error", "skipped", "xfailed", "xpassed", "not repeatable", "LEAK", "CRASH", "HANG"]
+    order = [
+        "passed",
+        "failed",
+        "error",
+        "skipped",
+        "xfailed",
+        "xpassed",
+        "not repeatable",
+        "LEAK",
+        "OVER-DECREF",
+        "CRASH",
+        "HANG",
+    ]
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
     if run.collect_errors:
         parts.append(f"{len(run.collect_errors)} collection error(s)")
@@ -704,7 +717,7 @@ def write_junit(path: str, run: Run, elapsed: float) -> None:
         parts = v.nodeid.split("::")
         classname = ".".join([parts[0].removesuffix(".py").replace("/", "."), *parts[1:-1]])
         body = ""
-        if v.verdict in ("failed", "LEAK", "CRASH", "HANG", "error"):
+        if v.verdict in ("failed", "LEAK", "OVER-DECREF", "CRASH", "HANG", "error"):
             kind = "error" if v.verdict in ("CRASH", "HANG", "error") else "failure"
             if kind == "error":
                 errors += 1

@@ -22,7 +22,10 @@ followed by the same cleanup (interpreter and stdlib caches cleared, ``gc.collec
 allocated blocks, gc-tracked objects, open fds, threads (OS tasks: native threads count),
 ``sys.gettotalrefcount()`` on a debug build, plus every ``ffi_harness_counters()`` function defined by a
 loaded conftest (documented hook: it returns ``dict[str, int]`` of native counters that must not grow,
-e.g. live handles). A metric leaks when its delta is >= 1 in every measured round.
+e.g. live handles). A metric leaks when its delta is >= 1 in every measured round. ``lost_refs:None``
+(and True, False; before CPython 3.12, where they are mortal) counts references the singleton lost: a
+test that loses one in every round but the first (see _Meter.leaks) calls code that over-decrefs it
+(``return Py_None;``), which kills the interpreter once the count reaches zero.
 """
 
 from __future__ import annotations
@@ -229,6 +232,19 @@ def _cleanup() -> None:
     gc.collect()
 
 
+def _mortal_singletons() -> tuple[Any, ...]:
+    """None, True and False when they are mortal (CPython 3.12+ makes them immortal: an over-decref is
+    then harmless, and their counts never move)."""
+    before = sys.getrefcount(None)
+    held = [None] * 64
+    mortal = sys.getrefcount(None) - before == len(held)
+    del held
+    return (None, True, False) if mortal else ()
+
+
+SINGLETONS = _mortal_singletons()
+
+
 def _counter_hooks(config: pytest.Config) -> list[Callable[[], dict[str, int]]]:
     hooks = []
     for plugin in config.pluginmanager.get_plugins():
@@ -275,6 +291,7 @@ class _Meter:
         if hasattr(sys, "gettotalrefcount"):
             self.names.append("refs")
         self.names += ["gc_objects", "fds", "threads"]
+        self.names += [f"lost_refs:{s!r}" for s in SINGLETONS]
         for hook in self.hooks:
             self.names += [f"native:{k}" for k in sorted(hook())]
         n = len(self.names)
@@ -302,6 +319,9 @@ class _Meter:
         out[i + 1] = len(os.listdir("/proc/self/fd"))
         out[i + 2] = len(os.listdir("/proc/self/task"))
         i += 3
+        for s in SINGLETONS:  # counted down: a reference lost every round is a delta of +1
+            out[i] = -sys.getrefcount(s)
+            i += 1
         for name in self.names[i:]:
             out[i] = int(native.get(name[len("native:") :], 0))
             i += 1
@@ -319,11 +339,14 @@ class _Meter:
             self.before[j] = self.after[j]
 
     def leaks(self) -> dict[str, list[int]]:
-        return {
-            name: list(self.deltas[j])
-            for j, name in enumerate(self.names)
-            if all(d >= MIN_GROWTH.get(name, 1) for d in self.deltas[j])
-        }
+        out = {}
+        for j, name in enumerate(self.names):
+            # The first measured round gains a reference or two to None on every test (the bookkeeping's
+            # own), which would hide a loss: a singleton's losses are judged on the rounds after it.
+            judged = self.deltas[j][1:] if name.startswith("lost_refs:") else self.deltas[j]
+            if judged and all(d >= MIN_GROWTH.get(name, 1) for d in judged):
+                out[name] = list(self.deltas[j])
+        return out
 
     def table(self) -> dict[str, list[int]]:
         return {name: list(self.deltas[j]) for j, name in enumerate(self.names)}

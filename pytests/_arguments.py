@@ -136,15 +136,32 @@ def bad_values(kind: str) -> list[Refusal]:
     return out
 
 
+SINGLETONS = (None, True, False)
+
+
+def singleton_counts() -> list[int]:
+    return [sys.getrefcount(s) for s in SINGLETONS]
+
+
+def assert_singletons_kept(what: str, before: list[int], n: int) -> None:
+    """After n calls, None, True and False hold at least the references they held before: C that returns
+    one without its own reference (`return Py_None;`) or releases a borrowed one takes one per call, and
+    the interpreter aborts once the count reaches zero. (Before CPython 3.12; from 3.12 they are immortal,
+    their counts never move, and the bug is harmless.)"""
+    lost = {repr(s): b - a for s, b, a in zip(SINGLETONS, before, singleton_counts()) if b - a >= n // 2}
+    assert not lost, f"{what}: references taken from singletons in {n} calls: {lost} (an over-decref)"
+
+
 def assert_refusals_keep_nothing(what: str, call: Callable[[], Any], n: int = 200) -> None:
     """The same refused call, n times on this thread: an object kept per refusal (an int made from
-    __index__, an exception's args) shows as n more allocated blocks; noise is a handful."""
+    __index__, an exception's args) shows as n more allocated blocks; noise is a handful. No singleton
+    loses a reference on the way (assert_singletons_kept)."""
     if not hasattr(sys, "getallocatedblocks"):
         return
     for _ in range(3):  # warm caches (interned strings, type caches) before counting
         with pytest.raises(Exception):  # noqa: B017 - judged above; here only what stays behind
             call()
-    before = sys.getallocatedblocks()
+    before, singletons = sys.getallocatedblocks(), singleton_counts()
     for _ in range(n):
         try:
             call()
@@ -152,6 +169,7 @@ def assert_refusals_keep_nothing(what: str, call: Callable[[], Any], n: int = 20
             pass
     grown = sys.getallocatedblocks() - before
     assert grown < n // 2, f"{what}: {grown} more allocated blocks after {n} refusals (one kept per call?)"
+    assert_singletons_kept(what, singletons, n)
 
 
 def accepted_values(kind: str) -> list[tuple[str, Callable[[Path], Any]]]:
@@ -184,14 +202,16 @@ def accepted_values(kind: str) -> list[tuple[str, Callable[[Path], Any]]]:
 
 def assert_calls_keep_nothing(what: str, once: Callable[[], Any], held: list[Any], n: int = 200) -> None:
     """The same good call, n times: an int a conversion made from __index__ (or the str __fspath__ gave)
-    and kept on the way to C shows as n more allocated blocks, and a reference kept to an object in `held`
-    (the argument, each value of a mapping argument) as n more references to it."""
+    and kept on the way to C shows as n more allocated blocks, a reference kept to an object in `held`
+    (the argument, each value of a mapping argument) as n more references to it, and one taken from None
+    (a `return Py_None;`) as n fewer references to None."""
     for _ in range(3):  # warm caches (interned strings, type caches) before counting
         once()
-    refs, blocks = [sys.getrefcount(x) for x in held], sys.getallocatedblocks()
+    refs, blocks, singletons = [sys.getrefcount(x) for x in held], sys.getallocatedblocks(), singleton_counts()
     for _ in range(n):
         once()
     grown = sys.getallocatedblocks() - blocks
     kept = [after - before for before, after in zip(refs, [sys.getrefcount(x) for x in held])]
     assert not any(kept), f"{what}: references kept to {held!r}: {kept}"
     assert grown < n // 2, f"{what}: {grown} more allocated blocks after {n} calls (one kept per call?)"
+    assert_singletons_kept(what, singletons, n)

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from _arguments import assert_refusals_keep_nothing
+from _arguments import assert_refusals_keep_nothing, assert_singletons_kept, singleton_counts
 
 HERE = Path(__file__).resolve().parent
 CONSUMER_DIR = HERE / "bindings" / "capsule_consumer"
@@ -134,6 +134,22 @@ def test_a_handle_through_the_capsule_is_the_same_store(native: Any, consumer: A
         assert conn.get(b"b") == b"2" and consumer.count(conn) == 2
     with native.connect(store_path) as again:
         assert sorted(again.items()) == [(b"a", b"1"), (b"b", b"2")]
+
+
+def test_what_returns_none_gives_the_caller_a_reference_to_it(native: Any, consumer: Any, store_path: str) -> None:
+    # `return Py_None;` instead of Py_RETURN_NONE takes a reference from None on every call (fatal once
+    # None's count reaches zero, before CPython 3.12).
+    data = bytearray(64)
+    with native.connect(store_path) as conn:
+        for name, call in [
+            ("process", lambda: consumer.process(data)),
+            ("put", lambda: consumer.put(conn, b"k", b"v")),
+        ]:
+            assert call() is None
+            before = singleton_counts()
+            for _ in range(200):
+                call()
+            assert_singletons_kept(name, before, 200)
 
 
 def test_the_version_is_the_exporters(native: Any, consumer: Any) -> None:

@@ -174,6 +174,25 @@ def test_a_worker_that_does_not_exit_after_the_suite_is_killed_and_named(tmp_pat
     assert any(line.endswith("passed") or "  passed" in line for line in verdicts.values()), out
 
 
+def test_a_suite_whose_collection_hangs_is_killed_and_named(tmp_path: Path) -> None:
+    # An import that never returns (here a lock taken twice at module level) would keep the session
+    # waiting forever: the worker is killed after --collect-timeout, with every thread's stack.
+    (tmp_path / "test_hangs_on_import.py").write_text(
+        "import threading\n\n_lock = threading.Lock()\n_lock.acquire()\n_lock.acquire()\n\n\n"
+        "def test_never_collected():\n    pass\n"
+    )
+    rc, out, _ = harness(None, "--collect-timeout", "2", "--", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
+    assert rc == 1, out
+    assert "did not collect the suite within 2 s (killed; every thread's stack is below)" in out, out
+    assert "test_hangs_on_import.py" in out, out  # the stuck import, in the dumped stack
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_bad_collect_timeout_is_a_usage_error(value: str) -> None:
+    rc, out, _ = harness(None, f"--collect-timeout={value}", "--", "tests")
+    assert rc == 2 and "--collect-timeout must be > 0" in out, out
+
+
 def test_a_suite_whose_every_test_is_skipped_exercised_nothing(tmp_path: Path) -> None:
     (tmp_path / "test_all_skip.py").write_text(
         "import pytest\n\n\n@pytest.mark.skip(reason='not here')\ndef test_one():\n    pass\n\n\n"

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_LEAKS = (2, 4)
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_COLLECT_TIMEOUT = 300.0  # importing the test modules: an import that deadlocks never ends
 KILL_GRACE = 10.0  # after --timeout the worker gets SIGABRT (faulthandler dumps its stacks), then SIGKILL
 PLUGIN_NAME = "ffi_harness_pytest_plugin"
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "_pytest_worker")
@@ -88,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help="per-test timeout in seconds, per run under --leaks (default %(default)g): past it, HANG",
+    )
+    parser.add_argument(
+        "--collect-timeout",
+        type=float,
+        default=DEFAULT_COLLECT_TIMEOUT,
+        metavar="S",
+        help="seconds a worker may take to start and collect the suite (default %(default)g): past it, every "
+        "thread's stack is dumped and the session is a failure",
     )
     parser.add_argument("--junit", metavar="FILE", help="write the verdicts as JUnit XML")
     parser.add_argument("--logs", metavar="DIR", help="keep the workers' logs (and crash reports) in DIR")
@@ -401,7 +410,10 @@ class Runner:
             )
         current: str | None = None
         marker_offset = 0
-        deadline: float | None = None
+        # Start-up and collection get their own watchdog: an import that deadlocks (a lock taken at module
+        # level, a native init waiting for a thread) would otherwise keep the session waiting forever.
+        deadline: float | None = time.monotonic() + self.args.collect_timeout
+        collecting = True
         hung = False
         native = ""
         done = False
@@ -421,6 +433,7 @@ class Runner:
                         ev = json.loads(raw)
                         kind = ev["ev"]
                         if kind == "collected":
+                            collecting = False
                             for nid in ev["ids"]:
                                 if nid not in self.run.verdicts:
                                     self.run.collected[nid] = None
@@ -459,6 +472,8 @@ class Runner:
             proc.wait()
             raise
         rc = proc.wait()
+        # The worker's own last words (faulthandler's Python stacks) before the native report goes after them.
+        tail = "" if done or current is not None else _read_from(self.log_path, 0)[-4000:]
         if hung and native:  # into the worker's log, after its own last words: kept with --logs
             with open(self.log_path, "a", encoding="utf-8") as log_text:
                 log_text.write("\n--- native (ffi-harness, while the test was stuck) ---\n" + native)
@@ -467,10 +482,13 @@ class Runner:
             self._emit(_death_verdict(current, rc, report, hung, self.args.timeout))
             return False
         if not done:
-            tail = _read_from(self.log_path, 0)[-4000:]
-            self.run.session_problem = (
-                f"the pytest worker ended outside any test ({SIGNALS.get(rc, f'exit status {rc}')}):\n{tail}"
+            why = (
+                f"did not collect the suite within {self.args.collect_timeout:g} s (killed; every thread's stack "
+                "is below)"
+                if hung and collecting
+                else f"ended outside any test ({SIGNALS.get(rc, f'exit status {rc}')})"
             )
+            self.run.session_problem = f"the pytest worker {why}:\n{tail}"
             # Carry on after the last judged test, as long as workers make progress.
             judged = len(self.run.verdicts)
             progressed = judged > self.judged_before
@@ -750,8 +768,8 @@ def run(args: argparse.Namespace) -> int:
     if pa and pa[0] == "--":
         pa = pa[1:]
     args.pytest_args = pa
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be > 0")
+    if not args.timeout > 0 or not args.collect_timeout > 0:  # `not >` refuses nan too
+        raise UsageError("--timeout and --collect-timeout must be > 0")
     if any(a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n=", "--numprocesses=")) for a in pa):
         raise UsageError("pytest-xdist (-n) cannot be combined: ffi-harness test runs the tests in its own worker")
     setup = prepare(args)

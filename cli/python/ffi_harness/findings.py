@@ -47,6 +47,7 @@ class Verdict:
     step: int | None = None
     returncode: int = 0
     output: str = ""
+    location: str = ""  # file:line of the sanitizer's report, when it names one
 
     @property
     def reproduced(self) -> bool:
@@ -80,6 +81,28 @@ class Finding:
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.site}"
+
+    @property
+    def location(self) -> str:
+        return self.verdict.location if self.verdict is not None else ""
+
+
+def same_bug(findings: list[Finding]) -> dict[str, Finding]:
+    """Findings that are one bug reported several ways, by key: each later finding whose sanitizer report
+    names the same function and source line as an earlier one (a read past a table's end is a
+    heap-buffer-overflow near it, a use-after-free or a SEGV farther away: three kinds, one line) maps to
+    that first finding. `findings` in the order they were found."""
+    first: dict[tuple[str, str], Finding] = {}
+    out: dict[str, Finding] = {}
+    for f in findings:
+        if not f.location:
+            continue
+        where = (f.site, f.location)
+        if where in first:
+            out[f.key] = first[where]
+        else:
+            first[where] = f
+    return out
 
 
 def prelude_source() -> str:
@@ -181,16 +204,18 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
         kind = m.group(2)  # the SUMMARY's bug type: heap-use-after-free, bad-free, double-free, ...
         if kind in ("unknown-crash", "") and (err := _ASAN_ERROR.search(stderr)):
             kind = err.group(1)
-        func = m.group(4)
+        func, location = m.group(4), _line_of(m.group(3))
         if not func or func in _NOISE_FUNCS or func.startswith("__"):
-            func = _first_frame(stderr) or func or last_step[1]
-        return Verdict(kind, func, m.group(0), last_step[0], returncode, out)
+            # A SEGV's summary names the signal path (pthread_kill); the bug is the first frame past it.
+            frame = _first_frame_at(stderr)
+            func, location = frame if frame else (func or last_step[1], "")
+        return Verdict(kind, func, m.group(0), last_step[0], returncode, out, location)
     u = _UBSAN.search(stderr)
     if u or (m and m.group(1) == "UndefinedBehaviorSanitizer"):
         func = _first_frame(stderr) or last_step[1]
         detail = u.group(3) if u else m.group(0) if m else ""
         kind = "ubsan:" + re.sub(r"[^a-z]+", "-", detail.split(" ")[0].lower()).strip("-") if u else "ubsan"
-        return Verdict(kind, func, detail, last_step[0], returncode, out)
+        return Verdict(kind, func, detail, last_step[0], returncode, out, f"{u.group(1)}:{u.group(2)}" if u else "")
     if timed_out or "Timeout (" in stderr or "ALARM: working on the last Unit" in stderr:
         return Verdict(
             "hang",
@@ -242,14 +267,27 @@ _NOISE_PLACES = ("libclang_rt", "libc.so", "nptl/", "signal/", "sysdeps/", "faul
 
 
 def _first_frame(stderr: str) -> str | None:
-    """The first stack frame outside the sanitizer runtime, libc and the signal path."""
+    """The function of the first stack frame outside the sanitizer runtime, libc and the signal path."""
+    frame = _first_frame_at(stderr)
+    return frame[0] if frame else None
+
+
+def _first_frame_at(stderr: str) -> tuple[str, str] | None:
+    """The first stack frame outside the sanitizer runtime, libc and the signal path: (function, file:line)."""
     for func, where in _FRAME.findall(stderr):
         if any(p in where for p in _NOISE_PLACES) or func in _NOISE_FUNCS:
             continue
         if func.startswith(("__asan", "__interceptor", "__sanitizer", "__ubsan", "__GI_")):
             continue
-        return func
+        return func, _line_of(where)
     return None
+
+
+def _line_of(where: str) -> str:
+    """file:line of a report's file:line:column (empty for a module+offset such as `(libc.so.6+0x3c04f)`)."""
+    if where.startswith("(") or ":" not in where:
+        return ""
+    return where.rsplit(":", 1)[0] if where.count(":") >= 2 else where
 
 
 def run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> Verdict:

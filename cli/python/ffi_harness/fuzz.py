@@ -873,9 +873,14 @@ def _summary(
     print(_refcount_line(totals))
     for n in notes:
         print(f"note: {n}")
+    in_order = sorted(found.values(), key=lambda x: x.found_after)
+    duplicates = fnd.same_bug(in_order)
     if found:
-        print(f"findings: {len(found)}")
-        for f in sorted(found.values(), key=lambda x: x.found_after):
+        bugs = len(found) - len(duplicates)
+        print(f"findings: {len(found)}" + (f" reports of {bugs} bugs" if duplicates else ""))
+        for f in in_order:
+            if f.key in duplicates:
+                continue
             status = "reproduces" if f.reproduced else "NOT reproduced"
             print(
                 f"  [{f.kind}] {f.site} (callable {f.callable}) after {f.found_after:.1f} s — {status}, "
@@ -885,6 +890,9 @@ def _summary(
                 print(f"      {(f.verdict.detail if f.verdict is not None and f.verdict.detail else f.detail)[:160]}")
             for n in f.notes:
                 print(f"      {n}")
+            for d in in_order:
+                if duplicates.get(d.key) is f:
+                    print(f"      the same line also reported as {d.kind} after {d.found_after:.1f} s: {d.repro}")
     else:
         print("findings: none")
     summary = {
@@ -918,6 +926,8 @@ def _summary(
                 "repro": str(f.repro),
                 "reproduced": f.reproduced,
                 "steps": f.minimised_steps,
+                "location": f.location,
+                "same_bug_as": duplicates[f.key].key if f.key in duplicates else None,
             }
             for f in found.values()
         ],

@@ -1,0 +1,47 @@
+"""findings.same_bug: one out-of-range read reported as three sanitizer kinds (a heap-buffer-overflow near
+the table, a use-after-free and a UBSan pointer overflow farther away) is one bug, told by the function and
+source line the reports name; reports of other lines, or with no line (the in-process oracles), stay
+apart."""
+
+from __future__ import annotations
+
+from ffi_harness import findings as fnd
+
+ASAN = """==1==ERROR: AddressSanitizer: {kind} on address 0x50c00005ef00
+    #0 0x7f in table_get /src/buggy.c:56:28
+SUMMARY: AddressSanitizer: {kind} /src/buggy.c:56:28 in table_get
+"""
+# A SEGV's summary names the signal path; the first frame past it is the read.
+SEGV = """==1==ERROR: AddressSanitizer: SEGV on unknown address 0x5a2e7f4fd878
+    #0 0x7f5c in __pthread_kill_implementation nptl/pthread_kill.c:44:76
+    #1 0x7f5c in raise signal/../sysdeps/posix/raise.c:26:13
+    #2 0x7f5c  (/lib/x86_64-linux-gnu/libc.so.6+0x3c04f) (BuildId: 93ac61ec)
+    #3 0x7f5c in table_get /src/buggy.c:56:28
+SUMMARY: AddressSanitizer: SEGV nptl/pthread_kill.c:44:76 in __pthread_kill_implementation
+"""
+UBSAN = "/src/buggy.c:56:28: runtime error: subtraction of unsigned offset from 0x50c0 overflowed to 0x1198\n"
+
+
+def _finding(stderr: str, after: float) -> fnd.Finding:
+    v = fnd.classify_output(1, "", stderr)
+    f = fnd.Finding(v.kind, v.site, v.site, v.detail, [], "crash", found_after=after)
+    f.verdict = v
+    return f
+
+
+def test_reports_of_one_line_are_one_bug() -> None:
+    near = _finding(ASAN.format(kind="heap-buffer-overflow"), 0.7)
+    far = _finding(ASAN.format(kind="heap-use-after-free"), 17.8)
+    wrapped = _finding(UBSAN + "    #0 0x7f in table_get /src/buggy.c:56:28\n", 33.6)
+    other = _finding(ASAN.format(kind="heap-use-after-free").replace("56:28", "158:17").replace("table_get", "incr"), 9)
+    faulted = _finding(SEGV, 18.8)
+    oracle = fnd.Finding("over-decref", "table_find", "table_find", "", [], "oracle")
+    assert (near.location, wrapped.location, other.location) == (
+        "/src/buggy.c:56",
+        "/src/buggy.c:56",
+        "/src/buggy.c:158",
+    )
+    assert (near.kind, far.kind, wrapped.kind) == ("heap-buffer-overflow", "heap-use-after-free", "ubsan:subtraction")
+    assert (faulted.kind, faulted.site, faulted.location) == ("SEGV", "table_get", "/src/buggy.c:56")
+    same = fnd.same_bug([near, oracle, other, far, faulted, wrapped])
+    assert same == {far.key: near, faulted.key: near, wrapped.key: near}

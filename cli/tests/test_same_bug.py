@@ -1,7 +1,7 @@
 """findings.same_bug: one out-of-range read reported as three sanitizer kinds (a heap-buffer-overflow near
 the table, a use-after-free and a UBSan pointer overflow farther away) is one bug, told by the function and
-source line the reports name; reports of other lines, or with no line (the in-process oracles), stay
-apart."""
+source line the reports name; reports of other lines, with no line (the in-process oracles), or of
+arithmetic on the same line (a signed overflow) stay apart."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ SEGV = """==1==ERROR: AddressSanitizer: SEGV on unknown address 0x5a2e7f4fd878
     #3 0x7f5c in table_get /src/buggy.c:56:28
 SUMMARY: AddressSanitizer: SEGV nptl/pthread_kill.c:44:76 in __pthread_kill_implementation
 """
+SIGNED = "signed integer overflow: -3978709922706044807 + -5353172792176656687 cannot be represented in type 'long'"
 UBSAN = "/src/buggy.c:56:28: runtime error: subtraction of unsigned offset from 0x50c0 overflowed to 0x1198\n"
 
 
@@ -35,6 +36,7 @@ def test_reports_of_one_line_are_one_bug() -> None:
     wrapped = _finding(UBSAN + "    #0 0x7f in table_get /src/buggy.c:56:28\n", 33.6)
     other = _finding(ASAN.format(kind="heap-use-after-free").replace("56:28", "158:17").replace("table_get", "incr"), 9)
     faulted = _finding(SEGV, 18.8)
+    overflow = _finding(UBSAN.replace("subtraction of unsigned offset from 0x50c0 overflowed to 0x1198", SIGNED), 39)
     oracle = fnd.Finding("over-decref", "table_find", "table_find", "", [], "oracle")
     assert (near.location, wrapped.location, other.location) == (
         "/src/buggy.c:56",
@@ -43,5 +45,6 @@ def test_reports_of_one_line_are_one_bug() -> None:
     )
     assert (near.kind, far.kind, wrapped.kind) == ("heap-buffer-overflow", "heap-use-after-free", "ubsan:subtraction")
     assert (faulted.kind, faulted.site, faulted.location) == ("SEGV", "table_get", "/src/buggy.c:56")
-    same = fnd.same_bug([near, oracle, other, far, faulted, wrapped])
+    assert overflow.kind == "ubsan:signed" and overflow.location == near.location  # arithmetic: another bug
+    same = fnd.same_bug([near, oracle, other, far, faulted, overflow, wrapped])
     assert same == {far.key: near, faulted.key: near, wrapped.key: near}

@@ -87,15 +87,20 @@ class Finding:
         return self.verdict.location if self.verdict is not None else ""
 
 
+# UBSan's pointer-overflow reports ("subtraction of unsigned offset from 0x... overflowed"): a bad memory
+# access seen before it happens, like ASan's reports. Other UBSan kinds (a signed overflow) are other bugs.
+_POINTER_UBSAN = ("ubsan:addition", "ubsan:subtraction", "ubsan:applying", "ubsan:pointer")
+
+
 def same_bug(findings: list[Finding]) -> dict[str, Finding]:
-    """Findings that are one bug reported several ways, by key: each later finding whose sanitizer report
-    names the same function and source line as an earlier one (a read past a table's end is a
-    heap-buffer-overflow near it, a use-after-free or a SEGV farther away: three kinds, one line) maps to
-    that first finding. `findings` in the order they were found."""
+    """Findings that are one bad memory access reported several ways, by key: each later finding whose
+    sanitizer report names the same function and source line as an earlier one (a read past a table's end
+    is a heap-buffer-overflow near it, a use-after-free, a SEGV or a UBSan pointer overflow farther away:
+    several kinds, one line) maps to that first finding. `findings` in the order they were found."""
     first: dict[tuple[str, str], Finding] = {}
     out: dict[str, Finding] = {}
     for f in findings:
-        if not f.location:
+        if not f.location or (f.kind.startswith("ubsan") and f.kind not in _POINTER_UBSAN):
             continue
         where = (f.site, f.location)
         if where in first:

@@ -139,6 +139,24 @@ def test_uninstrumented_build_says_so_and_runs(buggy_plain: Path, tmp_path: Path
     assert ("SystemError", "describe") in {(f["kind"], f["site"]) for f in data["findings"]}
 
 
+def test_an_engine_that_dies_with_nothing_to_replay_is_a_problem_not_a_clean_run(
+    buggy_plain: Path, tmp_path: Path
+) -> None:
+    # The process ends mid-run with no sanitizer report and no crash artifact (here the setup, which runs
+    # before every program, calls os._exit the 300th time: in an engine run, not while probing the setup):
+    # no input reproduces it, so it is not a finding, but the run was not clean either.
+    setup = tmp_path / "setup.py"
+    setup.write_text(
+        "import builtins\nimport os\n\n"
+        "builtins._setups = getattr(builtins, '_setups', 0) + 1\n"
+        "if builtins._setups == 300:\n    os._exit(7)\n"
+    )
+    p, data = _fuzz(buggy_plain, tmp_path, "buggy", "--setup", str(setup), "--max-time", "4", "--only", "add")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "PROBLEM: engine run 1 exited with status 7 without a crash report or an input to replay" in p.stdout
+    assert data["problems"] and not data["findings"], data
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
     [("json", "pure Python"), ("no_such_module_xyz", "no module named"), ("buggy", "no callable named")],

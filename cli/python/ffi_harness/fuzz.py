@@ -10,7 +10,9 @@
    crash site seen twice has its callable left out of the restarted jobs (said in the summary).
 4. Every finding gets a standalone repro-*.py, checked by running it, then minimised.
 
-Exit status: 0 no finding; 1 finding(s); 2 usage or set-up error, or a run that exercised nothing.
+Exit status: 0 no finding; 1 finding(s), or an engine run that died or hung with nothing to replay (a
+PROBLEM line: no input reproduces it, but the run was not clean); 2 usage or set-up error, or a run that
+exercised nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -97,6 +100,7 @@ MASK_AFTER_REPEATS = 3
 # One crash site may be reached in several shapes: each gets its mask, up to this many per callable.
 MASKS_PER_CRASH = 3
 REPEATS_BEFORE_EXCLUSION = 8
+ENGINE_GRACE = 30.0  # seconds an engine run may outlive its time limit (plus --timeout) before it is killed
 # Minimisation for a mask runs while the engines run on; bounded so the loop gets back to them.
 MASK_MINIMISE_TIME = 15.0
 
@@ -125,6 +129,7 @@ class EngineRun:
     execs: int = 0
     cov: int = 0
     ft: int = 0
+    killed: bool = False  # by us: it outlived its time limit by the timeout and a grace
 
 
 @dataclass
@@ -139,6 +144,9 @@ class Totals:
     singleton_checks: int = 0
     singleton_false_alarms: int = 0
     singletons_judged: bool | None = None  # None: no engine run reported (False: immortal singletons)
+    # Engine runs that died or hung with nothing to replay (no crash artifact): not findings, since no
+    # input reproduces them, but never a clean run either.
+    problems: list[str] = field(default_factory=list)
 
 
 def resolve_target(module: str, python: str) -> Target:
@@ -465,7 +473,8 @@ def run(args: argparse.Namespace) -> int:
             for job, er in list(active.items()):
                 rc = er.proc.poll()
                 if rc is None:
-                    if time.monotonic() > deadline + args.timeout + 30:
+                    if time.monotonic() > deadline + args.timeout + ENGINE_GRACE:
+                        er.killed = True
                         er.proc.kill()
                     continue
                 er.ended = time.monotonic()
@@ -544,8 +553,17 @@ def run(args: argparse.Namespace) -> int:
                             f"{f.callable} left out of later runs after its {f.kind} "
                             f"{'(a hang costs the whole timeout)' if f.kind == 'hang' else f'repeated {crash_counts[f.key]} times'}"
                         )
-                if rc != 0 and not new and time.monotonic() < deadline - 1:
-                    notes.append(f"engine run {er.index} exited with status {rc} without an artifact (log: {er.log})")
+                if er.killed:
+                    totals.problems.append(
+                        f"engine run {er.index} did not end within {args.timeout + ENGINE_GRACE:g} s of its time "
+                        "limit and was killed: a hang outside any input (at exit: a thread the module started, an "
+                        f"atexit handler...; log: {er.log})"
+                    )
+                elif rc != 0 and not new:
+                    how = f"was killed by {_signal_name(-rc)}" if rc < 0 else f"exited with status {rc}"
+                    totals.problems.append(
+                        f"engine run {er.index} {how} without a crash report or an input to replay (log: {er.log})"
+                    )
                 start(job)
                 # Masks that need a minimised crash are shaped while the engine runs on (a minimisation
                 # takes seconds; an idle engine would waste them), and apply from the next engine run.
@@ -873,6 +891,8 @@ def _summary(
     print(_refcount_line(totals))
     for n in notes:
         print(f"note: {n}")
+    for problem in totals.problems:
+        print(f"PROBLEM: {problem}")
     in_order = sorted(found.values(), key=lambda x: x.found_after)
     duplicates = fnd.same_bug(in_order)
     if found:
@@ -912,6 +932,7 @@ def _summary(
         "native_edges": native_edges,
         "excluded": excluded,
         "masked_calls": totals.masked,
+        "problems": totals.problems,
         "kept_references": totals.kept_references,
         "singleton_checks": totals.singleton_checks,
         "singleton_false_alarms": totals.singleton_false_alarms,
@@ -941,7 +962,14 @@ def _summary(
             f"{Path(args.artifacts) / '.work' / 'logs'})"
         )
         return EXIT_USAGE
-    return EXIT_FINDINGS if found else EXIT_CLEAN
+    return EXIT_FINDINGS if found or totals.problems else EXIT_CLEAN
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

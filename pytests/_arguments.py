@@ -139,6 +139,13 @@ def bad_values(kind: str) -> list[Refusal]:
 SINGLETONS = (None, True, False)
 
 
+def singletons_are_mortal() -> bool:
+    """False from CPython 3.12, where None, True and False are immortal: their counts never move."""
+    before = sys.getrefcount(None)
+    held = [None] * 64
+    return sys.getrefcount(None) - before == len(held)
+
+
 def singleton_counts() -> list[int]:
     return [sys.getrefcount(s) for s in SINGLETONS]
 

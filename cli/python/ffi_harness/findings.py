@@ -93,16 +93,18 @@ _POINTER_UBSAN = ("ubsan:addition", "ubsan:subtraction", "ubsan:applying", "ubsa
 
 
 def same_bug(findings: list[Finding]) -> dict[str, Finding]:
-    """Findings that are one bad memory access reported several ways, by key: each later finding whose
-    sanitizer report names the same function and source line as an earlier one (a read past a table's end
-    is a heap-buffer-overflow near it, a use-after-free, a SEGV or a UBSan pointer overflow farther away:
-    several kinds, one line) maps to that first finding. `findings` in the order they were found."""
-    first: dict[tuple[str, str], Finding] = {}
+    """Findings that are one bad memory access reported several ways, by key: each later finding reached
+    through the same callable whose sanitizer report names the same function and source line as an
+    earlier one (a read past a table's end is a heap-buffer-overflow near it, a use-after-free, a SEGV or
+    a UBSan pointer overflow farther away: several kinds, one line) maps to that first finding. Another
+    callable crashing on the same line (a shared helper, the interpreter's list_dealloc) is kept apart.
+    `findings` in the order they were found."""
+    first: dict[tuple[str, str, str], Finding] = {}
     out: dict[str, Finding] = {}
     for f in findings:
         if not f.location or (f.kind.startswith("ubsan") and f.kind not in _POINTER_UBSAN):
             continue
-        where = (f.site, f.location)
+        where = (f.callable, f.site, f.location)  # reached through the same callable, too
         if where in first:
             out[f.key] = first[where]
         else:

@@ -16,15 +16,15 @@ collector has run, each watched object's count must be what its live holders
 leaked reference, fewer an over-decref. What a call returns, and what a hostile dunder answers, must be
 released the same way once the program dropped it. A suspected leak is run a second time (Context.run).
 None, True and False (mortal before CPython 3.12) must not lose a reference across a call: a call that
-returns one without its own reference (`return Py_None;`) or releases one it borrowed is confirmed on a
-second run, which counts the singleton's holders around that call with gc paused.
+returns one without its own reference (`return Py_None;`) or releases one it borrowed is confirmed by a
+second run of the whole program, which must leave the singleton with fewer references that no holder
+accounts for than it found (a correct program, run again, gives back what it takes).
 Crashes, sanitizer reports and hangs are judged outside the
 process (libFuzzer in the engine, the parent process for a repro).
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import importlib
 import json
@@ -45,7 +45,6 @@ _KNOWN_TYPES = (bytes, str, int, float, bytearray, tuple)
 FINDING_KINDS = ("SystemError", "PanicException", "refcount-leak", "over-decref")
 _KEEP: list[Any] = []  # objects over-decref'd during a run: kept alive forever rather than freed twice
 _NO_RESULT = object()  # what a call's result slot holds until the call returns
-_SUSPECTS = 4  # calls of one program whose singleton losses a second run looks at, in order
 
 
 def _singletons_are_mortal() -> bool:
@@ -274,7 +273,7 @@ class Context:
         self.singleton_checks = 0  # calls whose singleton counts were judged
         self.singleton_false_alarms = 0  # suspected singleton over-decrefs the second run accounted for
         self._singleton_sites: set[str] = set()  # callables a second run showed to over-decref one
-        self._probed = -1  # the probe run's verdict: the singleton index that lost a reference, or -1
+        self._lost: list[tuple[int, int]] = []  # the last run's singleton losses: (step, singleton index)
         self._racer: Any = getattr(sys.modules.get("ffi_harness_prelude"), "RacedByteArray", None)
         self.masks: dict[str, list[frozenset[str]]] = {}
         for m in plan.get("masks", []):
@@ -364,7 +363,7 @@ class Context:
         static or a cache gc cannot see (`Py_XSETREF(hook, Py_NewRef(cb))`) is replaced or released."""
         sigs, finding = self._run_program(steps)
         if finding is not None and "_suspects" in finding:
-            return sigs, self._confirm_singleton(steps, finding.pop("_suspects"))
+            return sigs, self._confirm_singleton(steps, finding["_suspects"])
         if finding is None or "_held" not in finding:
             return sigs, finding
         held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
@@ -389,47 +388,31 @@ class Context:
         return sigs, None
 
     def _confirm_singleton(self, steps: list[Any], suspects: list[tuple[int, int]]) -> dict[str, Any] | None:
-        """Calls seemed to take a reference from a singleton. A call may also release a holder of one (a
-        cleared attribute, a collection that gc ran in the middle of it, a first exception's lazy set-up),
-        so for each suspect in turn the program runs again up to that call, which is made with gc paused
-        and the singleton's holders counted around it: a reference that went with no holder is an
-        over-decref."""
-        for step, which in suspects:
-            if steps[step][0] in self._singleton_sites:
-                return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
-            self._probed = -1
-            self._run_program(steps, probe=step)
-            if self._probed == which:
+        """Calls seemed to take a reference from a singleton. A correct call may also release one: a freed
+        object that held None, a collection gc ran in mid-call, a first exception's lazy set-up, or a
+        reference gc cannot see (a C static, a field of a type without GC support) that an earlier call
+        took and this one replaces. The first run may start from another state than it ends in (what
+        earlier programs left); a second run starts from the state the first left, and a correct program
+        then gives back every reference it takes. So the second run must end with the singleton holding
+        fewer references that no live object accounts for than it started with, and a call of that run
+        must have lost one: the first such call is reported."""
+        step, which = suspects[0]
+        if steps[step][0] in self._singleton_sites:
+            return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
+        gc.collect()
+        before = [_loose_references(s) for s in SINGLETONS]
+        self._run_program(steps)
+        gc.collect()
+        after = [_loose_references(s) for s in SINGLETONS]
+        for step, which in self._lost:
+            if after[which] < before[which]:
                 self._singleton_sites.add(steps[step][0])
                 return _singleton_finding(steps, step, which)
         self.singleton_false_alarms += 1
         return None
 
-    def _probe_singletons(self, call: Callable[[], Any]) -> None:
-        """Make `call` with gc paused and record which singleton (if any) lost a reference that no holder
-        accounts for. Nothing here holds a singleton in a local variable: the frame of this function
-        becomes visible to gc if the call raises, and a local that it then accounts for would look like
-        a reference gone."""
-        box: list[Any] = [_NO_RESULT]  # a holder gc sees, so the returned reference is accounted for
-        paused = int(gc.isenabled())
-        gc.collect()
-        gc.disable()
-        try:
-            before = [_loose_references(s) for s in SINGLETONS]
-            try:
-                box[0] = call()
-            except BaseException:  # noqa: BLE001, S110 - only the counts matter here
-                pass
-            after = [_loose_references(s) for s in SINGLETONS]
-        finally:
-            if paused:
-                gc.enable()
-        box.clear()
-        self._probed = next((j for j in range(len(after)) if after[j] < before[j]), -1)
-
-    def _run_program(self, steps: list[Any], probe: int = -1) -> tuple[list[int], dict[str, Any] | None]:
-        """Run the program once and judge it. With `probe` >= 0 (a confirmation run), stop at that step,
-        made through _probe_singletons."""
+    def _run_program(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
+        """Run the program once and judge it (its singleton losses also go to self._lost)."""
         try:
             self._pool = pool = self._initial_pool()
         except BaseException as e:  # noqa: BLE001 - the user's setup failed this time: no instances
@@ -452,7 +435,8 @@ class Context:
         # What the calls returned that only the program owned (or owned once too often), with their steps.
         returned: list[Any] = []
         rsteps: list[int] = []
-        lost: list[tuple[int, int]] = []  # (step, singleton index): calls a singleton lost a reference in
+        lost: list[tuple[int, int]] = []  # (step, singleton index): the calls a singleton lost a reference in
+        self._lost = lost
         if prelude is not None:
             prelude.forget_answers()
 
@@ -526,9 +510,6 @@ class Context:
             stat[0] += 1
             if self.trace:
                 print(f"FFI_HARNESS_STEP {i} {name}", file=sys.stderr, flush=True)
-            if i == probe:
-                self._probe_singletons(functools.partial(target, *call_args, **call_kwargs))
-                break
             # Singleton counts are judged unless another thread (the resizer) runs Python code meanwhile.
             counted = bool(SINGLETONS) and not (
                 self._racer is not None and any(type(v) is self._racer for v in [*call_args, *call_kwargs.values()])
@@ -546,8 +527,8 @@ class Context:
                         result = target(*call_args, **call_kwargs)
             except BaseException as e:  # noqa: BLE001 - every exception is judged here
                 if counted:
-                    gone = _singleton_lost(before, _NO_RESULT)
-                    if gone >= 0 and len(lost) < _SUSPECTS:
+                    gone = _singleton_lost(before, _singleton_counts(), _NO_RESULT)
+                    if gone >= 0:
                         lost.append((i, gone))
                 stat[2] += 1
                 results.append(None)
@@ -566,8 +547,10 @@ class Context:
                 del e
             else:
                 if counted:
-                    gone = _singleton_lost(before, result)
-                    if gone >= 0 and len(lost) < _SUSPECTS:
+                    # Counted here, not inside the helper: up to 3.10 a call's arguments stay on the
+                    # caller's stack, so `result` passed on would count once more there.
+                    gone = _singleton_lost(before, _singleton_counts(), result)
+                    if gone >= 0:
                         lost.append((i, gone))
                 pending = _pending_exception()
                 if pending is not None:  # a result returned with an exception set (CPython does not always check)
@@ -603,8 +586,6 @@ class Context:
         pool.clear()
         self._pool = []
         result = obj = None
-        if probe >= 0:
-            return sigs, None  # a confirmation run: its verdict is self._probed
         if finding is None and wobjs:
             finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
         if finding is None and answers:
@@ -650,18 +631,18 @@ def _singleton_counts() -> tuple[int, ...]:
     return tuple(map(sys.getrefcount, SINGLETONS))
 
 
-def _singleton_lost(before: tuple[int, ...], result: Any) -> int:
-    """The index of the first singleton with fewer references than `before`, or -1. A returned singleton
-    is held twice more than before the call: by the caller's `result` and by this parameter. A loss is
-    kept alive here (_KEEP): a binding that returns None without a reference would otherwise free None
-    itself after enough calls."""
-    after = _singleton_counts()
+def _singleton_lost(before: tuple[int, ...], after: tuple[int, ...], result: Any) -> int:
+    """The index of the first singleton with fewer references `after` a call than `before` it, or -1. A
+    returned singleton is held once more after the call, by the caller's `result`. Every loss is kept
+    alive here (_KEEP): a binding that returns None without a reference would otherwise free None itself
+    after enough calls."""
+    first = -1
     for j in range(len(after)):
-        missing = before[j] + 2 * (result is SINGLETONS[j]) - after[j]
+        missing = before[j] + (result is SINGLETONS[j]) - after[j]
         if missing > 0:
             _KEEP.extend([SINGLETONS[j]] * missing)
-            return j
-    return -1
+            first = j if first < 0 else first
+    return first
 
 
 def _loose_references(obj: Any) -> int:
@@ -670,6 +651,7 @@ def _loose_references(obj: Any) -> int:
 
 
 def _singleton_finding(steps: list[Any], step: int, which: int) -> dict[str, Any]:
+    """The finding for a loss at `step` that a second run confirmed."""
     name = steps[step][0]
     return {
         "kind": "over-decref",

@@ -473,7 +473,8 @@ class Runner:
             raise
         rc = proc.wait()
         # The worker's own last words (faulthandler's Python stacks) before the native report goes after them.
-        tail = "" if done or current is not None else _read_from(self.log_path, 0)[-4000:]
+        # faulthandler prints the innermost frame first: keep enough for every thread's whole stack.
+        tail = "" if done or current is not None else _read_from(self.log_path, 0)[-16000:]
         if hung and native:  # into the worker's log, after its own last words: kept with --logs
             with open(self.log_path, "a", encoding="utf-8") as log_text:
                 log_text.write("\n--- native (ffi-harness, while the test was stuck) ---\n" + native)
@@ -482,12 +483,14 @@ class Runner:
             self._emit(_death_verdict(current, rc, report, hung, self.args.timeout))
             return False
         if not done:
-            why = (
-                f"did not collect the suite within {self.args.collect_timeout:g} s (killed; every thread's stack "
-                "is below)"
-                if hung and collecting
-                else f"ended outside any test ({SIGNALS.get(rc, f'exit status {rc}')})"
-            )
+            if hung and collecting:
+                why = f"did not collect the suite within {self.args.collect_timeout:g} s (killed; every thread's stack is below)"
+            elif hung:
+                why = (
+                    f"did not start a test within {self.args.collect_timeout:g} s of collecting (killed; stacks below)"
+                )
+            else:
+                why = f"ended outside any test ({SIGNALS.get(rc, f'exit status {rc}')})"
             self.run.session_problem = f"the pytest worker {why}:\n{tail}"
             # Carry on after the last judged test, as long as workers make progress.
             judged = len(self.run.verdicts)

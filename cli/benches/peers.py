@@ -32,9 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from ffi_harness import sanitizers
+
 HERE = Path(__file__).resolve().parent
-FIXTURE = HERE.parent / "tests" / "fixtures" / "buggy_ext"
 HARNESS = HERE / "atheris_buggy.py"
+sys.path.insert(0, str(HERE.parent / "tests"))
+from buggy_build import build_fixture
 
 HANG = "wait_for(7): self-deadlock"
 # The planted bugs (buggy.c's header), and how a report names each: (kind pattern, function).
@@ -62,37 +65,10 @@ def bug_of(kind: str, site: str) -> str | None:
 
 
 def asan_env(site: Path) -> dict[str, str]:
-    runtime = subprocess.run(
-        ["clang-19", "-print-file-name=libclang_rt.asan-x86_64.so"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    env = dict(os.environ)
-    env.update(
-        LD_PRELOAD=runtime,
-        PYTHONMALLOC="malloc",
-        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1",
-        UBSAN_OPTIONS="print_stacktrace=1",
-        PYTHONPATH=str(site),
-    )
+    """The sanitizer conditions `ffi-harness fuzz` runs an ASan build under, for atheris too."""
+    env = sanitizers.sanitizer_env()
+    env["PYTHONPATH"] = str(site)
     return env
-
-
-def build(work: Path) -> Path:
-    src = work / "src"
-    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
-    env = dict(os.environ)
-    env.update(
-        CC="clang-19",
-        LDSHARED="clang-19 -shared",
-        CFLAGS="-fsanitize=address,undefined,fuzzer-no-link -g -O1",
-        LDFLAGS="-fsanitize=address,undefined",
-    )
-    site = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--target", str(site), str(src)],
-        env=env,
-        check=True,
-    )
-    return site
 
 
 def run_ffi_harness(site: Path, work: Path, seconds: int) -> tuple[dict[str, float], int, int]:
@@ -138,7 +114,7 @@ def classify(output: str) -> tuple[str, str]:
 
 
 def run_atheris(site: Path, work: Path, seconds: int) -> tuple[dict[str, float], int, int, int]:
-    """(bug -> seconds to its first input, inputs saved, inputs that replay to no report, exit status)."""
+    """(bug -> seconds to its first input, inputs saved, inputs that name no planted bug, exit status)."""
     art = work / "atheris"
     art.mkdir()
     # libFuzzer's fork mode starts each child from argv[0] (sys.argv[0]): the harness, made executable.
@@ -184,17 +160,22 @@ def main() -> int:
     )
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, artifacts)")
     args = ap.parse_args()
+    if args.seconds <= 0:
+        ap.error("--seconds must be > 0")
     if shutil.which("clang-19") is None:
         sys.exit("peers: clang-19 is needed for the instrumented build (run ci/setup)")
     work = Path(args.keep or tempfile.mkdtemp(prefix="peers-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        site = build(work)
+        site = build_fixture(work, instrumented=True)
         ours, reports, our_rc = run_ffi_harness(site, work, args.seconds)
         theirs, saved, unexplained, their_rc = run_atheris(site, work, args.seconds)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if our_rc == 2:
+        print("peers: ffi-harness fuzz exercised nothing (exit 2): rerun with --keep to read its log", file=sys.stderr)
+        return 2
     if saved == 0 and not theirs:
         print(
             f"peers: atheris saved no input in {args.seconds} s (exit {their_rc}): nothing to compare", file=sys.stderr
@@ -212,7 +193,7 @@ def main() -> int:
     lines.append(f"| **found** | **{len(ours)} of {len(BUGS)}** | **{len(theirs)} of {len(BUGS)}** |")
     lines.append(
         f"| left to triage | {reports} findings, each minimised with a repro | {saved} inputs, unsorted "
-        f"({unexplained} replay to no report) |"
+        f"({unexplained} named no planted bug) |"
     )
     print("\n".join(lines))
     print(f"(ffi-harness fuzz exit {our_rc}; atheris exit {their_rc})")

@@ -6,50 +6,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from buggy_build import build_fixture
 
 # The fixture package's own tests run only through `ffi-harness test` (they need it built and installed).
 collect_ignore = ["fixtures"]
 
-FIXTURE = Path(__file__).parent / "fixtures" / "buggy_ext"
 VENV_BIN = Path(sys.executable).parent
 CLI = shutil.which("ffi-harness", path=str(VENV_BIN)) or "ffi-harness"
-
-
-def _build(dest: Path, instrumented: bool) -> Path:
-    src = dest / "src"
-    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
-    env = dict(os.environ)
-    if instrumented:
-        env.update(
-            CC="clang-19",
-            LDSHARED="clang-19 -shared",
-            CFLAGS="-fsanitize=address,undefined,fuzzer-no-link -g -O1",
-            LDFLAGS="-fsanitize=address,undefined",
-        )
-    target = dest / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--target", str(target), str(src)],
-        env=env,
-        check=True,
-    )
-    return target
 
 
 @pytest.fixture(scope="session")
 def buggy_asan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("clang-19") is None:
         pytest.skip("clang-19 is needed for the instrumented build")
-    return _build(tmp_path_factory.mktemp("buggy-asan"), instrumented=True)
+    return build_fixture(tmp_path_factory.mktemp("buggy-asan"), instrumented=True)
 
 
 @pytest.fixture(scope="session")
 def buggy_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("buggy-plain"), instrumented=False)
+    return build_fixture(tmp_path_factory.mktemp("buggy-plain"), instrumented=False)
 
 
 def cli_env(site: Path | None) -> dict[str, str]:

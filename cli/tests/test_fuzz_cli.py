@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, FIXTURE, cli_env
+from buggy_build import FIXTURE
+from conftest import CLI, cli_env
 
 EXPECTED = {
     ("heap-buffer-overflow", "table_get"),

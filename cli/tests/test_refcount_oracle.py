@@ -101,6 +101,10 @@ def unowned_none(x):  # `return Py_None;`: None returned without a reference of 
     return None
 
 
+def good_none(x):  # Py_RETURN_NONE
+    return None
+
+
 def unowned_true(x):  # `return Py_True;`
     _dec(True)
     return True
@@ -298,32 +302,6 @@ def test_a_singleton_reference_that_went_with_its_holder_is_not_an_over_decref(
     assert fresh_context.singleton_false_alarms == 1  # the first run suspected it; the second cleared it
 
 
-VERSIONED_STANDIN = """
-import ctypes
-
-_dec = ctypes.pythonapi.Py_DecRef
-_dec.argtypes = [ctypes.py_object]
-_inc = ctypes.pythonapi.Py_IncRef
-_inc.argtypes = [ctypes.py_object]
-_static = []
-
-
-def unowned_none(x):  # `return Py_None;`
-    _dec(None)
-    return None
-
-
-def good_none(x):  # Py_RETURN_NONE
-    return None
-
-
-def set_hook(cb):  # correct: Py_XSETREF(static, Py_NewRef(cb)), invisible to gc
-    _inc(cb)
-    if _static:
-        _dec(ctypes.cast(_static.pop(), ctypes.py_object).value)
-    _static.append(id(cb))
-"""
-
 VERSIONED_CHECK = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("ffi_harness_runtime", sys.argv[1])
@@ -332,7 +310,7 @@ sys.modules["ffi_harness_runtime"] = rt
 spec.loader.exec_module(rt)
 sys.path.insert(0, sys.argv[2])
 names = ["unowned_none", "good_none", "set_hook"]
-plan = {"module": "versioned_standin", "classes": [], "callables": [
+plan = {"module": "refcount_standin", "classes": [], "callables": [
     {"name": n, "kind": "function", "path": n, "min_args": 1, "max_args": 1, "keywords": []} for n in names]}
 
 def verdict(source):
@@ -355,7 +333,7 @@ def test_the_singleton_oracle_on_every_interpreter(version: str, tmp_path: Path)
     python = Path.home() / ".pyenv" / "versions" / version / "bin" / "python"
     if not python.exists():
         pytest.skip(f"no CPython {version} here")
-    (tmp_path / "versioned_standin.py").write_text(VERSIONED_STANDIN)
+    (tmp_path / "refcount_standin.py").write_text(STANDIN)  # ctypes only: it runs on any CPython
     out = subprocess.run(
         [str(python), "-c", VERSIONED_CHECK, runtime.__file__, str(tmp_path)],
         capture_output=True,

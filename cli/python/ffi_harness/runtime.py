@@ -400,10 +400,10 @@ class Context:
         if steps[step][0] in self._singleton_sites:
             return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
         gc.collect()
-        before = [_loose_references(s) for s in SINGLETONS]
+        before = [_unaccounted([s], 0) for s in SINGLETONS]
         self._run_program(steps)
         gc.collect()
-        after = [_loose_references(s) for s in SINGLETONS]
+        after = [_unaccounted([s], 0) for s in SINGLETONS]
         for step, which in self._lost:
             if after[which] < before[which]:
                 self._singleton_sites.add(steps[step][0])
@@ -643,11 +643,6 @@ def _singleton_lost(before: tuple[int, ...], after: tuple[int, ...], result: Any
             _KEEP.extend([SINGLETONS[j]] * missing)
             first = j if first < 0 else first
     return first
-
-
-def _loose_references(obj: Any) -> int:
-    """References to `obj` that no gc-tracked object accounts for (C statics, frames, untracked tuples)."""
-    return sys.getrefcount(obj) - _holders(obj)
 
 
 def _singleton_finding(steps: list[Any], step: int, which: int) -> dict[str, Any]:

@@ -48,3 +48,31 @@ def test_reports_of_one_line_are_one_bug() -> None:
     assert overflow.kind == "ubsan:signed" and overflow.location == near.location  # arithmetic: another bug
     same = fnd.same_bug([near, oracle, other, far, faulted, overflow, wrapped])
     assert same == {far.key: near, faulted.key: near, wrapped.key: near}
+
+
+# Mutant 15 under `ffi-harness fuzz` (2026-12-06): a freed path read by Rust's CStr::from_ptr. The summary
+# names the standard library; the bug is the wrapper's line that handed it the pointer.
+RUST_STD = """==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x502000a1b2d0
+    #0 0x7f0a in strlen (/usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.asan-x86_64.so+0x82452)
+    #1 0x7f0a in core::ffi::c_str::strlen::runtime /rustc/5980761/library/core/src/ffi/c_str.rs:756:22
+    #2 0x7f0a in <core::ffi::c_str::CStr>::from_ptr /rustc/5980761/library/core/src/ffi/c_str.rs:256:28
+    #3 0x7f0a in native_wrapper::handles::connection::connect /b/wrapper/src/handles/connection.rs:272:31
+SUMMARY: AddressSanitizer: heap-use-after-free /rustc/5980761/library/core/src/ffi/c_str.rs:756:22 in core::ffi::c_str::strlen::runtime
+"""
+CPP_STD = """==1==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x502000a1b2d0
+    #0 0x55 in std::vector<int, std::allocator<int> >::operator[](unsigned long) /usr/include/c++/12/bits/stl_vector.h:1123:25
+    #1 0x55 in Table_get /b/src/table.cpp:41:12
+SUMMARY: AddressSanitizer: heap-buffer-overflow /usr/include/c++/12/bits/stl_vector.h:1123:25 in std::vector<int, std::allocator<int> >::operator[](unsigned long)
+"""
+
+
+def test_a_report_in_a_standard_library_names_the_modules_own_frame() -> None:
+    rust, cpp = _finding(RUST_STD, 1.8), _finding(CPP_STD, 2.0)
+    assert (rust.kind, rust.site, rust.location) == (
+        "heap-use-after-free",
+        "native_wrapper::handles::connection::connect",
+        "/b/wrapper/src/handles/connection.rs:272",
+    )
+    assert (cpp.site, cpp.location) == ("Table_get", "/b/src/table.cpp:41")
+    plain = _finding(ASAN.format(kind="heap-use-after-free"), 1.0)  # the module's own frame stays the site
+    assert (plain.site, plain.location) == ("table_get", "/src/buggy.c:56")

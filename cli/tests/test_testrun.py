@@ -259,3 +259,21 @@ def test_native_counters_hook_names_the_growing_counter(tmp_path: Path) -> None:
     assert p.returncode == 1, out
     assert re.search(r"test_opens_without_closing  LEAK  native:open \+1/\+1/\+1$", out, re.MULTILINE), out
     assert re.search(r"test_opens_and_closes  passed$", out, re.MULTILINE), out
+
+
+def test_a_crash_in_a_standard_library_is_headlined_at_the_modules_frame() -> None:
+    # A freed path read by Rust's CStr::from_ptr (mutant 15): the headline names the wrapper's function,
+    # not core's strlen, as `ffi-harness fuzz` names its site (findings.in_runtime_code).
+    from ffi_harness import testrun
+
+    report = (
+        "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x502000a1b2d0\n"
+        "READ of size 1 at 0x502000a1b2d0 thread T0\n"
+        "    #0 0x7f0a in strlen (/usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.asan-x86_64.so+0x82452)\n"
+        "    #1 0x7f0a in core::ffi::c_str::strlen::runtime /rustc/5980761/library/core/src/ffi/c_str.rs:756:22\n"
+        "    #2 0x7f0a in native_wrapper::connect /b/wrapper/src/handles/connection.rs:272:31\n"
+    )
+    m = re.search(r"ERROR: AddressSanitizer.*", report)
+    assert m is not None
+    headline = testrun._sanitizer_headline(report, m)
+    assert headline.endswith("in native_wrapper::connect connection.rs:272"), headline

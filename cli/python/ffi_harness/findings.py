@@ -212,8 +212,9 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
         if kind in ("unknown-crash", "") and (err := _ASAN_ERROR.search(stderr)):
             kind = err.group(1)
         func, location = m.group(4), _line_of(m.group(3))
-        if not func or func in _NOISE_FUNCS or func.startswith("__"):
-            # A SEGV's summary names the signal path (pthread_kill); the bug is the first frame past it.
+        if not func or func in _NOISE_FUNCS or func.startswith("__") or in_runtime_code(m.group(3)):
+            # A SEGV's summary names the signal path (pthread_kill), and a bad read in Rust's `CStr::from_ptr`
+            # or C++'s `std::vector::operator[]` names the standard library: the bug is the first frame past.
             frame = _first_frame_at(stderr)
             func, location = frame if frame else (func or last_step[1], "")
         return Verdict(kind, func, m.group(0), last_step[0], returncode, out, location)
@@ -271,6 +272,16 @@ _NOISE_FUNCS = {
     "faulthandler_fatal_error",
 }
 _NOISE_PLACES = ("libclang_rt", "libc.so", "nptl/", "signal/", "sysdeps/", "faulthandler.c", "stdlib/abort.c")
+# The languages' standard libraries, inlined into the module: Rust's core/alloc/std (their sources sit under
+# /rustc/<commit>/library/) and libstdc++'s headers. A report's first frame there is where a bad pointer was
+# used, not the code that made it: the site is the first frame of the module's own code.
+_RUNTIME_PLACES = ("/rustc/", "/usr/include/c++/")
+
+
+def in_runtime_code(where: str) -> bool:
+    """Whether a frame's location is the sanitizer runtime, libc, the signal path or a language's standard
+    library: never the site of a bug in the module, though often the first frame of its report."""
+    return any(p in where for p in _NOISE_PLACES + _RUNTIME_PLACES)
 
 
 def _first_frame(stderr: str) -> str | None:
@@ -282,7 +293,7 @@ def _first_frame(stderr: str) -> str | None:
 def _first_frame_at(stderr: str) -> tuple[str, str] | None:
     """The first stack frame outside the sanitizer runtime, libc and the signal path: (function, file:line)."""
     for func, where in _FRAME.findall(stderr):
-        if any(p in where for p in _NOISE_PLACES) or func in _NOISE_FUNCS:
+        if in_runtime_code(where) or func in _NOISE_FUNCS:
             continue
         if func.startswith(("__asan", "__interceptor", "__sanitizer", "__ubsan", "__GI_")):
             continue

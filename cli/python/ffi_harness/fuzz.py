@@ -737,7 +737,7 @@ def _refcount_line(totals: Totals) -> str:
         )
     return (
         f"refcounts: {kept}; {totals.singleton_checks} calls judged on None/True/False "
-        f"({totals.singleton_false_alarms} losses accounted for by a second run)"
+        f"({totals.singleton_false_alarms} losses cleared by running the program again)"
     )
 
 

@@ -16,9 +16,9 @@ collector has run, each watched object's count must be what its live holders
 leaked reference, fewer an over-decref. What a call returns, and what a hostile dunder answers, must be
 released the same way once the program dropped it. A suspected leak is run a second time (Context.run).
 None, True and False (mortal before CPython 3.12) must not lose a reference across a call: a call that
-returns one without its own reference (`return Py_None;`) or releases one it borrowed is confirmed by a
-second run of the whole program, which must leave the singleton with fewer references that no holder
-accounts for than it found (a correct program, run again, gives back what it takes).
+returns one without its own reference (`return Py_None;`) or releases one it borrowed is confirmed by
+further runs of the whole program, each of which must leave the singleton with fewer references that no
+holder accounts for than it found (a correct program, run again, gives back what it takes).
 Crashes, sanitizer reports and hangs are judged outside the
 process (libFuzzer in the engine, the parent process for a repro).
 """
@@ -278,8 +278,8 @@ class Context:
         self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
         self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
         self.singleton_checks = 0  # calls whose singleton counts were judged
-        self.singleton_false_alarms = 0  # suspected singleton over-decrefs the second run accounted for
-        self._singleton_sites: set[str] = set()  # callables a second run showed to over-decref one
+        self.singleton_false_alarms = 0  # suspected singleton over-decrefs that running again cleared
+        self._singleton_sites: set[str] = set()  # callables that running again showed to over-decref one
         self._lost: list[tuple[int, int]] = []  # the last run's singleton losses: (step, singleton index)
         self._racer: Any = getattr(sys.modules.get("ffi_harness_prelude"), "RacedByteArray", None)
         self.masks: dict[str, list[frozenset[str]]] = {}

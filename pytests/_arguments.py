@@ -16,6 +16,11 @@ from typing import Any
 
 import pytest
 
+try:  # CPython's own test exporter: the one stdlib way to make a buffer in Fortran order
+    import _testbuffer
+except ImportError:  # a build without the test modules
+    _testbuffer = None
+
 Refusal = tuple[str, Any, tuple[type[BaseException], ...]]
 
 
@@ -91,6 +96,13 @@ INT_FORMS: dict[str, Callable[[int], Any]] = {
 PLAIN_INT_FORMS = {form: make for form, make in INT_FORMS.items() if form != "an __index__ object"}
 
 
+def _fortran_ordered() -> Any:
+    """A writable 2x3 buffer of bytes 0..5, Fortran-contiguous (so not C-contiguous)."""
+    assert _testbuffer is not None
+    flags = _testbuffer.ND_FORTRAN | _testbuffer.ND_WRITABLE
+    return _testbuffer.ndarray(list(range(6)), shape=[2, 3], format="B", flags=flags)
+
+
 def bad_values(kind: str) -> list[Refusal]:
     """(what, value, exceptions that document refusing it), for every kind of wrong value a parameter of
     this kind can get: other types, and values of its type out of range."""
@@ -119,6 +131,10 @@ def bad_values(kind: str) -> list[Refusal]:
                 (TypeError, BufferError),
             )
         )
+        if _testbuffer is not None:
+            # Contiguous, but in Fortran order: a check for "any contiguous" ('A') instead of C order
+            # passes it, and the native code then reads the bytes in memory order, not in logical order.
+            out.append(("a Fortran-ordered 2-D buffer", Fresh(_fortran_ordered), (TypeError, BufferError)))
     if kind == "int":
         # Every form an int argument takes (PyNumber_Index's inputs), each beyond 64 bits: a conversion
         # must refuse all of them and keep none of the ints it made on the way.

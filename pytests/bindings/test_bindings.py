@@ -355,8 +355,11 @@ else:
     from every_binding import MECHANISMS
     m = MECHANISMS[{name!r}]
 buf = bytearray(4 << 20)
+small = bytearray(1024)
 calls = {{
     "process": lambda: m.process(buf, key=1, rounds=100000),
+    # As long a call through rounds instead of length (hours, uninterrupted): the same rules hold.
+    "process, a small buffer over many rounds": lambda: m.process(small, key=1, rounds=2**32 - 1),
     "connect waiting for the lock": lambda: m.connect({path!r}, timeout=None).close(),
 }}
 threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -375,7 +378,7 @@ NO_SIGNAL_HOOK = {"ctypes", "cffi-abi", "cffi-api"}
 
 
 @pytest.mark.ffi_harness_no_repeat  # a child per case; nothing of this process to measure
-@pytest.mark.parametrize("call", ["process", "connect waiting for the lock"])
+@pytest.mark.parametrize("call", ["process", "process, a small buffer over many rounds", "connect waiting for the lock"])
 def test_ctrl_c_interrupts_every_blocking_call(impl: Any, tmp_path: Path, call: str) -> None:
     name = getattr(impl, "name", "pyo3")
     if name in NO_SIGNAL_HOOK:

@@ -24,7 +24,7 @@
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.number cimport PyNumber_Index
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport SIZE_MAX, int64_t, uint32_t, uint64_t
 from posix.unistd cimport usleep
 
 from libnative cimport *
@@ -156,7 +156,7 @@ def process(data, *, key=0, rounds=1):
     cdef unsigned char[::1] v
     cdef uint32_t k, r
     cdef void *p
-    cdef size_t n
+    cdef size_t n, work
     cdef int rc
     cdef _SignalPoll poll
     key, rounds = PyNumber_Index(key), PyNumber_Index(rounds)
@@ -171,7 +171,10 @@ def process(data, *, key=0, rounds=1):
         v = _as_bytes_view(data, True, "process")
     n = v.shape[0]
     p = <void *>_ptr(v)
-    if n >= DETACH_THRESHOLD:
+    # The work is the length times the rounds (saturating): a small buffer over many rounds is as long a
+    # call as a big one, and must release the GIL and heed Ctrl-C the same way.
+    work = n * r if r == 0 or n <= SIZE_MAX // r else SIZE_MAX
+    if work >= DETACH_THRESHOLD:
         poll = _SignalPoll()
         # GIL: released; the writable memoryview keeps the export pinned (no resize under C).
         with nogil:

@@ -378,7 +378,9 @@ NO_SIGNAL_HOOK = {"ctypes", "cffi-abi", "cffi-api"}
 
 
 @pytest.mark.ffi_harness_no_repeat  # a child per case; nothing of this process to measure
-@pytest.mark.parametrize("call", ["process", "process, a small buffer over many rounds", "connect waiting for the lock"])
+@pytest.mark.parametrize(
+    "call", ["process", "process, a small buffer over many rounds", "connect waiting for the lock"]
+)
 def test_ctrl_c_interrupts_every_blocking_call(impl: Any, tmp_path: Path, call: str) -> None:
     name = getattr(impl, "name", "pyo3")
     if name in NO_SIGNAL_HOOK:

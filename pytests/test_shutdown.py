@@ -334,6 +334,7 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
     what = sys.argv[3]
     d = os.path.dirname(sys.argv[1])
     marker = os.path.join(d, f"atexit-{what}-{sys.argv[2]}")
+    output = os.path.join(d, f"stdout-{what}-{sys.argv[2]}")
     a = native.connect(os.path.join(d, f"fork-cb-{what}-{sys.argv[2]}.db"))
     forked = []
     seen = []
@@ -341,13 +342,17 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
     parent = os.getpid()
 
     def in_the_child():
+        # A block-buffered stdout (a file, as a service's log; PYTHONUNBUFFERED cannot change it): what the
+        # child's atexit functions and threads print must reach it, so the streams are flushed last.
+        sys.stdout = open(output, "w")
         if what == "thread":
             def late():
                 time.sleep(0.3)
                 open(marker, "w").close()
+                print("the thread ran")
             threading.Thread(target=late).start()
             return
-        atexit.register(lambda: open(marker, "w").close())
+        atexit.register(lambda: (open(marker, "w").close(), print("atexit ran")))
         if what == "exit3":
             sys.exit(3)
         if what == "close":
@@ -401,6 +406,9 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
         sys.exit(f"the child forked in a callback ended with {code}, not {want}")
     if what != "sigterm" and not os.path.exists(marker):
         sys.exit("the child's atexit functions (or its non-daemon thread) did not run")
+    printed = "the thread ran" if what == "thread" else "atexit ran"
+    if what != "sigterm" and printed not in open(output).read():
+        sys.exit(f"the child's {printed!r} never reached its stdout: the streams were flushed too early")
     got.clear()
     a.put(b"after", b"v")
     assert got.wait(5), "the parent's subscription stopped delivering"

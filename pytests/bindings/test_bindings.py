@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -558,11 +558,46 @@ def test_a_path_with_a_nul_is_refused_in_every_form(impl: Any, tmp_path: Path, f
     assert os.listdir(tmp_path) == []
 
 
-def test_close_waits_for_a_call_in_flight(impl: Any, tmp_path: Path) -> None:
+@contextmanager
+def another_callback_running(impl: Any, tmp_path: Path) -> Iterator[None]:
+    """While the block runs, a callback of another connection of the same binding is running on that
+    connection's notifier thread (what a binding counts per thread, "inside a callback", must stay there)."""
+    other = impl.connect(tmp_path / "other.db")
+    inside, release = threading.Event(), threading.Event()
+
+    def on_event(_event: Any) -> None:
+        inside.set()
+        release.wait(10)
+
+    sub = other.subscribe(on_event)
+    try:
+        other.put(b"wake", b"v")
+        assert inside.wait(5), "the other connection's callback never ran"
+        yield
+    finally:
+        release.set()
+        sub.cancel()
+        other.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing else", "another connection's callback running"])
+def test_close_waits_for_a_call_in_flight(impl: Any, tmp_path: Path, meanwhile: str) -> None:
     # native_close must not race another call on the handle (native.h): a flush() held in C for 300 ms on
     # one thread, close() from another returns only after that flush has finished with the handle, and
-    # the flush succeeds. Returning at once would free the native_db under the flush.
+    # the flush succeeds. Returning at once would free the native_db under the flush. The same holds while
+    # some other callback runs on another thread: only a close *inside* a callback may defer.
     set_flush_delay_ms = getattr(impl, "set_flush_delay_ms", None) or impl._set_flush_delay_ms
+    background: AbstractContextManager[None] = nullcontext()
+    if meanwhile != "nothing else":
+        with impl.connect(tmp_path / "probe.db") as probe:
+            if not hasattr(probe, "subscribe"):
+                pytest.skip("the ctypes/cffi facade has no subscriptions")
+        background = another_callback_running(impl, tmp_path)
+    with background:
+        _close_waits_for_a_call_in_flight(impl, tmp_path, set_flush_delay_ms)
+
+
+def _close_waits_for_a_call_in_flight(impl: Any, tmp_path: Path, set_flush_delay_ms: Any) -> None:
     conn = impl.connect(tmp_path / "in-flight.db")
     conn.put(b"k", b"v")
     outcome: list[str] = []

@@ -80,6 +80,53 @@ def test_checksum_and_process_agree_with_native(native: Any, consumer: Any, size
         consumer.checksum("text")
 
 
+@pytest.mark.parametrize(("size", "rounds"), [(1024, 10_000), (5 << 20, 3)], ids=["1 KiB x 10000", "5 MiB x 3"])
+def test_a_long_process_gives_the_same_bytes_as_native(native: Any, consumer: Any, size: int, rounds: int) -> None:
+    # Long work runs in slices of rounds, with signals checked between them: the slices add up to the call.
+    data = bytes((i * 131 + 7) & 0xFF for i in range(size))
+    a, b = bytearray(data), bytearray(data)
+    consumer.process(a, key=0xC0FFEE11, rounds=rounds)
+    native.process(b, key=0xC0FFEE11, rounds=rounds)
+    assert a == b
+
+
+# A long process() as native's is: other threads run during it and Ctrl-C stops it, whether it is long by
+# its length or by its rounds (the table's process has no cancel hook: the consumer slices the rounds).
+LONG_PROCESS = """
+import os, signal, threading, time
+import _capsule_consumer as consumer
+signal.signal(signal.SIGINT, signal.default_int_handler)
+ticks = []
+def tick():
+    while len(ticks) < 10000:
+        ticks.append(time.monotonic())
+        time.sleep(0.005)
+threading.Thread(target=tick, daemon=True).start()
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+t0 = time.monotonic()
+try:
+    consumer.process(bytearray({size}), key=1, rounds={rounds})
+    print("completed", time.monotonic() - t0, len(ticks))
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic() - t0, len(ticks))
+"""
+
+
+@pytest.mark.parametrize(
+    ("size", "rounds"), [(4 << 20, 100_000), (1024, 2**32 - 1)], ids=["4 MiB x 100000", "1 KiB x 2^32-1"]
+)
+def test_a_long_process_lets_threads_run_and_stops_on_ctrl_c(consumer: Any, size: int, rounds: int) -> None:
+    try:
+        child = run_script(LONG_PROCESS.format(size=size, rounds=rounds), consumer)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"process over {size} bytes x {rounds} rounds was still running 60 s after Ctrl-C")
+    assert child.returncode == 0, child.stderr
+    word, seconds, ticks = child.stdout.split()
+    assert word == "interrupted", f"process ran to its end ({seconds} s) through Ctrl-C"
+    assert float(seconds) < 2.0, f"process took {seconds} s to give way to Ctrl-C sent at 0.3 s"
+    assert int(ticks) >= 20, f"another thread ran {ticks} times during the call: the GIL was held"
+
+
 # Every edge of uint32 for the key; the same for rounds except its largest valid value (2**32 - 1 rounds
 # would run for minutes).
 INT_EDGES = [

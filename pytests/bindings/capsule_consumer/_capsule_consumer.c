@@ -168,6 +168,35 @@ static PyObject *checksum(PyObject *module, PyObject *obj)
     return PyLong_FromUnsignedLongLong(h);
 }
 
+/* A long process() (length x rounds, as native judges it: a small buffer over many rounds is as long as a
+ * big one) runs without the GIL. The table's process has no cancel hook, so the rounds go in slices of
+ * about PROCESS_SLICE_BYTES of work, with the GIL taken back between slices to run signal handlers: Ctrl-C
+ * stops it. Rounds compose (each is one in-place pass), so the slices give the same bytes. One round over a
+ * buffer bigger than a slice is the finest step there is. Returns a NATIVE_* status, or -1 with an
+ * exception set when a signal handler raised. */
+#define PROCESS_DETACH_BYTES ((size_t)64 * 1024)
+#define PROCESS_SLICE_BYTES ((size_t)4 << 20)
+
+static int process_interruptibly(const native_capi *api, Py_buffer *view, uint32_t key, uint32_t rounds)
+{
+    size_t len = (size_t)view->len;
+    if (len == 0 || (rounds <= SIZE_MAX / len && len * rounds < PROCESS_DETACH_BYTES))
+        return api->process(view->buf, len, key, rounds);
+    uint32_t per_slice = len >= PROCESS_SLICE_BYTES ? 1 : (uint32_t)(PROCESS_SLICE_BYTES / len);
+    int rc = NATIVE_OK;
+    for (uint32_t done = 0; rc == NATIVE_OK && done < rounds;) {
+        uint32_t n = rounds - done < per_slice ? rounds - done : per_slice;
+        /* GIL: released; the writable export (w*) stays held until PyBuffer_Release, so no resize. */
+        Py_BEGIN_ALLOW_THREADS
+        rc = api->process(view->buf, len, key, n);
+        Py_END_ALLOW_THREADS
+        done += n;
+        if (rc == NATIVE_OK && done < rounds && PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    return rc;
+}
+
 static PyObject *process(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"data", "key", "rounds", NULL};
@@ -185,8 +214,10 @@ static PyObject *process(PyObject *module, PyObject *args, PyObject *kwargs)
         PyBuffer_Release(&view);
         return PyErr_Format(PyExc_ValueError, "rounds must be >= 1");
     }
-    int rc = state_of(module)->api->process(view.buf, (size_t)view.len, key, rounds);
+    int rc = process_interruptibly(state_of(module)->api, &view, key, rounds);
     PyBuffer_Release(&view);
+    if (rc == -1)
+        return NULL; /* a signal handler raised (KeyboardInterrupt) */
     if (rc != NATIVE_OK)
         return PyErr_Format(PyExc_ValueError, "process: native status %d", rc);
     Py_RETURN_NONE;

@@ -103,6 +103,13 @@ def _fortran_ordered() -> Any:
     return _testbuffer.ndarray(list(range(6)), shape=[2, 3], format="B", flags=flags)
 
 
+def _indirect() -> Any:
+    """A writable 2x3 buffer of bytes 0..5 in the PIL style: suboffsets, rows reached through pointers."""
+    assert _testbuffer is not None
+    flags = _testbuffer.ND_PIL | _testbuffer.ND_WRITABLE
+    return _testbuffer.ndarray(list(range(6)), shape=[2, 3], format="B", flags=flags)
+
+
 def bad_values(kind: str) -> list[Refusal]:
     """(what, value, exceptions that document refusing it), for every kind of wrong value a parameter of
     this kind can get: other types, and values of its type out of range."""
@@ -135,6 +142,9 @@ def bad_values(kind: str) -> list[Refusal]:
             # Contiguous, but in Fortran order: a check for "any contiguous" ('A') instead of C order
             # passes it, and the native code then reads the bytes in memory order, not in logical order.
             out.append(("a Fortran-ordered 2-D buffer", Fresh(_fortran_ordered), (TypeError, BufferError)))
+            # Rows reached through pointers (suboffsets): its memory starts with the row pointers, not the
+            # bytes. Code that asks for an indirect export and checks only strides reads the pointers.
+            out.append(("a PIL-style buffer with suboffsets", Fresh(_indirect), (TypeError, BufferError)))
     if kind == "int":
         # Every form an int argument takes (PyNumber_Index's inputs), each beyond 64 bits: a conversion
         # must refuse all of them and keep none of the ints it made on the way.

@@ -31,12 +31,13 @@ impl PinnedBuffer {
     pub fn get(obj: &Bound<'_, PyAny>, writable: bool, what: &str) -> PyResult<Self> {
         let py = obj.py();
         let mut view = Box::pin(ffi::Py_buffer::new());
-        // Ask for strides and format so non-contiguous exporters answer instead of failing with a
-        // generic BufferError; contiguity is checked below with a precise message.
+        // Ask for strides, suboffsets and format so non-contiguous exporters (strided views, PIL-style
+        // arrays of pointers) answer instead of failing with a generic BufferError; contiguity is
+        // checked below with a precise message, a TypeError as every other binding of libnative gives.
         let flags = if writable {
-            ffi::PyBUF_RECORDS
+            ffi::PyBUF_FULL
         } else {
-            ffi::PyBUF_RECORDS_RO
+            ffi::PyBUF_FULL_RO
         };
         // SAFETY: `obj` is a live object (we hold a Bound) and `view` points to writable storage
         // that stays put (pinned box) until PyBuffer_Release in Drop.
@@ -65,7 +66,7 @@ impl PinnedBuffer {
         // SAFETY: the view was filled by a successful PyObject_GetBuffer and is still held.
         if unsafe { ffi::PyBuffer_IsContiguous(&*pinned.view, b'C' as std::ffi::c_char) } == 0 {
             return Err(PyTypeError::new_err(format!(
-                "{what} must be a C-contiguous buffer (got a strided view; copy it with bytes(...) first)"
+                "{what} must be a C-contiguous buffer (got a strided or indirect view; copy it with bytes(...) first)"
             )));
         }
         if writable && pinned.view.readonly != 0 {

@@ -158,12 +158,52 @@ def test_an_engine_that_dies_with_nothing_to_replay_is_a_problem_not_a_clean_run
     assert data["problems"] and not data["findings"], data
 
 
+def test_a_hang_the_user_allows_is_counted_not_reported(buggy_asan: Path, tmp_path: Path) -> None:
+    # wait_for(7) deadlocks. Declared as a call that may block (--allow-hang), its hangs are no finding, and
+    # the run says how many it forgave; the same run without the option reports the hang (exit 1).
+    common = ["buggy", "--only", "wait_for", "--max-time", "20", "--timeout", "1", "--seed", "7"]
+    for sub in ("allowed", "reported"):
+        (tmp_path / sub).mkdir()
+    p, data = _fuzz(buggy_asan, tmp_path / "allowed", *common, "--allow-hang", "wait_for")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert data["allowed_hangs"].get("wait_for", 0) >= 1 and not data["findings"], p.stdout
+    assert "hangs allowed by --allow-hang (not findings): wait_for" in p.stdout
+    p, data = _fuzz(buggy_asan, tmp_path / "reported", *common)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert ("hang", "wait_for") in {(f["kind"], f["callable"]) for f in data["findings"]}, p.stdout
+
+
+def test_an_engine_restart_that_cannot_set_up_is_a_problem_not_a_clean_run(buggy_plain: Path, tmp_path: Path) -> None:
+    # The first engine run ends (os._exit on the setup's 300th run in it); the restart's setup raises at once
+    # (the third process to run it, after discovery's and the first run's). The fuzzing stopped early: a
+    # clean summary would hide that.
+    setup = tmp_path / "setup.py"
+    starts = tmp_path / "starts"
+    setup.write_text(
+        "import builtins\nimport os\n\n"
+        "builtins._setups = getattr(builtins, '_setups', 0) + 1\n"
+        "if builtins._setups == 1:\n"
+        f"    with open({str(starts)!r}, 'a') as f:\n        f.write('x')\n"
+        f"    if os.path.getsize({str(starts)!r}) >= 3:\n        raise RuntimeError('setup broke')\n"
+        "if builtins._setups == 300:\n    os._exit(7)\n"
+    )
+    p, data = _fuzz(buggy_plain, tmp_path, "buggy", "--setup", str(setup), "--max-time", "20", "--only", "add")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "PROBLEM: an engine run could not start, fuzzing stopped early" in p.stdout, p.stdout
+    assert "setup broke" in p.stdout and not data["findings"], data
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
-    [("json", "pure Python"), ("no_such_module_xyz", "no module named"), ("buggy", "no callable named")],
+    [
+        ("json", "pure Python"),
+        ("no_such_module_xyz", "no module named"),
+        ("buggy", "--only: no callable named nope"),
+        ("buggy", "--allow-hang: no callable named nope"),
+    ],
 )
 def test_usage_errors(module: str, message: str, buggy_plain: Path, tmp_path: Path) -> None:
-    extra = ["--only", "nope"] if module == "buggy" else []
+    extra = [message.split(":")[0], "nope"] if module == "buggy" else []
     p, _ = _fuzz(buggy_plain, tmp_path, module, "--max-time", "5", *extra, timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr

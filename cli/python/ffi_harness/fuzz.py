@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--libfuzzer-arg", action="append", default=[], metavar="ARG", help="extra libFuzzer flag, e.g. -max_len=256"
     )
+    parser.add_argument(
+        "--allow-hang",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="callables that may block for ever by design (a second lock taken with no timeout): their hangs are "
+        f"counted, not reported; each leaves later runs after {ALLOWED_HANGS_BEFORE_EXCLUSION} of them",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     parser.add_argument(
         "--max-findings",
@@ -100,6 +108,9 @@ MASK_AFTER_REPEATS = 3
 # One crash site may be reached in several shapes: each gets its mask, up to this many per callable.
 MASKS_PER_CRASH = 3
 REPEATS_BEFORE_EXCLUSION = 8
+# A declared blocking callable (--allow-hang) stays in the runs after a hang, since leaving it out at once
+# would stop fuzzing it for good; each hang costs the whole --timeout, so a few are tolerated, not more.
+ALLOWED_HANGS_BEFORE_EXCLUSION = 3
 ENGINE_GRACE = 30.0  # seconds an engine run may outlive its time limit (plus --timeout) before it is killed
 # Minimisation for a mask runs while the engines run on; bounded so the loop gets back to them.
 MASK_MINIMISE_TIME = 15.0
@@ -147,6 +158,7 @@ class Totals:
     # Engine runs that died or hung with nothing to replay (no crash artifact): not findings, since no
     # input reproduces them, but never a clean run either.
     problems: list[str] = field(default_factory=list)
+    allowed_hangs: dict[str, int] = field(default_factory=dict)  # callable -> hangs forgiven by --allow-hang
 
 
 def resolve_target(module: str, python: str) -> Target:
@@ -379,6 +391,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FINDINGS
     if not plan["callables"]:
         raise UsageError(f"nothing to fuzz: no public callable discovered in {args.module}")
+    unknown = sorted(set(args.allow_hang) - {c["name"] for c in plan["callables"]})
+    if unknown:
+        raise UsageError(f"--allow-hang: no callable named {', '.join(unknown)} among those fuzzed")
     native = (
         "native coverage: " + ", ".join(f.path.name for f in target.files if f.coverage) + " (libFuzzer-guided)"
         if target.coverage
@@ -493,6 +508,20 @@ def run(args: argparse.Namespace) -> int:
                     _quarantine_if_from_corpus(art, corpus, crashes, notes)
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir, er.masks).read_text())
                     f = _crash_finding(art, text, rc, run_plan, t0)
+                    if f.kind == "hang" and f.callable in args.allow_hang:
+                        # Declared by the user as a call that may wait for ever: not replayed (a replay
+                        # costs the timeout again), not a finding.
+                        totals.allowed_hangs[f.callable] = totals.allowed_hangs.get(f.callable, 0) + 1
+                        if (
+                            totals.allowed_hangs[f.callable] >= ALLOWED_HANGS_BEFORE_EXCLUSION
+                            and f.callable not in excluded
+                        ):
+                            excluded.append(f.callable)
+                            notes.append(
+                                f"{f.callable} left out of later runs after {ALLOWED_HANGS_BEFORE_EXCLUSION} hangs "
+                                "allowed by --allow-hang (each costs the whole timeout)"
+                            )
+                        continue
                     pre = f.key
                     known_as = replayed_as.get(pre)
                     masked_callables = {m["callable"] for m in masks if known_as and m["key"] == _key(*known_as)}
@@ -580,6 +609,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     if setup_error and not totals.runs or setup_error and all(r.execs == 0 for r in totals.runs):
         raise UsageError(f"the engine could not start: {setup_error}")
+    if setup_error:
+        # A restart that could not set up (the module vanished, the setup broke after a while): the fuzzing
+        # stopped early, so the run is not clean even if nothing was found before.
+        totals.problems.append(f"an engine run could not start, fuzzing stopped early: {setup_error}")
 
     # Oracle findings written by the engines.
     for path in sorted(findings_dir.glob("finding-*.json")):
@@ -889,6 +922,11 @@ def _summary(
         f"coverage: libFuzzer cov {cov} (ft {ft}) = {native_edges} native + {totals.signatures} outcome signatures; {native}"
     )
     print(_refcount_line(totals))
+    if totals.allowed_hangs:
+        print(
+            "hangs allowed by --allow-hang (not findings): "
+            + ", ".join(f"{n} {k}" for n, k in sorted(totals.allowed_hangs.items()))
+        )
     for n in notes:
         print(f"note: {n}")
     for problem in totals.problems:
@@ -933,6 +971,7 @@ def _summary(
         "excluded": excluded,
         "masked_calls": totals.masked,
         "problems": totals.problems,
+        "allowed_hangs": totals.allowed_hangs,
         "kept_references": totals.kept_references,
         "singleton_checks": totals.singleton_checks,
         "singleton_false_alarms": totals.singleton_false_alarms,

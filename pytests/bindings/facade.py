@@ -35,6 +35,7 @@ OK, ENOTFOUND, EIO, ETIMEOUT, EPROTOCOL, ESTATE, EINVAL, ENOMEM, ECANCELLED, EDO
 LONG_BITS = 64  # LP64 (Linux x86-64/aarch64), asserted by the backends against sizeof(long)
 LONG_MIN, LONG_MAX = -(2 ** (LONG_BITS - 1)), 2 ** (LONG_BITS - 1) - 1
 U32_MAX = 2**32 - 1
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 STATS_FIELDS = (
     "keys",
@@ -215,11 +216,17 @@ class Backend(Protocol):
     def writable(self, data: Any) -> Any: ...  # same, TypeError if read-only
 
 
-def _long(x: Any) -> int:
+def _in_c_range(x: Any, lo: int, hi: int, c_type: str) -> int:
+    """The int a C parameter of `c_type` gets, or OverflowError: ctypes would silently truncate an
+    out-of-range int (cffi and Cython refuse it), so every int crossing the facade is checked here."""
     v = operator.index(x)
-    if not LONG_MIN <= v <= LONG_MAX:
-        raise OverflowError(f"{v} does not fit in a C long")
+    if not lo <= v <= hi:
+        raise OverflowError(f"{v} does not fit in a C {c_type}")
     return v
+
+
+def _long(x: Any) -> int:
+    return _in_c_range(x, LONG_MIN, LONG_MAX, "long")
 
 
 class Native:
@@ -234,7 +241,7 @@ class Native:
         return f"<libnative via {self.name}>"
 
     def status_name(self, code: int) -> str:
-        return self.backend.text(self.lib.native_status_name(code))
+        return self.backend.text(self.lib.native_status_name(_in_c_range(code, INT_MIN, INT_MAX, "int")))
 
     def error(self, err: Any, **kw: Any) -> Error:
         e = self.backend.val(err)
@@ -280,7 +287,7 @@ class Native:
         return {f: int(getattr(c, f)) for f in COUNTER_FIELDS}
 
     def set_flush_delay_ms(self, ms: int) -> None:
-        self.lib.native_debug_set_flush_delay_ms(ms)
+        self.lib.native_debug_set_flush_delay_ms(_in_c_range(ms, 0, U32_MAX, "uint32_t"))
 
 
 class CompiledBackend:

@@ -114,7 +114,7 @@ def _kind_of(error: type[BaseException]) -> str:
     return error.__name__
 
 
-def _agree(reference: tuple[str, Any], got: tuple[str, Any], documented: tuple[type[BaseException], ...]) -> bool:
+def _agree(reference: tuple[Any, ...], got: tuple[Any, ...], documented: tuple[type[BaseException], ...]) -> bool:
     """Equal outcomes, or two refusals both among the documented ones for the value (a non-contiguous
     buffer may be a TypeError or a BufferError: native's contract allows either)."""
     kinds = {_kind_of(t) for t in documented}
@@ -129,14 +129,23 @@ def _plain(result: Any) -> Any:
     return "an object"
 
 
-def _outcome(call: Callable[[], Any], thread: bool = False) -> tuple[str, Any]:
-    box: dict[str, tuple[str, Any]] = {}
+def _error_detail(e: BaseException) -> tuple[Any, ...]:
+    """What a libnative error carries beyond its class (its status code, errno, the operation, the message
+    libnative wrote), all of which must match native's: a binding that reports the wrong errno or op for
+    the same failure is wrong even with the right class. Argument refusals carry none of these."""
+    if not hasattr(e, "code"):
+        return ()
+    return tuple(getattr(e, a, None) for a in ("code", "errno", "op", "message"))
+
+
+def _outcome(call: Callable[[], Any], thread: bool = False) -> tuple[Any, ...]:
+    box: dict[str, tuple[Any, ...]] = {}
 
     def run() -> None:
         try:
             box["outcome"] = ("ok", _plain(call()))
         except Exception as e:  # noqa: BLE001 - whatever happens is compared
-            box["outcome"] = ("raise", _kind_of(type(e)))
+            box["outcome"] = ("raise", _kind_of(type(e)), *_error_detail(e))
 
     if thread:
         t = threading.Thread(target=run)

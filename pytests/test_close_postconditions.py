@@ -1,0 +1,206 @@
+"""close() from every state a connection can be in, against one list of postconditions.
+
+Each state below leaves a connection as a user could (data written and not flushed, an iterator half way,
+a subscription idle or with a backlog of events its slow callback is still working through, a call in
+flight on another thread, refused and invalidated calls behind it). Whatever the state, once close()
+returns:
+
+- it returned (within a bound) and a second close() is a no-op;
+- `closed` is true and the native ledger is back where it was before connect: no handle, subscription or
+  block of this connection is left;
+- the store's lock is free (a connect with timeout=0 succeeds) and the store holds exactly what the model
+  says was put;
+- no callback starts after it, every subscription is inactive, and every callback object is released;
+- a call that was in flight on another thread finished, without an error, before close() returned.
+
+Run through `native` and through every binding of libnative the bindings suite builds (a state that
+needs what a binding lacks, such as subscribe, is skipped for it).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+native = pytest.importorskip("native")
+
+_BINDINGS = str(Path(__file__).resolve().parent / "bindings")
+if _BINDINGS not in sys.path:
+    sys.path.insert(0, _BINDINGS)
+
+import facade  # after the sys.path insert above: it lives in pytests/bindings
+
+if facade.lib_path().exists():
+    from every_binding import AVAILABLE
+else:  # libnative.so not built: the bindings are not loadable
+    AVAILABLE = {}
+
+IMPLS: dict[str, Any] = {"pyo3": native, **AVAILABLE}
+CLOSE_BOUND = 15.0  # seconds close() may take: the slowest state waits for a 0.3 s flush and a backlog
+FLUSH_DELAY_MS = 300
+LEDGER = ("live_handles", "live_subscriptions", "live_blocks")
+
+
+class Scene:
+    """A connection in some state, what the store must hold, and what ran around it."""
+
+    def __init__(self, impl: Any, path: Path) -> None:
+        self.impl = impl
+        self.conn = impl.connect(path)
+        self.model: dict[bytes, bytes] = {}
+        self.kept: list[Any] = []  # iterators, subscriptions: alive across close()
+        self.callbacks: list[weakref.ref[Any]] = []
+        self.callback_starts: list[float] = []
+        self.threads: list[threading.Thread] = []
+        self.thread_errors: list[BaseException] = []
+        self.thread_ends: list[float] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.conn.put(key, value)
+        self.model[key] = value
+
+    def subscribe(self, seconds_per_event: float) -> None:
+        starts = self.callback_starts
+
+        class Callback:
+            def __call__(self, _event: Any) -> None:
+                starts.append(time.monotonic())
+                time.sleep(seconds_per_event)
+
+        cb = Callback()
+        self.callbacks.append(weakref.ref(cb))
+        self.kept.append(self.conn.subscribe(cb))
+
+    def in_flight(self, call: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                call()
+            except BaseException as e:  # noqa: BLE001 - reported by the postconditions
+                self.thread_errors.append(e)
+            finally:
+                self.thread_ends.append(time.monotonic())
+
+        t = threading.Thread(target=run)
+        t.start()
+        self.threads.append(t)
+
+
+def _set_flush_delay(impl: Any, ms: int) -> None:
+    (native._set_flush_delay_ms if impl is native else impl.set_flush_delay_ms)(ms)
+
+
+def _fresh(_s: Scene) -> None:
+    pass
+
+
+def _with_data(s: Scene) -> None:
+    for i in range(50):
+        s.put(b"k%d" % i, b"v%d" % i * (i + 1))
+    s.conn.delete(b"k7")
+    del s.model[b"k7"]
+
+
+def _mid_iteration(s: Scene) -> None:
+    _with_data(s)
+    it = iter(s.conn.items())
+    next(it)
+    s.kept.append(it)
+
+
+def _invalidated_iteration(s: Scene) -> None:
+    _mid_iteration(s)
+    s.put(b"after", b"the iterator")  # the iterator is now invalid; it stays referenced
+
+
+def _after_refusals(s: Scene) -> None:
+    s.put(b"k", b"v")
+    for refused in (lambda: s.conn.get(b"missing"), lambda: s.conn.put(None, b"v"), lambda: s.conn.delete(b"no")):
+        with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal; its kind is judged elsewhere
+            refused()
+
+
+def _subscribed(s: Scene) -> None:
+    s.subscribe(0.0)
+    s.put(b"k", b"v")
+
+
+def _subscribed_with_backlog(s: Scene) -> None:
+    s.subscribe(0.01)
+    s.subscribe(0.0)
+    for i in range(40):
+        s.put(b"e%d" % i, b"v")
+
+
+def _call_in_flight(s: Scene) -> None:
+    s.put(b"k", b"v")
+    _set_flush_delay(s.impl, FLUSH_DELAY_MS)
+    s.in_flight(s.conn.flush)
+    time.sleep(FLUSH_DELAY_MS / 3000)  # the flush is inside native code, waiting
+
+
+STATES: dict[str, tuple[Callable[[Scene], None], bool]] = {  # name -> (set-up, needs subscribe)
+    "fresh": (_fresh, False),
+    "unflushed data": (_with_data, False),
+    "mid-iteration": (_mid_iteration, False),
+    "an invalidated iterator": (_invalidated_iteration, False),
+    "after refusals": (_after_refusals, False),
+    "an idle subscription": (_subscribed, True),
+    "a backlog of events for a slow callback": (_subscribed_with_backlog, True),
+    "a flush in flight on another thread": (_call_in_flight, False),
+}
+
+
+@pytest.mark.parametrize("state", list(STATES))
+@pytest.mark.parametrize("name", sorted(IMPLS))
+def test_close_postconditions(tmp_path: Path, name: str, state: str) -> None:
+    impl = IMPLS[name]
+    set_up, needs_subscribe = STATES[state]
+    path = tmp_path / "store.db"
+    gc.collect()
+    before = impl.debug_counters()
+    scene = Scene(impl, path)
+    if needs_subscribe and not hasattr(scene.conn, "subscribe"):
+        scene.conn.close()
+        pytest.skip(f"{name} has no subscribe")
+    try:
+        set_up(scene)
+        closer = threading.Thread(target=scene.conn.close)
+        closer.start()
+        closer.join(CLOSE_BOUND)
+        assert not closer.is_alive(), f"close() did not return within {CLOSE_BOUND} s"
+        closed_at = time.monotonic()
+    finally:
+        _set_flush_delay(impl, 0)
+    starts_at_close = len(scene.callback_starts)
+
+    assert scene.conn.closed, "closed is false after close() returned"
+    assert scene.conn.close() is None  # a second close is a no-op
+    for t in scene.threads:
+        t.join(CLOSE_BOUND)
+        assert not t.is_alive(), "a call in flight never returned"
+    assert not scene.thread_errors, f"a call in flight when close() came failed: {scene.thread_errors!r}"
+    assert all(end <= closed_at for end in scene.thread_ends), "close() returned before the call in flight did"
+
+    for sub in scene.kept:
+        if hasattr(sub, "active"):
+            assert not sub.active, "a subscription is still active after close()"
+    time.sleep(0.05)  # a delivery that close() failed to stop would start about now
+    late = scene.callback_starts[starts_at_close:]
+    assert not late, f"{len(late)} callback(s) started after close() had returned"
+
+    with impl.connect(path, timeout=0) as again:  # the lock is free at once
+        assert dict(again.items()) == scene.model, "the store does not hold what was put before close()"
+
+    scene.kept.clear()
+    gc.collect()
+    assert all(ref() is None for ref in scene.callbacks), "close() kept a callback object alive"
+    after = impl.debug_counters()
+    left = {k: after[k] - before[k] for k in LEDGER if after[k] != before[k]}
+    assert not left, f"the native ledger moved across connect/close: {left}"

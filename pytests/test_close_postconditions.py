@@ -2,14 +2,15 @@
 
 Each state below leaves a connection as a user could (data written and not flushed, an iterator half way,
 a subscription idle or with a backlog of events its slow callback is still working through, a call in
-flight on another thread, refused and invalidated calls behind it). Whatever the state, once close()
-returns:
+flight on another thread, refused and invalidated calls behind it, another connect that timed out on its
+lock, or the close made from inside its own callback). Whatever the state, once close() returns (inside a
+callback: once the callback has returned):
 
 - it returned (within a bound) and a second close() is a no-op;
 - `closed` is true and the native ledger is back where it was before connect: no handle, subscription or
   block of this connection is left;
-- the store's lock is free (a connect with timeout=0 succeeds) and the store holds exactly what the model
-  says was put;
+- the store's lock is free (a connect with timeout=0 succeeds), no descriptor of the store is open, and the
+  store holds exactly what the model says was put;
 - no callback starts after it, every subscription is inactive, and every callback object is released;
 - a call that was in flight on another thread finished, without an error, before close() returned.
 
@@ -20,6 +21,7 @@ needs what a binding lacks, such as subscribe, is skipped for it).
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -53,7 +55,10 @@ class Scene:
 
     def __init__(self, impl: Any, path: Path) -> None:
         self.impl = impl
+        self.path = path
         self.conn = impl.connect(path)
+        self.closes_itself: threading.Event | None = None  # set once a callback's own close() returned
+        self.starts_at_close = -1  # callbacks started when close() returned
         self.model: dict[bytes, bytes] = {}
         self.kept: list[Any] = []  # iterators, subscriptions: alive across close()
         self.callbacks: list[weakref.ref[Any]] = []
@@ -92,6 +97,27 @@ class Scene:
         self.threads.append(t)
 
 
+def _store_descriptors(path: Path) -> int:
+    """How many of this process's descriptors are open on the store file."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:  # closed meanwhile (listdir's own descriptor among them)
+            pass
+    return count
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _set_flush_delay(impl: Any, ms: int) -> None:
     (native._set_flush_delay_ms if impl is native else impl.set_flush_delay_ms)(ms)
 
@@ -122,7 +148,7 @@ def _invalidated_iteration(s: Scene) -> None:
 def _after_refusals(s: Scene) -> None:
     s.put(b"k", b"v")
     for refused in (lambda: s.conn.get(b"missing"), lambda: s.conn.put(None, b"v"), lambda: s.conn.delete(b"no")):
-        with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal; its kind is judged elsewhere
+        with pytest.raises(Exception):  # noqa: B017 - any refusal; its kind is judged elsewhere
             refused()
 
 
@@ -145,6 +171,32 @@ def _call_in_flight(s: Scene) -> None:
     time.sleep(FLUSH_DELAY_MS / 3000)  # the flush is inside native code, waiting
 
 
+def _after_a_connect_timed_out(s: Scene) -> None:
+    s.put(b"k", b"v")
+    with pytest.raises(Exception) as refused:
+        s.impl.connect(s.path, timeout=0)
+    assert isinstance(refused.value, TimeoutError), repr(refused.value)
+
+
+def _close_from_its_own_callback(s: Scene) -> None:
+    """The close happens inside the connection's own callback (it returns at once there; the native close
+    completes once the callback has returned)."""
+    returned = threading.Event()
+
+    def close_inside(_event: Any) -> None:
+        s.callback_starts.append(time.monotonic())
+        if not returned.is_set():
+            s.conn.close()
+            s.starts_at_close = len(s.callback_starts)
+            returned.set()
+
+    s.callbacks.append(weakref.ref(close_inside))
+    s.kept.append(s.conn.subscribe(close_inside))
+    for i in range(5):  # the first event's callback closes: the four queued behind it must never be delivered
+        s.put(b"k%d" % i, b"v")
+    s.closes_itself = returned
+
+
 STATES: dict[str, tuple[Callable[[Scene], None], bool]] = {  # name -> (set-up, needs subscribe)
     "fresh": (_fresh, False),
     "unflushed data": (_with_data, False),
@@ -154,6 +206,8 @@ STATES: dict[str, tuple[Callable[[Scene], None], bool]] = {  # name -> (set-up, 
     "an idle subscription": (_subscribed, True),
     "a backlog of events for a slow callback": (_subscribed_with_backlog, True),
     "a flush in flight on another thread": (_call_in_flight, False),
+    "after another connect timed out on its lock": (_after_a_connect_timed_out, False),
+    "closed from inside its own callback": (_close_from_its_own_callback, True),
 }
 
 
@@ -165,20 +219,26 @@ def test_close_postconditions(tmp_path: Path, name: str, state: str) -> None:
     path = tmp_path / "store.db"
     gc.collect()
     before = impl.debug_counters()
+    descriptors_before = _store_descriptors(path)
     scene = Scene(impl, path)
     if needs_subscribe and not hasattr(scene.conn, "subscribe"):
         scene.conn.close()
         pytest.skip(f"{name} has no subscribe")
     try:
         set_up(scene)
-        closer = threading.Thread(target=scene.conn.close)
-        closer.start()
-        closer.join(CLOSE_BOUND)
-        assert not closer.is_alive(), f"close() did not return within {CLOSE_BOUND} s"
+        if scene.closes_itself is not None:
+            assert scene.closes_itself.wait(CLOSE_BOUND), f"close() in a callback did not return within {CLOSE_BOUND} s"
+            # The native close completes once the callback has returned, on the notifier's side.
+            _wait_until(lambda: impl.debug_counters()["live_handles"] == before["live_handles"], CLOSE_BOUND)
+        else:
+            closer = threading.Thread(target=scene.conn.close)
+            closer.start()
+            closer.join(CLOSE_BOUND)
+            assert not closer.is_alive(), f"close() did not return within {CLOSE_BOUND} s"
+            scene.starts_at_close = len(scene.callback_starts)
         closed_at = time.monotonic()
     finally:
         _set_flush_delay(impl, 0)
-    starts_at_close = len(scene.callback_starts)
 
     assert scene.conn.closed, "closed is false after close() returned"
     assert scene.conn.close() is None  # a second close is a no-op
@@ -192,7 +252,7 @@ def test_close_postconditions(tmp_path: Path, name: str, state: str) -> None:
         if hasattr(sub, "active"):
             assert not sub.active, "a subscription is still active after close()"
     time.sleep(0.05)  # a delivery that close() failed to stop would start about now
-    late = scene.callback_starts[starts_at_close:]
+    late = scene.callback_starts[scene.starts_at_close :]
     assert not late, f"{len(late)} callback(s) started after close() had returned"
 
     with impl.connect(path, timeout=0) as again:  # the lock is free at once
@@ -204,3 +264,4 @@ def test_close_postconditions(tmp_path: Path, name: str, state: str) -> None:
     after = impl.debug_counters()
     left = {k: after[k] - before[k] for k in LEDGER if after[k] != before[k]}
     assert not left, f"the native ledger moved across connect/close: {left}"
+    assert _store_descriptors(path) == descriptors_before, "a descriptor of the store is still open after close()"

@@ -98,12 +98,14 @@ _REENTER = textwrap.dedent(
 _OPS = ["put", "get", "delete", "len", "stats", "items", "flush", "subscribe"]
 
 
+@pytest.mark.ffi_harness_no_repeat  # a child per case; nothing of this process to measure
 @pytest.mark.parametrize("mode", ["same-thread", "other-thread"])
 @pytest.mark.parametrize("op", _OPS)
 def test_invalid_state_error_is_built_after_the_state_lock_is_released(op, mode, tmp_path):
     _run_reentry(op, "closed", mode, tmp_path)
 
 
+@pytest.mark.ffi_harness_no_repeat  # a child per case; nothing of this process to measure
 @pytest.mark.parametrize("touch", ["cancel", "active", "repr"])
 def test_subscribe_on_closed_connection_builds_the_error_after_the_subscription_lock(touch, tmp_path):
     _run_reentry("subscribe", touch, "same-thread", tmp_path)

@@ -8,6 +8,10 @@ import time
 
 import pytest
 
+# Every test here runs its work in child processes (each exit is the thing under test): `ffi-harness test
+# --leaks` has nothing of this process to measure, so repeating a test would only cost its children again.
+pytestmark = pytest.mark.ffi_harness_no_repeat
+
 FALL_OFF_END = textwrap.dedent("""
     import sys, threading, time
     import native

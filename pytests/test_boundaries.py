@@ -44,13 +44,13 @@ if _BINDINGS not in sys.path:
 
 import facade  # after the sys.path insert above: it lives in pytests/bindings
 
-if facade.lib_path().exists():
+AVAILABLE = facade.loadable_bindings()  # none loadable: `native` alone is swept
+if AVAILABLE:
     import capsule_native
-    from every_binding import AVAILABLE
 
     CAPSULE: dict[str, Any] = {"capsule": capsule_native.module} if capsule_native.module else {}
-else:  # libnative.so not built: the bindings are not loadable, `native` alone is swept
-    AVAILABLE, CAPSULE = {}, {}
+else:
+    CAPSULE = {}
 
 IMPLS: dict[str, Any] = {"pyo3": native, **AVAILABLE}
 FUNCTION_IMPLS: dict[str, Any] = {**IMPLS, **CAPSULE}

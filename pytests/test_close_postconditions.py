@@ -39,10 +39,7 @@ if _BINDINGS not in sys.path:
 
 import facade  # after the sys.path insert above: it lives in pytests/bindings
 
-if facade.lib_path().exists():
-    from every_binding import AVAILABLE
-else:  # libnative.so not built: the bindings are not loadable
-    AVAILABLE = {}
+AVAILABLE = facade.loadable_bindings()  # none loadable: `native` alone
 
 IMPLS: dict[str, Any] = {"pyo3": native, **AVAILABLE}
 CLOSE_BOUND = 15.0  # seconds close() may take: the slowest state waits for a 0.3 s flush and a backlog

@@ -67,6 +67,22 @@ def unbuilt(reason: str) -> str:
     return reason
 
 
+def loadable_bindings() -> dict[str, Any]:
+    """Every binding of libnative this interpreter can load, by name (every_binding.AVAILABLE), for a test
+    outside pytests/bindings that runs `native` and the bindings side by side. Empty when libnative.so is not
+    built or a binding's own dependency is missing (ci/gil-check's debug venv has no cffi: it runs pytests/
+    without bindings/), unless $FFI_HARNESS_REQUIRE_BINDINGS=1 (see `unbuilt`)."""
+    if not lib_path().exists():
+        unbuilt(f"libnative.so is not built ({lib_path()})")
+        return {}
+    try:
+        from every_binding import AVAILABLE  # here: it loads libnative, and cffi_native imports this module
+    except ImportError as missing:
+        unbuilt(f"the bindings of libnative do not import: {missing}")
+        return {}
+    return dict(AVAILABLE)
+
+
 # Where the compiled bindings' build scripts put their modules (cffi_build.py, cython_build.py,
 # capsule_consumer/build.py).
 BUILD_DIR = Path(__file__).resolve().parent / "build"

@@ -18,12 +18,24 @@ export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-line-tables-o
 # The free space on the checkout's disk, for the step lines: a step that dies of a full disk says so.
 disk_free() { df -h --output=avail "$root" 2>/dev/null | tail -1 | tr -d ' '; }
 
+# CPU seconds (user + system) of every child this shell has waited for, into the variable named $1: a
+# step's share, next to its wall time, shows whether it keeps one core or both busy (what decides which
+# steps can share the 2 cores). Read from /proc (cutime + cstime, clock ticks of 1/100 s) in this very
+# shell: a command substitution would be a subshell counting its own children.
+children_cpu_seconds() {
+  local -a stat
+  read -r -a stat <"/proc/$BASHPID/stat"
+  printf -v "$1" '%d' $(((stat[15] + stat[16]) / 100))
+}
+
 step() {
   local name=$1; shift
-  local t0=$SECONDS
+  local t0=$SECONDS cpu0 cpu1
+  children_cpu_seconds cpu0
   printf '\033[1m==> %s\033[0m (disk free: %s)\n' "$name" "$(disk_free)" >&2
   if "$@"; then
-    printf '\033[1m<== %s ok (%ss)\033[0m\n' "$name" $((SECONDS - t0)) >&2
+    children_cpu_seconds cpu1
+    printf '\033[1m<== %s ok (%ss, cpu %ss)\033[0m\n' "$name" $((SECONDS - t0)) $((cpu1 - cpu0)) >&2
   else
     local rc=$?
     printf '\033[1;31m<== %s FAILED (exit %s, %ss)\033[0m (disk free: %s)\n' "$name" "$rc" $((SECONDS - t0)) "$(disk_free)" >&2

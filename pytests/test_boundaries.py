@@ -12,7 +12,8 @@ len(), every key's value, a full items() pass (each item once), stats' keys, gen
 The store sweep runs through `native` under several option sets (the smallest limits, small ones, the
 defaults, the hard limits) and, with the defaults (their connect() takes no options), through every binding
 of libnative the bindings suite builds (pytests/bindings/every_binding.py); checksum, process and the flush
-delay run through each of them and through the capsule consumer, as test_binding_conformance.py selects them.
+delay run through each of them and through the capsule consumer, as test_binding_conformance.py selects them;
+the store sweep also runs with its puts made through the capsule table (pin, put, unpin) by the consumer.
 A value too costly to build (a 1 GiB value) is left out, never guessed; a 1 GiB + 1 refusal is offered as a
 lazily mapped, untouched buffer.
 """
@@ -260,6 +261,41 @@ def test_store_boundaries_binding(tmp_path: Path, name: str) -> None:
         n, problems = sweep_store(conn, *DEFAULT_LIMITS)
     assert not problems, f"{len(problems)} of {n} steps went wrong:\n" + "\n".join(problems)
     after = impl.debug_counters()
+    assert [after[k] for k in LIVE] == [before[k] for k in LIVE], "a handle or a native_alloc block outlived the sweep"
+
+
+class _PutsThroughTheCapsule:
+    """native's connection with its puts made by another extension through the capsule table (pin, put with
+    the GIL released, unpin: the consumer's `put`), every other call native's own."""
+
+    def __init__(self, conn: Any, capsule: Any) -> None:
+        self._conn = conn
+        self._capsule = capsule
+
+    def put(self, key: Any, value: Any) -> None:
+        self._capsule.put(self._conn, key, value)
+
+    def __len__(self) -> int:
+        return len(self._conn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.skipif(not CAPSULE, reason="the capsule consumer module is not built (pytests/bindings/capsule_consumer)")
+@pytest.mark.parametrize(
+    "limits", [(8, 64), DEFAULT_LIMITS], ids=lambda lim: f"max_key_size={lim[0]},max_value_size={lim[1]}"
+)
+def test_store_boundaries_capsule_put(tmp_path: Path, limits: tuple[int, int]) -> None:
+    """The capsule table's pin/put/unpin at every key and value length boundary: what another C extension
+    puts through it is refused (the consumer's ValueError) or stored byte for byte, as native's own put."""
+    max_key, max_value = limits
+    before = native.debug_counters()
+    options = native.Options(max_key_size=max_key, max_value_size=max_value)
+    with native.connect(tmp_path / "store.db", options=options) as conn:
+        n, problems = sweep_store(_PutsThroughTheCapsule(conn, CAPSULE["capsule"]), max_key, max_value)
+    assert not problems, f"{len(problems)} of {n} steps went wrong:\n" + "\n".join(problems)
+    after = native.debug_counters()
     assert [after[k] for k in LIVE] == [before[k] for k in LIVE], "a handle or a native_alloc block outlived the sweep"
 
 

@@ -74,7 +74,7 @@ det_proptests() {
   PYO3_PYTHON="$PY" cargo test -q -p proptests -- --skip leak_hunt
 }
 
-det_sanitize() { ci/sanitize; }
+det_sanitize() { FFI_HARNESS_STOP_AT_FIRST_FINDING=1 ci/sanitize; }
 
 det_leak_hunt() { ci/leak-hunt; }
 

@@ -17,7 +17,7 @@ cargo-test |  300 | true                                               | cargo-t
 leak-hunt  |  900 | test -x ci/leak-hunt                               | leak-hunt, leak hunt, leak_hunt | ci/leak-hunt
 gil-check  |  420 | true                                               | gil-check                     | ci/gil-check
 proptests  |  600 | test -d proptests                                  | proptests, proptest           | det_proptests
-sanitize   |  600 | true                                               | sanitize                      | ci/sanitize --no-proptests
+sanitize   |  600 | true                                               | sanitize                      | env FFI_HARNESS_STOP_AT_FIRST_FINDING=1 ci/sanitize --no-proptests
 fuzz-smoke | 1200 | test -x ci/fuzz-smoke && test -d fuzz/fuzz_targets | fuzz*                         | det_fuzz_smoke
 valgrind   |  900 | true                                               | valgrind                      | ci/valgrind
 ffi-test   | 1200 | test -f cli/python/ffi_harness/testrun.py          | ffi-test                      | det_ffi_test

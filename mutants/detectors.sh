@@ -74,8 +74,6 @@ det_proptests() {
   PYO3_PYTHON="$PY" cargo test -q -p proptests -- --skip leak_hunt
 }
 
-det_sanitize() { FFI_HARNESS_STOP_AT_FIRST_FINDING=1 ci/sanitize; }
-
 det_leak_hunt() { ci/leak-hunt; }
 
 # cargo fuzz keeps its own target dir (fuzz/target, where ci/fuzz_run.py looks for the binaries).

@@ -152,6 +152,20 @@ def warm_up(x):  # correct: an over-decref would go on for ever; this one runs o
         _dec(None)
 
 
+class _Plain:
+    pass
+
+
+_names = []
+
+
+def lookup_fresh_names(x):  # correct: looks attributes up by names made for the call (PyObject_HasAttrString)
+    for _ in range(16):
+        name = "".join(["toDict", str(len(_names))])
+        _names.append(name)  # kept: each lookup's name at an address of its own
+        hasattr(_Plain, name)
+
+
 class _Holder:
     state = None
 
@@ -199,6 +213,7 @@ def _context() -> runtime.Context:
             "collect",
             "set_state",
             "warm_up",
+            "lookup_fresh_names",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -325,6 +340,26 @@ def test_a_process_warming_up_is_not_an_over_decref(fresh_context: runtime.Conte
     findings = [fresh_context.run(program)[1] for _ in range(60)]
     assert findings == [None] * 60
     assert fresh_context.singleton_false_alarms > 0  # suspected, and cleared
+
+
+@mortal_singletons
+def test_cpythons_type_cache_is_not_an_over_decref(context: runtime.Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh type cache (what a process starts with, and what sys._clear_type_cache() makes) holds None in
+    # every entry, where gc cannot see it; each lookup by a new name releases one. ujson 5.1.0's
+    # dumps(a_function) was reported as an over-decref of None, in the fuzzer and in its repro, for this.
+    standin = sys.modules["refcount_standin"]
+    sys._clear_type_cache()
+    before = sys.getrefcount(None)
+    standin.lookup_fresh_names(1)
+    assert sys.getrefcount(None) < before, "the hazard did not show: this test would prove nothing"
+    sys._clear_type_cache()
+    monkeypatch.setattr(runtime, "_TYPE_CACHE_FILL", None)  # as in a fresh process
+    fresh = _context()
+    program = runtime.build("[('lookup_fresh_names', 0, [1], {})]", fh)
+    assert [fresh.run(program)[1] for _ in range(30)] == [None] * 30
+    assert runtime._TYPE_CACHE_FILL is not None, "no loss was even suspected: the hazard did not show"
+    rounds, released = runtime._TYPE_CACHE_FILL  # filled at the first suspicion
+    assert rounds is not None and released > 0, runtime._TYPE_CACHE_FILL
 
 
 VERSIONED_CHECK = """

@@ -155,6 +155,7 @@ class Totals:
     singleton_checks: int = 0
     singleton_false_alarms: int = 0
     singletons_judged: bool | None = None  # None: no engine run reported (False: immortal singletons)
+    type_cache_unsettled: int = 0  # engine processes whose type cache fill never went quiet (runtime.py)
     # Engine runs that died or hung with nothing to replay (no crash artifact): not findings, since no
     # input reproduces them, but never a clean run either.
     problems: list[str] = field(default_factory=list)
@@ -759,6 +760,9 @@ def _collect_stats(totals: Totals) -> None:
         totals.singleton_false_alarms += int(stats.get("singleton_false_alarms", 0))
         if "singletons_judged" in stats:
             totals.singletons_judged = bool(totals.singletons_judged) or bool(stats["singletons_judged"])
+        fill = stats.get("type_cache_fill")
+        if fill is not None and fill[0] is None:
+            totals.type_cache_unsettled += 1
 
 
 def _refcount_line(totals: Totals) -> str:
@@ -768,9 +772,15 @@ def _refcount_line(totals: Totals) -> str:
         return (
             f"refcounts: {kept}; None/True/False not judged (immortal in this interpreter: an over-decref is harmless)"
         )
+    unsettled = (
+        f"; in {totals.type_cache_unsettled} engine process(es) CPython's type cache still released references to "
+        "None after it was filled: a loss of None there may be the cache's"
+        if totals.type_cache_unsettled
+        else ""
+    )
     return (
         f"refcounts: {kept}; {totals.singleton_checks} calls judged on None/True/False "
-        f"({totals.singleton_false_alarms} losses cleared by running the program again)"
+        f"({totals.singleton_false_alarms} losses cleared by running the program again){unsettled}"
     )
 
 

@@ -64,8 +64,43 @@ SINGLETONS: tuple[Any, ...] = (None, True, False) if _singletons_are_mortal() el
 # see for a while, on some calls and not others: `native.connect`'s error path released 62 references
 # to None over its first thousand calls in a fresh process, in about one call in three, and then none,
 # and one confirming run reported it in 30 of 40 processes (2026-12-06). Two runs: 1 of 40; four: none
-# of 80.
+# of 80. Most of that warm-up was CPython's type cache (see _fill_type_cache), now filled first.
 SINGLETON_CONFIRMATIONS = 4
+
+
+def _fill_type_cache(max_rounds: int = 16) -> tuple[int | None, int]:
+    """Fill CPython's type attribute cache (`_PyType_Lookup`'s 4096 entries) with names of our own, and
+    return (rounds until two rounds in a row released no reference to None, or None if they never did;
+    references to None released).
+
+    Up to 3.11 every entry of a fresh cache holds a reference to None (`sys._clear_type_cache()` puts
+    them back), which gc cannot see. The first lookup that lands on an entry replaces its name and
+    releases that reference; from 3.10 the entry is chosen by the name's address, so code that looks
+    attributes up by freshly made names (`PyObject_HasAttrString`) keeps landing on new entries for
+    thousands of calls: ujson 5.1.0's `dumps(a_function)` released 868 references to None over its
+    first thousand calls under ASan (324 with malloc, 14 with pymalloc), then none, and every one of its
+    runs looked like an over-decref, in the fuzzer and in the repro. Filled first, no entry holds None
+    any more, and no lookup can put one back. Names of several lengths (allocator size classes) on 64
+    types (the type's version tag is XORed into the entry's index) reach every entry."""
+    probes = [type(f"_FfiHarnessTypeCacheProbe{i}", (), {"__slots__": ()}) for i in range(64)]
+    quiet, released = 0, 0
+    for r in range(max_rounds):
+        names = [f"{'x' * (i % 48)}{r * 512 + i}" for i in range(512)]  # alive for the round: new addresses
+        before = sys.getrefcount(None)
+        for probe in probes:
+            for name in names:
+                hasattr(probe, name)
+        gone = before - sys.getrefcount(None)
+        released += gone
+        quiet = quiet + 1 if gone == 0 else 0
+        if quiet == 2:
+            return r + 1, released
+    return None, released
+
+
+# What _fill_type_cache did in this process: it runs once, at the first suspected singleton loss (0.04 s,
+# 0.25 s under ASan: a process that never suspects one, such as most repro replays, does not pay it).
+_TYPE_CACHE_FILL: tuple[int | None, int] | None = None
 
 
 class R:
@@ -405,6 +440,9 @@ class Context:
         must have lost one. A warming-up process can also release hidden references on some calls for a
         while, so each of SINGLETON_CONFIRMATIONS runs must lose one; the first loss of the first of them
         is reported."""
+        global _TYPE_CACHE_FILL
+        if _TYPE_CACHE_FILL is None:
+            _TYPE_CACHE_FILL = _fill_type_cache()  # the runs below start with no entry holding None
         step, which = suspects[0]
         if steps[step][0] in self._singleton_sites:
             return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
@@ -621,6 +659,7 @@ class Context:
             "singleton_checks": self.singleton_checks,
             "singleton_false_alarms": self.singleton_false_alarms,
             "singletons_judged": bool(SINGLETONS),
+            "type_cache_fill": _TYPE_CACHE_FILL,
             **extra,
         }
         tmp = f"{path}.tmp"

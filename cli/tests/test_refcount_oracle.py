@@ -166,6 +166,12 @@ def lookup_fresh_names(x):  # correct: looks attributes up by names made for the
         hasattr(_Plain, name)
 
 
+def lookups_and_unowned_none(x):  # both: the cache's releases and a real `return Py_None;`
+    lookup_fresh_names(x)
+    _dec(None)
+    return None
+
+
 class _Holder:
     state = None
 
@@ -214,6 +220,7 @@ def _context() -> runtime.Context:
             "set_state",
             "warm_up",
             "lookup_fresh_names",
+            "lookups_and_unowned_none",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -300,8 +307,15 @@ mortal_singletons = pytest.mark.skipif(not runtime.SINGLETONS, reason="None, Tru
         "[('unowned_true', 0, [1], {})]",
         "[('overdec_none_arg', 0, [None], {})]",
         "[('make_none_holder', 0, [1], {}), ('unowned_none', 0, [2], {})]",
+        "[('lookups_and_unowned_none', 0, [1], {})]",
     ],
-    ids=["None returned without a reference", "True returned without one", "a None argument", "second step"],
+    ids=[
+        "None returned without a reference",
+        "True returned without one",
+        "a None argument",
+        "second step",
+        "amid the type cache's releases",
+    ],
 )
 def test_a_singleton_that_loses_a_reference_is_an_over_decref(fresh_context: runtime.Context, source: str) -> None:
     name = source.split("'")[-2]

@@ -98,6 +98,20 @@ def _fill_type_cache(max_rounds: int = 16) -> tuple[int | None, int]:
     return None, released
 
 
+def _settle_gc(max_rounds: int = 8) -> None:
+    """Collect until a collection untracks nothing more. gc stops tracking a tuple once everything in it
+    is untracked, one level of nesting per collection, and an untracked holder of None is invisible to
+    `_unaccounted`: a nested tuple of constants that went untracked during a measured run hid a real
+    `return Py_None;` (seen in a pytest process: a code object's constants of pytest's own)."""
+    tracked = -1
+    for _ in range(max_rounds):
+        gc.collect()
+        now = len(gc.get_objects())
+        if now == tracked:
+            return
+        tracked = now
+
+
 # What _fill_type_cache did in this process: it runs once, at the first suspected singleton loss (0.04 s,
 # 0.25 s under ASan: a process that never suspects one, such as most repro replays, does not pay it).
 _TYPE_CACHE_FILL: tuple[int | None, int] | None = None
@@ -448,10 +462,10 @@ class Context:
             return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
         first: tuple[int, int] | None = None
         for _ in range(SINGLETON_CONFIRMATIONS):
-            gc.collect()
+            _settle_gc()
             before = [_unaccounted([s], 0) for s in SINGLETONS]
             self._run_program(steps)
-            gc.collect()
+            _settle_gc()
             after = [_unaccounted([s], 0) for s in SINGLETONS]
             lost = [(st, w) for st, w in self._lost if after[w] < before[w]]
             if not lost:

@@ -70,8 +70,8 @@ SINGLETON_CONFIRMATIONS = 4
 
 def _fill_type_cache(max_rounds: int = 16) -> tuple[int | None, int]:
     """Fill CPython's type attribute cache (`_PyType_Lookup`'s 4096 entries) with names of our own, and
-    return (rounds until two rounds in a row released no reference to None, or None if they never did;
-    references to None released).
+    return (rounds until one released no reference to None, or None if none did; references to None
+    released).
 
     Up to 3.11 every entry of a fresh cache holds a reference to None (`sys._clear_type_cache()` puts
     them back), which gc cannot see. The first lookup that lands on an entry replaces its name and
@@ -83,7 +83,7 @@ def _fill_type_cache(max_rounds: int = 16) -> tuple[int | None, int]:
     any more, and no lookup can put one back. Names of several lengths (allocator size classes) on 64
     types (the type's version tag is XORed into the entry's index) reach every entry."""
     probes = [type(f"_FfiHarnessTypeCacheProbe{i}", (), {"__slots__": ()}) for i in range(64)]
-    quiet, released = 0, 0
+    released = 0
     for r in range(max_rounds):
         names = [f"{'x' * (i % 48)}{r * 512 + i}" for i in range(512)]  # alive for the round: new addresses
         before = sys.getrefcount(None)
@@ -92,8 +92,7 @@ def _fill_type_cache(max_rounds: int = 16) -> tuple[int | None, int]:
                 hasattr(probe, name)
         gone = before - sys.getrefcount(None)
         released += gone
-        quiet = quiet + 1 if gone == 0 else 0
-        if quiet == 2:
+        if gone == 0:  # 32,768 lookups missing an entry that still holds None: about e**-8 per entry
             return r + 1, released
     return None, released
 
@@ -461,11 +460,12 @@ class Context:
         if steps[step][0] in self._singleton_sites:
             return _singleton_finding(steps, step, which)  # shown once: every later loss of it is it too
         first: tuple[int, int] | None = None
+        _settle_gc()  # once: what earlier programs left half-untracked is untracked before the first run
         for _ in range(SINGLETON_CONFIRMATIONS):
-            _settle_gc()
+            gc.collect()
             before = [_unaccounted([s], 0) for s in SINGLETONS]
             self._run_program(steps)
-            _settle_gc()
+            gc.collect()
             after = [_unaccounted([s], 0) for s in SINGLETONS]
             lost = [(st, w) for st, w in self._lost if after[w] < before[w]]
             if not lost:

@@ -1,0 +1,32 @@
+"""The `refcounts:` line of `ffi-harness fuzz` is derived from the engine processes' stats files: an engine
+whose type cache fill never settled (runtime._fill_type_cache) is counted and named, one that settled or
+never filled is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ffi_harness import fuzz
+
+
+def _line(tmp_path: Path, fills: list[Any]) -> str:
+    totals = fuzz.Totals()
+    for i, fill in enumerate(fills):
+        stats = tmp_path / f"stats{i}.json"
+        stats.write_text(json.dumps({"singletons_judged": True, "singleton_checks": 10, "type_cache_fill": fill}))
+        totals.runs.append(SimpleNamespace(stats=stats))  # type: ignore[arg-type]  # only .stats is read
+    fuzz._collect_stats(totals)
+    return fuzz._refcount_line(totals)
+
+
+def test_an_unsettled_type_cache_fill_is_named(tmp_path: Path) -> None:
+    line = _line(tmp_path, [[None, 4000], [3, 2500], None])
+    assert "in 1 engine process(es) CPython's type cache still released references to None" in line
+    assert "30 calls judged on None/True/False" in line
+
+
+def test_settled_or_absent_fills_add_nothing(tmp_path: Path) -> None:
+    assert "type cache" not in _line(tmp_path, [[2, 2400], None])

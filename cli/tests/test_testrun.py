@@ -277,3 +277,23 @@ def test_a_crash_in_a_standard_library_is_headlined_at_the_modules_frame() -> No
     assert m is not None
     headline = testrun._sanitizer_headline(report, m)
     assert headline.endswith("in native_wrapper::connect connection.rs:272"), headline
+
+
+def test_the_source_tree_does_not_shadow_the_installed_module(tmp_path: Path) -> None:
+    # A project's root holds the package's source without its compiled module (built elsewhere and installed,
+    # as `build-ext` does). Plain `pytest tests/` there imports the installed package; `python -m pytest`
+    # would import the source directory first and fail. The worker must do what the `pytest` command does.
+    project = tmp_path / "project"
+    (project / "pkgx").mkdir(parents=True)
+    (project / "pkgx" / "__init__.py").write_text("from ._native import answer\n")
+    (project / "tests").mkdir()
+    (project / "tests" / "test_pkgx.py").write_text(
+        "import pkgx\n\n\ndef test_installed_answer():\n    assert pkgx.answer() == 42\n"
+    )
+    site = tmp_path / "site"
+    (site / "pkgx").mkdir(parents=True)
+    (site / "pkgx" / "__init__.py").write_text("from ._native import answer\n")
+    (site / "pkgx" / "_native.py").write_text("def answer():\n    return 42\n")
+    rc, out, v = harness(site, "--", "-p", "no:cacheprovider", "tests", cwd=project)
+    assert rc == 0, out
+    assert v["tests/test_pkgx.py::test_installed_answer"].endswith("  passed"), out

@@ -42,6 +42,17 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_COLLECT_TIMEOUT = 300.0  # importing the test modules: an import that deadlocks never ends
 KILL_GRACE = 10.0  # after --timeout the worker gets SIGABRT (faulthandler dumps its stacks), then SIGKILL
 PLUGIN_NAME = "ffi_harness_pytest_plugin"
+# The worker runs pytest as the `pytest` command does, not as `python -m pytest`: `-m` and `-c` put the
+# current directory first on sys.path, so in a project's root the source package (`pkg/` without its
+# compiled module, or with a stale one) would shadow the build that was installed (ModuleNotFoundError
+# for `pkg._native`). `-c` puts an empty entry there, which this drops (none with -P / PYTHONSAFEPATH).
+PYTEST_AS_THE_PYTEST_COMMAND = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "import pytest\n"
+    "raise SystemExit(getattr(pytest, 'console_main', pytest.main)())\n"
+)
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "_pytest_worker")
 REPORT_LINES = 30
 POLL = 0.2  # seconds between two reads of the worker's events
@@ -369,8 +380,8 @@ class Runner:
         return [
             self.setup.python,
             *self.setup.xopts,
-            "-m",
-            "pytest",
+            "-c",
+            PYTEST_AS_THE_PYTEST_COMMAND,
             "-p",
             PLUGIN_NAME,
             "-p",

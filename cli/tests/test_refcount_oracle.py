@@ -176,6 +176,10 @@ class _Holder:
     state = None
 
 
+def null_without_error(x):  # what CPython raises for a C function that returned NULL with no exception set
+    raise SystemError("<method 'peek' of 'Ring' objects> returned NULL without setting an exception")
+
+
 def set_state(x):  # correct: a field replaced; the tuple that held None goes (gc stops tracking it)
     _Holder.state = (x, 1)
 """
@@ -221,6 +225,7 @@ def _context() -> runtime.Context:
             "warm_up",
             "lookup_fresh_names",
             "lookups_and_unowned_none",
+            "null_without_error",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -229,6 +234,16 @@ def _context() -> runtime.Context:
 def _finding(context: runtime.Context, source: str) -> Any:
     _sigs, finding = context.run(runtime.build(source, fh))
     return finding and (finding["kind"], finding["site"])
+
+
+def test_a_system_error_is_reported_with_its_whole_message(context: runtime.Context) -> None:
+    # The report keeps what a C author needs: which method, and "returned NULL without setting an exception"
+    # (the signature of the outcome keeps only the message's first words, as it must stay stable).
+    _sigs, finding = context.run(runtime.build("[('null_without_error', 0, [1], {})]", fh))
+    assert finding is not None and finding["kind"] == "SystemError", finding
+    assert finding["detail"] == (
+        "SystemError: <method 'peek' of 'Ring' objects> returned NULL without setting an exception"
+    ), finding
 
 
 @pytest.mark.parametrize(

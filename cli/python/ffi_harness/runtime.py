@@ -159,6 +159,18 @@ def _message_words(exc: BaseException) -> str:
     return " ".join(words)
 
 
+def _message_text(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as a report shows it: the whole first line, cut at `limit` characters.
+    ("method peek of object" is what _message_words keeps of "<method 'peek' of 'Ring' objects> returned
+    NULL without setting an exception": the part a C author needs is after the quotes.)"""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        return "?"
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _fresh_copy(value: Any, seen: set[int] | None = None) -> Any:
     """Scalars that only their container owns, like the engine's materialiser builds them (compiled
     constants are shared with the code object and identifier-like strings are interned). Lists and
@@ -604,7 +616,7 @@ class Context:
                         "kind": "PanicException" if tname == "PanicException" else "SystemError",
                         "site": name,
                         "step": i,
-                        "detail": f"{tname}: {_message_words(e)}",
+                        "detail": f"{tname}: {_message_text(e)}",
                         "key": f"{tname}:{name}",
                     }
                     del e
@@ -626,7 +638,7 @@ class Context:
                         "site": name,
                         "step": i,
                         "detail": f"returned a result with an exception set ({type(pending).__name__}: "
-                        f"{_message_words(pending)})",
+                        f"{_message_text(pending)})",
                         "key": f"SystemError:{name}",
                     }
                     del pending, result

@@ -176,6 +176,18 @@ class _Holder:
     state = None
 
 
+def keep_callback_result(f):  # Py_INCREF(result) of a callback, never given back (a result kept "for later")
+    _inc(f(1))
+
+
+def use_callback_result(f):  # correct: the callback's result is used, then released
+    return len(repr(f(1)))
+
+
+def store_callback_result(f):  # correct: the callback's result is kept in a live list
+    _registry.append(f(1))
+
+
 def null_without_error(x):  # what CPython raises for a C function that returned NULL with no exception set
     raise SystemError("<method 'peek' of 'Ring' objects> returned NULL without setting an exception")
 
@@ -226,6 +238,9 @@ def _context() -> runtime.Context:
             "lookup_fresh_names",
             "lookups_and_unowned_none",
             "null_without_error",
+            "keep_callback_result",
+            "use_callback_result",
+            "store_callback_result",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -234,6 +249,16 @@ def _context() -> runtime.Context:
 def _finding(context: runtime.Context, source: str) -> Any:
     _sigs, finding = context.run(runtime.build(source, fh))
     return finding and (finding["kind"], finding["site"])
+
+
+@pytest.mark.parametrize("value", ["[1, 2, 3]", "'abcdef'", "10**30", "b'xyzw'", "{'k': 1}", "(1, 'ab')"])
+def test_a_callback_result_that_is_never_released_is_a_leak(context: runtime.Context, value: str) -> None:
+    # A callable argument's result belongs to the code that called it, which must release it: what the
+    # callback returned is judged like a hostile dunder's answer (fresh for each call, in the answers ledger).
+    program = f"[('keep_callback_result', 0, [_fh.mk_returner({value})], {{}})]"
+    assert _finding(context, program) == ("refcount-leak", "keep_callback_result")
+    assert _finding(context, f"[('use_callback_result', 0, [_fh.mk_returner({value})], {{}})]") is None
+    assert _finding(context, f"[('store_callback_result', 0, [_fh.mk_returner({value})], {{}})]") is None
 
 
 def test_a_system_error_is_reported_with_its_whole_message(context: runtime.Context) -> None:

@@ -47,7 +47,7 @@ def test_reports_of_one_line_are_one_bug() -> None:
     assert (faulted.kind, faulted.site, faulted.location) == ("SEGV", "table_get", "/src/buggy.c:56")
     assert overflow.kind == "ubsan:signed" and overflow.location == near.location  # arithmetic: another bug
     same = fnd.same_bug([near, oracle, other, far, faulted, overflow, wrapped])
-    assert same == {far.key: near, faulted.key: near, wrapped.key: near}
+    assert same == {id(far): near, id(faulted): near, id(wrapped): near}
 
 
 # Mutant 15 under `ffi-harness fuzz` (2026-12-06): a freed path read by Rust's CStr::from_ptr. The summary
@@ -76,3 +76,31 @@ def test_a_report_in_a_standard_library_names_the_modules_own_frame() -> None:
     assert (cpp.site, cpp.location) == ("Table_get", "/b/src/table.cpp:41")
     plain = _finding(ASAN.format(kind="heap-use-after-free"), 1.0)  # the module's own frame stays the site
     assert (plain.site, plain.location) == ("table_get", "/src/buggy.c:56")
+
+
+TILE_OVERFLOW = (
+    "FFI_HARNESS_STEP 0 tile\n"
+    "/src/ringbuf.c:653:17: runtime error: signed integer overflow: 6 * 700000001 cannot be represented in type 'int'\n"
+    "    #0 0x7f in tile /src/ringbuf.c:653:17\n"
+)
+
+
+def test_a_finding_whose_replay_stops_at_a_ubsan_report_is_that_reports_bug() -> None:
+    # The engine prints a UBSan report once per line and process: a later program that overflows the same
+    # size shows only the SystemError of the negative size it made. Its replay, in a fresh process, stops at
+    # the report: the same bug as the report found first, not a finding that "did not reproduce".
+    from ffi_harness import fuzz
+
+    step = {"callable": "tile", "args": ["b'abc'", "700000001"], "kwargs": []}
+    first = fnd.Finding("ubsan:signed", "tile", "tile", SIGNED, [step], "oracle")
+    first.verdict = fnd.classify_output(1, "", TILE_OVERFLOW)
+    later = fnd.Finding("SystemError", "tile", "tile", "SystemError: Negative size passed", [step], "oracle")
+    v = fnd.classify_output(1, "", TILE_OVERFLOW)
+    assert v.kind == "ubsan:signed" and v.step == 0, v
+    fuzz._name_by_its_first_symptom(later, v)
+    assert (later.kind, later.site, later.reproduced) == ("ubsan:signed", "tile", True), later
+    assert fnd.same_bug([first, later]) == {id(later): first}
+    # A replay that stopped in another callable, or at a finding that is not a UBSan report, names nothing.
+    other = fnd.Finding("SystemError", "peek", "Ring.peek", "", [step], "oracle")
+    fuzz._name_by_its_first_symptom(other, v)
+    assert (other.kind, other.reproduced) == ("SystemError", None)

@@ -484,8 +484,41 @@ def mk_raiser(kind):
     return raiser
 
 
+# Off unless a runner turns it on (`ffi-harness fuzz` and its repros do): what a returner hands back is
+# then made fresh for that call and recorded in the answers ledger, like a hostile dunder's answer. The
+# code under test owns what a callback returned and must release it once done with it (a result kept
+# "for later" and never decref'd leaks once per call, which no argument's count shows).
+_record_callable_results = False
+
+
+def record_callable_results(on=True):
+    global _record_callable_results
+    _record_callable_results = bool(on)
+
+
+def _callable_result(value):
+    """`value` made fresh for one call of a returner, and recorded (see the answers ledger)."""
+    kind = type(value)
+    if kind is list:
+        fresh = list(value)
+    elif kind is dict:
+        fresh = dict(value)
+    elif kind is tuple and value:
+        fresh = tuple(list(value))
+    elif kind is bytes and len(value) > 1:
+        fresh = value[:1] + value[1:]
+    elif kind is bytearray:
+        fresh = bytearray(value)
+    else:
+        return _handed_out(value)
+    _answers.append(fresh)
+    return fresh
+
+
 def mk_returner(value):
     def returner(*args, **kwargs):
+        if _record_callable_results:
+            return _callable_result(value)
         return value
 
     return returner

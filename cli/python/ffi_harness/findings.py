@@ -92,21 +92,29 @@ class Finding:
 _POINTER_UBSAN = ("ubsan:addition", "ubsan:subtraction", "ubsan:applying", "ubsan:pointer")
 
 
-def same_bug(findings: list[Finding]) -> dict[str, Finding]:
-    """Findings that are one bad memory access reported several ways, by key: each later finding reached
+def same_bug(findings: list[Finding]) -> dict[int, Finding]:
+    """Findings that are one bad memory access reported several ways, by id(): each later finding reached
     through the same callable whose sanitizer report names the same function and source line as an
     earlier one (a read past a table's end is a heap-buffer-overflow near it, a use-after-free, a SEGV or
     a UBSan pointer overflow farther away: several kinds, one line) maps to that first finding. Another
     callable crashing on the same line (a shared helper, the interpreter's list_dealloc) is kept apart.
+    Findings of one kind, site and callable are one bug too: a finding renamed after its replay (see
+    fuzz._first_symptom_was_a_ubsan_report) can meet the one found under that name.
     `findings` in the order they were found."""
     first: dict[tuple[str, str, str], Finding] = {}
-    out: dict[str, Finding] = {}
+    named: dict[tuple[str, str, str], Finding] = {}
+    out: dict[int, Finding] = {}  # by id(): a renamed finding has the key of the one it duplicates
     for f in findings:
+        ident = (f.kind, f.site, f.callable)
+        if ident in named:
+            out[id(f)] = named[ident]
+            continue
+        named[ident] = f
         if not f.location or (f.kind.startswith("ubsan") and f.kind not in _POINTER_UBSAN):
             continue
         where = (f.callable, f.site, f.location)  # reached through the same callable, too
         if where in first:
-            out[f.key] = first[where]
+            out[id(f)] = first[where]
         else:
             first[where] = f
     return out

@@ -704,6 +704,29 @@ def _replay(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Name
         f.kind, f.site, f.detail = v.kind, v.site or f.site, v.detail or f.detail
         if v.step is not None and v.step < len(f.steps):
             f.callable = f.steps[v.step]["callable"]
+    else:
+        _name_by_its_first_symptom(f, v)
+
+
+def _name_by_its_first_symptom(f: fnd.Finding, v: fnd.Verdict) -> None:
+    """A finding of the program's own (a SystemError) whose replay stopped earlier, at a UBSan report in
+    the same callable, is that report's bug: the engine prints a UBSan report once per source line and
+    process, so a later program that reaches the line again shows only what follows it (the SystemError
+    of a size that overflowed); in a fresh process the report comes first and is fatal."""
+    if (
+        f.reproduced
+        or f.source == "crash"
+        or not v.kind.startswith("ubsan")
+        or v.step is None
+        or v.step >= len(f.steps)
+        or f.steps[v.step]["callable"] != f.callable
+    ):
+        return
+    f.notes.append(
+        f"found as {f.kind} in the engine, which prints a UBSan report once per source line and process;"
+        " a fresh process stops at the report"
+    )
+    f.kind, f.site, f.detail, f.reproduced = v.kind, v.site or f.site, v.detail or f.detail, True
 
 
 def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float) -> fnd.Finding:
@@ -947,7 +970,7 @@ def _summary(
         bugs = len(found) - len(duplicates)
         print(f"findings: {len(found)}" + (f" reports of {bugs} bugs" if duplicates else ""))
         for f in in_order:
-            if f.key in duplicates:
+            if id(f) in duplicates:
                 continue
             status = "reproduces" if f.reproduced else "NOT reproduced"
             print(
@@ -959,7 +982,7 @@ def _summary(
             for n in f.notes:
                 print(f"      {n}")
             for d in in_order:
-                if duplicates.get(d.key) is f:
+                if duplicates.get(id(d)) is f:
                     print(f"      the same line also reported as {d.kind} after {d.found_after:.1f} s: {d.repro}")
     else:
         print("findings: none")
@@ -997,7 +1020,7 @@ def _summary(
                 "reproduced": f.reproduced,
                 "steps": f.minimised_steps,
                 "location": f.location,
-                "same_bug_as": duplicates[f.key].key if f.key in duplicates else None,
+                "same_bug_as": duplicates[id(f)].key if id(f) in duplicates else None,
             }
             for f in found.values()
         ],

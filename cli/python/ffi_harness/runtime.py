@@ -342,6 +342,10 @@ class Context:
         self._singleton_sites: set[str] = set()  # callables that running again showed to over-decref one
         self._lost: list[tuple[int, int]] = []  # the last run's singleton losses: (step, singleton index)
         self._racer: Any = getattr(sys.modules.get("ffi_harness_prelude"), "RacedByteArray", None)
+        # What a callable argument returns is judged like a hostile dunder's answer (see _judge_answers).
+        record = getattr(sys.modules.get("ffi_harness_prelude"), "record_callable_results", None)
+        if record is not None:
+            record(True)
         self.masks: dict[str, list[frozenset[str]]] = {}
         for m in plan.get("masks", []):
             for name, _recv, m_args, m_kwargs in build(m["source"], sys.modules.get("ffi_harness_prelude")):
@@ -831,12 +835,15 @@ def _judge_returned(returned: list[Any], rsteps: list[int], steps: list[Any]) ->
 
 
 def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
-    """Every object a hostile dunder returned to the code under test (an `__index__` int, an `__fspath__`
-    str, a `__buffer__` view) is the callee's to release once the call is over, on every path: one that no
+    """Every object a hostile dunder or a callable argument returned to the code under test (an `__index__`
+    int, an `__fspath__` str, a `__buffer__` view, a callback's result) is the callee's to release once the
+    call is over, on every path: one that no
     live object accounts for is still held by a reference the code under test never gave back. The
     argument's own count cannot show this, since what leaked is the answer, not the argument."""
     # A second run asks for a new answer: the first one's reference must still be there (reused=False).
-    return _judge_handed_over(answers, asteps, steps, "a hostile dunder returned during step {step}", False)
+    return _judge_handed_over(
+        answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False
+    )
 
 
 def _judge_handed_over(

@@ -188,6 +188,17 @@ def store_callback_result(f):  # correct: the callback's result is kept in a liv
     _registry.append(f(1))
 
 
+def results_kept_until_an_error(f):  # Py_INCREF each callback result into a C array; the error path frees
+    held = []  # the array without releasing them (the success path does)
+    for i in range(4):
+        r = f(i)
+        _inc(r)
+        held.append(id(r))
+        del r
+    for address in held:
+        _dec(ctypes.cast(address, ctypes.py_object).value)
+
+
 def null_without_error(x):  # what CPython raises for a C function that returned NULL with no exception set
     raise SystemError("<method 'peek' of 'Ring' objects> returned NULL without setting an exception")
 
@@ -241,6 +252,7 @@ def _context() -> runtime.Context:
             "keep_callback_result",
             "use_callback_result",
             "store_callback_result",
+            "results_kept_until_an_error",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -259,6 +271,14 @@ def test_a_callback_result_that_is_never_released_is_a_leak(context: runtime.Con
     assert _finding(context, program) == ("refcount-leak", "keep_callback_result")
     assert _finding(context, f"[('use_callback_result', 0, [_fh.mk_returner({value})], {{}})]") is None
     assert _finding(context, f"[('store_callback_result', 0, [_fh.mk_returner({value})], {{}})]") is None
+
+
+@pytest.mark.parametrize("value", ["[1, 2, 3]", "'abcdef'", "10**30"])
+def test_callback_results_leaked_on_an_error_path_after_a_partial_success(context: runtime.Context, value: str) -> None:
+    # The callback returns twice, then raises: the results taken so far must be released on that path too.
+    assert _finding(context, f"[('results_kept_until_an_error', 0, [_fh.mk_returner({value})], {{}})]") is None
+    program = f"[('results_kept_until_an_error', 0, [_fh.mk_returner_then_raiser({value}, 2)], {{}})]"
+    assert _finding(context, program) == ("refcount-leak", "results_kept_until_an_error")
 
 
 def test_a_system_error_is_reported_with_its_whole_message(context: runtime.Context) -> None:

@@ -524,6 +524,21 @@ def mk_returner(value):
     return returner
 
 
+def mk_returner_then_raiser(value, n):
+    """Returns `value` (as mk_returner does) for its first `n` calls, then raises HostileError."""
+    calls = [0]
+
+    def returner_then_raiser(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > n:
+            raise HostileError(f"callable raised HostileError on purpose after {n} result(s)")
+        if _record_callable_results:
+            return _callable_result(value)
+        return value
+
+    return returner_then_raiser
+
+
 def mk_reenterer(n):
     def reenterer(*args, **kwargs):
         return __harness_reenter__(n)

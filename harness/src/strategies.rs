@@ -253,7 +253,12 @@ pub fn pyvalue_strategy(depth: u32) -> impl Strategy<Value = PyValue> {
             vec(inner.clone(), 0..=6).prop_map(PyValue::List),
             vec(inner.clone(), 0..=6).prop_map(PyValue::Tuple),
             vec((dict_key(), inner.clone()), 0..=6).prop_map(PyValue::Dict),
-            inner.prop_map(|value| PyValue::Callable(CallableValue::Returns(Box::new(value)))),
+            inner
+                .clone()
+                .prop_map(|value| PyValue::Callable(CallableValue::Returns(Box::new(value)))),
+            (inner, 1u8..=3).prop_map(|(value, n)| {
+                PyValue::Callable(CallableValue::ReturnsThenRaises(Box::new(value), n))
+            }),
         ]
     })
 }

@@ -76,6 +76,10 @@ fn samples() -> Vec<PyValue> {
         V::Hostile(Hostile::SelfReferentialList),
         V::Callable(CallableValue::Raises(RaiseKind::KeyboardInterrupt)),
         V::Callable(CallableValue::Returns(Box::new(V::Float(FloatValue::Nan)))),
+        V::Callable(CallableValue::ReturnsThenRaises(
+            Box::new(V::Str(StrValue(vec![StrPiece::Text("ab".into())]))),
+            2,
+        )),
         V::Callable(CallableValue::Reenter(3)),
         V::Callable(CallableValue::NoArguments),
     ];

@@ -825,8 +825,9 @@ def _minimise(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Na
     f.notes.append(f"minimised {len(f.steps)} → {len(steps)} step(s) in {runs} run(s)")
     f.minimised = steps
     last = failing.get(json.dumps(steps, sort_keys=True))
-    if last is not None and last.detail:  # "... the str argument of step 0": the minimised program's words
-        f.detail = last.detail
+    if last is not None:  # "... the str argument of step 0": the minimised program's words, and its output
+        f.verdict = last
+        f.detail = last.detail or f.detail
 
 
 def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -893,8 +894,9 @@ def _write_repro(
     f.minimised_steps = len(steps)
     path.write_text(fnd.render(f.plan, steps, _meta(f, target, args, path)))
     path.chmod(0o755)
-    # The first replay's full output (sanitizer report, or every thread's stack for a hang) beside it.
-    path.with_suffix(".log").write_text(first.output)
+    # The replay's full output (sanitizer report, or every thread's stack for a hang) beside it: of the
+    # minimised program when there is one, so that its step numbers are the repro's.
+    path.with_suffix(".log").write_text(f.verdict.output if f.verdict is not None else first.output)
     f.repro = path
 
 

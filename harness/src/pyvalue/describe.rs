@@ -74,6 +74,9 @@ impl PyValue {
             PyValue::Hostile(Hostile::SelfReferentialList) => "hostile.self_referential_list",
             PyValue::Callable(CallableValue::Raises(_)) => "callable.raises",
             PyValue::Callable(CallableValue::Returns(_)) => "callable.returns",
+            PyValue::Callable(CallableValue::ReturnsThenRaises(..)) => {
+                "callable.returns_then_raises"
+            }
             PyValue::Callable(CallableValue::Reenter(_)) => "callable.reenter",
             PyValue::Callable(CallableValue::NoArguments) => "callable.no_arguments",
         }
@@ -124,6 +127,7 @@ impl PyValue {
         "hostile.self_referential_list",
         "callable.raises",
         "callable.returns",
+        "callable.returns_then_raises",
         "callable.reenter",
         "callable.no_arguments",
     ];
@@ -141,7 +145,9 @@ impl PyValue {
                     value.walk(visit);
                 }
             }
-            PyValue::Callable(CallableValue::Returns(value)) => value.walk(visit),
+            PyValue::Callable(
+                CallableValue::Returns(value) | CallableValue::ReturnsThenRaises(value, _),
+            ) => value.walk(visit),
             _ => {}
         }
     }

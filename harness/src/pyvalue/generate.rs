@@ -99,6 +99,12 @@ fn arbitrary_value(
             }
             PyValue::Dict(entries)
         }
+        // One returner in four raises once it has returned `n` times.
+        17 if u.ratio(1u8, 4u8)? => {
+            let n = u.int_in_range(1..=3)?;
+            let value = arbitrary_value(u, limits, depth - 1, budget)?;
+            PyValue::Callable(CallableValue::ReturnsThenRaises(Box::new(value), n))
+        }
         17 => PyValue::Callable(CallableValue::Returns(Box::new(arbitrary_value(
             u,
             limits,

@@ -68,6 +68,8 @@ impl PyValue {
                     CallableValue::Returns(value) => {
                         prelude.call_method1("mk_returner", (value.materialise(py)?,))?
                     }
+                    CallableValue::ReturnsThenRaises(value, n) => prelude
+                        .call_method1("mk_returner_then_raiser", (value.materialise(py)?, *n))?,
                     CallableValue::Reenter(n) => prelude.call_method1("mk_reenterer", (*n,))?,
                     CallableValue::NoArguments => prelude.call_method0("mk_no_arguments")?,
                 }

@@ -426,6 +426,9 @@ pub enum CallableValue {
     Raises(RaiseKind),
     /// Returns the value (a fresh closure each time).
     Returns(Box<PyValue>),
+    /// Returns the value for its first `n` calls (1 to 3), then raises: the error path that follows a
+    /// partial success (a container half filled with callback results, a reference taken per call).
+    ReturnsThenRaises(Box<PyValue>, u8),
     /// Calls the re-entrancy hook with `n` and returns its result.
     Reenter(u8),
     /// Accepts no arguments: calling it with any raises `TypeError`.

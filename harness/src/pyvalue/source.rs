@@ -89,6 +89,11 @@ impl PyValue {
                 value.write_source(out);
                 out.push(')');
             }
+            PyValue::Callable(CallableValue::ReturnsThenRaises(value, n)) => {
+                out.push_str(&format!("{h}.mk_returner_then_raiser("));
+                value.write_source(out);
+                out.push_str(&format!(", {n})"));
+            }
             PyValue::Callable(CallableValue::Reenter(n)) => {
                 out.push_str(&format!("{h}.mk_reenterer({n})"))
             }

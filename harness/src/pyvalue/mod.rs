@@ -105,11 +105,21 @@ pub enum IntEdge {
     U64MaxPlusOne,
     Pow2To200,
     NegPow2To200,
+    /// C `int` (32 bits) and `unsigned int`: counts and lengths kept in an `int` overflow here.
+    IntMax,
+    IntMaxPlusOne,
+    UIntMax,
+    UIntMaxPlusOne,
+    /// `SIZE_MAX / k + 1` for an element size k of 16, 8 and 4 bytes: `n * k` wraps to 0 in a `size_t`,
+    /// so a size check passes and the allocation is short.
+    SizeWrapsTimes16,
+    SizeWrapsTimes8,
+    SizeWrapsTimes4,
 }
 
 impl IntEdge {
     /// Every edge, in declaration order (generators and tests enumerate them from here).
-    pub const ALL: [IntEdge; 10] = [
+    pub const ALL: [IntEdge; 17] = [
         IntEdge::LongMin,
         IntEdge::LongMinMinusOne,
         IntEdge::LongMinPlusOne,
@@ -120,6 +130,13 @@ impl IntEdge {
         IntEdge::U64MaxPlusOne,
         IntEdge::Pow2To200,
         IntEdge::NegPow2To200,
+        IntEdge::IntMax,
+        IntEdge::IntMaxPlusOne,
+        IntEdge::UIntMax,
+        IntEdge::UIntMaxPlusOne,
+        IntEdge::SizeWrapsTimes16,
+        IntEdge::SizeWrapsTimes8,
+        IntEdge::SizeWrapsTimes4,
     ];
 
     /// The edge's value, when it fits an i128 (all but the ±2**200 ones).
@@ -133,6 +150,13 @@ impl IntEdge {
             IntEdge::LongMaxPlusOne => i64::MAX as i128 + 1,
             IntEdge::U64Max => u64::MAX as i128,
             IntEdge::U64MaxPlusOne => u64::MAX as i128 + 1,
+            IntEdge::IntMax => i32::MAX as i128,
+            IntEdge::IntMaxPlusOne => i32::MAX as i128 + 1,
+            IntEdge::UIntMax => u32::MAX as i128,
+            IntEdge::UIntMaxPlusOne => u32::MAX as i128 + 1,
+            IntEdge::SizeWrapsTimes16 => 1 << 60,
+            IntEdge::SizeWrapsTimes8 => 1 << 61,
+            IntEdge::SizeWrapsTimes4 => 1 << 62,
             IntEdge::Pow2To200 | IntEdge::NegPow2To200 => return None,
         })
     }

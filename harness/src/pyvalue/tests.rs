@@ -49,6 +49,13 @@ fn int_edge_all_lists_every_variant_once_in_order() {
         IntEdge::U64MaxPlusOne => 7,
         IntEdge::Pow2To200 => 8,
         IntEdge::NegPow2To200 => 9,
+        IntEdge::IntMax => 10,
+        IntEdge::IntMaxPlusOne => 11,
+        IntEdge::UIntMax => 12,
+        IntEdge::UIntMaxPlusOne => 13,
+        IntEdge::SizeWrapsTimes16 => 14,
+        IntEdge::SizeWrapsTimes8 => 15,
+        IntEdge::SizeWrapsTimes4 => 16,
     };
     for (i, edge) in IntEdge::ALL.into_iter().enumerate() {
         assert_eq!(index(edge), i, "{edge:?}");

@@ -504,7 +504,7 @@ def _callable_result(value):
     elif kind is dict:
         fresh = dict(value)
     elif kind is tuple and value:
-        fresh = tuple(list(value))
+        fresh = (*value,)  # a new tuple (tuple(value) and value[:] give back the same one)
     elif kind is bytes and len(value) > 1:
         fresh = value[:1] + value[1:]
     elif kind is bytearray:

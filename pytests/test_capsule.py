@@ -276,7 +276,8 @@ def test_the_consumer_keeps_the_capsule_and_its_table_alive(consumer: Any) -> No
 
 
 def test_the_capsule_is_freed_once_nobody_holds_it(consumer: Any) -> None:
-    # The other half of the lifetime rule: no consumer, no exporter reference -> the table goes.
+    # The other half of the lifetime rule: no consumer, no exporter reference -> the table goes, and with
+    # it the capsule's context, the reference to the extension module that register() took.
     p = run_script(
         """
         import gc, sys
@@ -284,14 +285,16 @@ def test_the_capsule_is_freed_once_nobody_holds_it(consumer: Any) -> None:
         ext = next(m for name, m in list(sys.modules.items())
                    if name.startswith("native.") and hasattr(m, "_C_API"))
         live = native._capi_live_tables
+        before = sys.getrefcount(ext)
         del native._C_API, ext._C_API
         gc.collect()
         print("live", live())
+        print("module-references-released", before - sys.getrefcount(ext))
     """,
         consumer,
     )
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["live", "0"], (p.stdout, p.stderr)
+    assert p.stdout.split() == ["live", "0", "module-references-released", "1"], (p.stdout, p.stderr)
 
 
 def test_use_after_close_through_the_capsule(native: Any, consumer: Any, store_path: str) -> None:

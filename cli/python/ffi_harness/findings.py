@@ -99,7 +99,7 @@ def same_bug(findings: list[Finding]) -> dict[int, Finding]:
     a UBSan pointer overflow farther away: several kinds, one line) maps to that first finding. Another
     callable crashing on the same line (a shared helper, the interpreter's list_dealloc) is kept apart.
     Findings of one kind, site and callable are one bug too: a finding renamed after its replay (see
-    fuzz._first_symptom_was_a_ubsan_report) can meet the one found under that name.
+    fuzz._name_by_its_first_symptom) can meet the one found under that name.
     `findings` in the order they were found."""
     first: dict[tuple[str, str, str], Finding] = {}
     named: dict[tuple[str, str, str], Finding] = {}

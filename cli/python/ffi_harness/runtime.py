@@ -837,9 +837,9 @@ def _judge_returned(returned: list[Any], rsteps: list[int], steps: list[Any]) ->
 def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
     """Every object a hostile dunder or a callable argument returned to the code under test (an `__index__`
     int, an `__fspath__` str, a `__buffer__` view, a callback's result) is the callee's to release once the
-    call is over, on every path: one that no
-    live object accounts for is still held by a reference the code under test never gave back. The
-    argument's own count cannot show this, since what leaked is the answer, not the argument."""
+    call is over, on every path: one that no live object accounts for is still held by a reference the code
+    under test never gave back. The argument's own count cannot show this, since what leaked is the answer,
+    not the argument."""
     # A second run asks for a new answer: the first one's reference must still be there (reused=False).
     return _judge_handed_over(
         answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False

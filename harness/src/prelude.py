@@ -515,11 +515,14 @@ def _callable_result(value):
     return fresh
 
 
+def _returned(value):
+    """What a returner hands back: `value`, or a fresh recorded copy while results are recorded."""
+    return _callable_result(value) if _record_callable_results else value
+
+
 def mk_returner(value):
     def returner(*args, **kwargs):
-        if _record_callable_results:
-            return _callable_result(value)
-        return value
+        return _returned(value)
 
     return returner
 
@@ -532,9 +535,7 @@ def mk_returner_then_raiser(value, n):
         calls[0] += 1
         if calls[0] > n:
             raise HostileError(f"callable raised HostileError on purpose after {n} result(s)")
-        if _record_callable_results:
-            return _callable_result(value)
-        return value
+        return _returned(value)
 
     return returner_then_raiser
 

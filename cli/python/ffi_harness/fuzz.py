@@ -896,7 +896,7 @@ def _write_repro(
     path.chmod(0o755)
     # The replay's full output (sanitizer report, or every thread's stack for a hang) beside it: of the
     # minimised program when there is one, so that its step numbers are the repro's.
-    path.with_suffix(".log").write_text(f.verdict.output if f.verdict is not None else first.output)
+    path.with_suffix(".log").write_text((f.verdict or first).output)
     f.repro = path
 
 

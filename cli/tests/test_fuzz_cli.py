@@ -71,6 +71,10 @@ def test_each_repro_reproduces_and_is_minimal(
             continue
         assert f["reproduced"], f
         assert f["steps"] <= (3 if f["kind"] == "heap-use-after-free" else 1), f
+        # The detail and the log beside the repro are the minimised program's: no step past its last.
+        log = Path(f["repro"]).with_suffix(".log").read_text()
+        named = [int(n) for n in re.findall(r"FFI_HARNESS_STEP (\d+)", log) + re.findall(r"step (\d+)", f["detail"])]
+        assert named and max(named) < f["steps"], (f, log[-2000:])
         r = subprocess.run([CLI, "repro", f["repro"]], env=cli_env(None), capture_output=True, text=True, check=False)
         assert r.returncode == 1, (f, r.stdout, r.stderr)
         assert f["kind"] in r.stdout
@@ -249,6 +253,31 @@ def test_a_module_built_in_place_in_the_current_directory_is_fuzzed(buggy_plain:
     p = subprocess.run(cmd, cwd=here, env=cli_env(None), capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "could not start" not in p.stdout + p.stderr and "add " in p.stdout
+
+
+def test_another_copy_of_ffi_harness_in_the_target_interpreter_does_not_run_the_engine(
+    buggy_plain: Path, tmp_path: Path
+) -> None:
+    # A target venv holding an older ffi-harness (here a stub whose engine refuses to run and which has
+    # no discovery module): discovery and the engine must still be this command's own copy.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    stale = site / "ffi_harness"
+    stale.mkdir()
+    (stale / "__init__.py").write_text("")
+    (stale / "runtime.py").write_text("")
+    (stale / "_engine.py").write_text("def fuzz(*args):\n    raise SystemExit('the stale engine ran')\n")
+    for so in buggy_plain.glob("buggy*.so"):
+        shutil.copy(so, site / so.name)
+    cmd = [CLI, "fuzz", "buggy", "--python", str(venv), "--only", "add", "--max-time", "3"]
+    cmd += ["--artifacts", str(tmp_path / "art"), "--json", str(tmp_path / "s.json")]
+    p = subprocess.run(cmd, env=cli_env(None), capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "stale engine" not in p.stdout + p.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["execs"] > 0
+    repro_env = [ln for ln in p.stdout.splitlines() if "ffi-harness-package-" in ln]
+    assert not repro_env, repro_env  # the link is the engine's, never a repro's
 
 
 def test_repro_timeout_sets_the_watchdog_of_the_script(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from ffi_harness import cmpshim, interpreter, sanitizers
 from ffi_harness import findings as fnd
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _PULSE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", re.MULTILINE)
 _STAT_EXECS = re.compile(r"stat::number_of_executed_units: (\d+)")
 
@@ -120,7 +121,8 @@ MASK_MINIMISE_TIME = 15.0
 class Target:
     module: str
     python: str
-    env: dict[str, str]
+    env: dict[str, str]  # the target's own: what a repro runs with
+    engine_env: dict[str, str]  # env, plus what makes the interpreter import this ffi-harness (discovery, engine)
     asan: bool
     coverage: bool
     files: list[sanitizers.Instrumentation]
@@ -193,17 +195,51 @@ def resolve_target(module: str, python: str) -> Target:
     found_in = status[len("OK") :].strip()
     if found_in and os.path.realpath(found_in) == os.path.realpath(os.getcwd()):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    check = [python, "-c", "import ffi_harness._engine, ffi_harness.runtime"]
-    if subprocess.run(check, env=env, capture_output=True, check=False).returncode != 0:
-        env = fnd.run_env(asan, [PACKAGE_PARENT])
-        probe = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
-        if probe.returncode != 0:
-            raise UsageError(
-                f"the ffi-harness engine cannot be loaded by {python}: {probe.stderr.strip().splitlines()[-1:]}. "
-                f"Install ffi-harness into that interpreter ({python} -m pip install ffi-harness, or "
-                f"maturin develop with that interpreter active)"
-            )
-    return Target(module, python, env, asan, coverage, files)
+    return Target(module, python, env, with_this_engine(python, env), asan, coverage, files)
+
+
+_LOAD_ENGINE = "import os, ffi_harness._engine, ffi_harness.runtime; print(os.path.dirname(os.path.realpath(ffi_harness.__file__)))"
+
+
+def with_this_engine(python: str, env: dict[str, str]) -> dict[str, str]:
+    """`env`, changed if needed so that `python` imports this command's own ffi_harness package.
+
+    Discovery and the engine run under the target's interpreter, which may hold another copy of
+    ffi-harness (an older install in the target's venv). A plan written by one version and run by
+    another fails in ways that look like findings or like a clean run, so this copy always wins: a
+    directory holding only a link to it goes first on PYTHONPATH (the CLI's own site-packages would
+    bring every other package installed beside it). A copy that cannot load there is a usage error.
+    """
+    first = subprocess.run([python, "-c", _LOAD_ENGINE], env=env, capture_output=True, text=True, check=False)
+    theirs = first.stdout.strip() if first.returncode == 0 else None
+    if theirs == PACKAGE_DIR:
+        return env
+    link_dir = (
+        Path(tempfile.gettempdir()) / f"ffi-harness-package-{hashlib.sha256(PACKAGE_DIR.encode()).hexdigest()[:12]}"
+    )
+    link_dir.mkdir(exist_ok=True)
+    link = link_dir / "ffi_harness"
+    if not (link.is_symlink() and os.readlink(link) == PACKAGE_DIR):
+        tmp = link_dir / f".ffi_harness.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(PACKAGE_DIR, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: another run may be reading the link
+    ours = dict(env)
+    ours["PYTHONPATH"] = os.pathsep.join(filter(None, [str(link_dir), env.get("PYTHONPATH")]))
+    probe = subprocess.run([python, "-c", _LOAD_ENGINE], env=ours, capture_output=True, text=True, check=False)
+    if probe.returncode == 0 and probe.stdout.strip() == PACKAGE_DIR:
+        return ours
+    why = (probe.stderr.strip().splitlines() or [probe.stdout.strip()])[-1]
+    if theirs:
+        raise UsageError(
+            f"{python} imports another copy of ffi-harness ({theirs}) and cannot load this command's "
+            f"({PACKAGE_DIR}: {why}). Run the copy installed there ({python} -m ffi_harness fuzz ...), "
+            f"or install this version into that interpreter"
+        )
+    raise UsageError(
+        f"the ffi-harness engine cannot be loaded by {python}: {why}. Install ffi-harness into that "
+        f"interpreter ({python} -m pip install ffi-harness, or maturin develop with that interpreter active)"
+    )
 
 
 def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -219,7 +255,7 @@ def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> di
         cmd.append("--no-probe")
     try:
         p = subprocess.run(
-            cmd, env=target.env, capture_output=True, text=True, timeout=300, errors="replace", check=False
+            cmd, env=target.engine_env, capture_output=True, text=True, timeout=300, errors="replace", check=False
         )
     except subprocess.TimeoutExpired as e:
         raise UsageError(f"discovery of {target.module} did not finish in 300 s") from e
@@ -383,7 +419,6 @@ def run(args: argparse.Namespace) -> int:
     for stale in [*findings_dir.glob("finding-*.json"), *crashes.iterdir()]:
         stale.unlink()
 
-    t0 = time.monotonic()
     wall0 = time.time()
     try:
         plan = run_discovery(target, workdir, args)
@@ -416,11 +451,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     dictionary = _dictionary(plan, workdir / "tokens.dict")
-    engine_env, cmp_note = target.env, "off (module not instrumented)"
+    engine_env, cmp_note = target.engine_env, "off (module not instrumented)"
     if os.environ.get("FFI_HARNESS_NO_CMP_TRACING"):
         cmp_note = "off (FFI_HARNESS_NO_CMP_TRACING is set)"
     elif target.coverage and target.asan:
-        engine_env, why = cmpshim.engine_env(target.env)
+        engine_env, why = cmpshim.engine_env(target.engine_env)
         cmp_note = why or "on (integer compares, switches, memcmp/strcmp via the preloaded shim)"
     elif target.coverage:
         cmp_note = "off (the shim needs an ASan build: it is preloaded ahead of the ASan runtime)"
@@ -508,7 +543,7 @@ def run(args: argparse.Namespace) -> int:
                 for art in new:
                     _quarantine_if_from_corpus(art, corpus, crashes, notes)
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir, er.masks).read_text())
-                    f = _crash_finding(art, text, rc, run_plan, t0)
+                    f = _crash_finding(art, text, rc, run_plan, wall0)
                     if f.kind == "hang" and f.callable in args.allow_hang:
                         # Declared by the user as a call that may wait for ever: not replayed (a replay
                         # costs the timeout again), not a finding.
@@ -729,7 +764,7 @@ def _name_by_its_first_symptom(f: fnd.Finding, v: fnd.Verdict) -> None:
     f.kind, f.site, f.detail, f.reproduced = v.kind, v.site or f.site, v.detail or f.detail, True
 
 
-def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float) -> fnd.Finding:
+def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], wall0: float) -> fnd.Finding:
     from ffi_harness import _engine
 
     data = art.read_bytes()
@@ -760,7 +795,9 @@ def _crash_finding(art: Path, log: str, rc: int, plan: dict[str, Any], t0: float
         steps,
         "crash",
         str(art),
-        found_after=time.monotonic() - t0,
+        # When libFuzzer wrote the input, not when it was read: the artifacts of an engine run are read
+        # after it ends, each after the replays of the ones before it, which made later finds look late.
+        found_after=max(0.0, art.stat().st_mtime - wall0),
         plan=plan,
     )
 

@@ -225,10 +225,10 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
             # or C++'s `std::vector::operator[]` names the standard library: the bug is the first frame past.
             frame = _first_frame_at(stderr)
             func, location = frame if frame else (func or last_step[1], "")
-        return Verdict(kind, func, m.group(0), last_step[0], returncode, out, location)
+        return Verdict(kind, cython_name(func, stderr), m.group(0), last_step[0], returncode, out, location)
     u = _UBSAN.search(stderr)
     if u or (m and m.group(1) == "UndefinedBehaviorSanitizer"):
-        func = _first_frame(stderr) or last_step[1]
+        func = cython_name(_first_frame(stderr) or last_step[1], stderr)
         detail = u.group(3) if u else m.group(0) if m else ""
         kind = "ubsan:" + re.sub(r"[^a-z]+", "-", detail.split(" ")[0].lower()).strip("-") if u else "ubsan"
         return Verdict(kind, func, detail, last_step[0], returncode, out, f"{u.group(1)}:{u.group(2)}" if u else "")
@@ -290,6 +290,46 @@ def in_runtime_code(where: str) -> bool:
     """Whether a frame's location is the sanitizer runtime, libc, the signal path or a language's standard
     library: never the site of a bug in the module, though often the first frame of its report."""
     return any(p in where for p in _NOISE_PLACES + _RUNTIME_PLACES)
+
+
+_CYTHON_FUNCTION = re.compile(r"__pyx_(pf|pw|f)_(\d.*)")
+
+
+def cython_name(func: str, stderr: str = "") -> str:
+    """A Cython function's dotted Python name from its generated C name, else `func` unchanged.
+
+    Cython names a function by its scope, each part prefixed with its length and followed by "_", then
+    the function: a cdef (`f`) by name, a def's wrapper (`pw`) by an odd number and name, the def's body
+    (`pf`) by an even number, none for 0, and name. `__pyx_pw_5tally_6_tally_9Histogram_19__getitem__`
+    is `tally._tally.Histogram.__getitem__`, `__pyx_f_5tally_6_tally_9Histogram__grow` is `..._grow`.
+    A body's name is ambiguous (`..._2to_tuple`: `to_tuple`, or a class `to`'s first def, `tuple`), so
+    the wrapper that called it, the next `pw` frame of the report, names it when there is one. Else the
+    parse with the most scope parts whose rest has the right shape for its kind wins.
+    """
+    m = _CYTHON_FUNCTION.fullmatch(func)
+    if not m:
+        return func
+    if m.group(1) == "pf":
+        wrapper = next((f for f, _ in _FRAME.findall(stderr) if f.startswith("__pyx_pw_")), None)
+        if wrapper:
+            return cython_name(wrapper)
+    tail_shape = {"pw": r"\d+([A-Za-z_]\w*)", "pf": r"\d*([A-Za-z_]\w*)", "f": r"([A-Za-z_]\w*)"}[m.group(1)]
+    best: list[str] | None = None
+    parts: list[str] = []
+    rest = m.group(2)
+    while True:
+        tail = re.fullmatch(tail_shape, rest)
+        if parts and tail:
+            best = [*parts, tail.group(1)]
+        n = re.match(r"\d+", rest)
+        if not n:
+            break
+        size, body = int(n.group()), rest[n.end() :]
+        if size == 0 or len(body) <= size or body[size] != "_":
+            break
+        parts.append(body[:size])
+        rest = body[size + 1 :]
+    return ".".join(best) if best else func
 
 
 def _first_frame(stderr: str) -> str | None:

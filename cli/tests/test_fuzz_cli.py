@@ -280,6 +280,28 @@ def test_another_copy_of_ffi_harness_in_the_target_interpreter_does_not_run_the_
     assert not repro_env, repro_env  # the link is the engine's, never a repro's
 
 
+def test_a_type_the_module_never_names_is_fuzzed_on_the_objects_calls_return(tmp_path: Path) -> None:
+    # hidden.Cursor is reachable only as Box().cursor(); its peek() reads past the box for i > 3.
+    if shutil.which("clang-19") is None:
+        pytest.skip("clang-19 is needed for the instrumented build")
+    import sysconfig
+
+    site = tmp_path / "site"
+    site.mkdir()
+    flags = ["-fsanitize=address,fuzzer-no-link", "-g", "-O1", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"]
+    so = site / f"hidden{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run(
+        ["clang-19", *flags, f"-I{sysconfig.get_paths()['include']}", str(FIXTURE.parent / "hidden_type" / "hidden.c")]
+        + ["-o", str(so)],
+        check=True,
+    )
+    p, data = _fuzz(site, tmp_path, "hidden", "--max-time", "30", "--minimise-time", "5", "--seed", "3")
+    assert "Cursor.peek" in p.stdout, p.stdout + p.stderr  # planned, though no module attribute names it
+    found = {(f["kind"], f["site"], f["callable"]) for f in data["findings"]}
+    assert ("heap-buffer-overflow", "Cursor_peek", "Cursor.peek") in found, p.stdout + p.stderr
+    assert p.returncode == 1
+
+
 def test_repro_timeout_sets_the_watchdog_of_the_script(tmp_path: Path) -> None:
     # A repro whose header says 60 s, of a call that sleeps 30 s: `--timeout 1` must judge it a hang
     # after about 1 s (the script arms its own watchdog; the option once only bounded the parent's wait).

@@ -24,6 +24,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from ffi_harness.runtime import package_types, type_key
+
 MAX_ARGS = 6
 DEFAULT_MAX = 3
 # Dunders that matter for stateful use; called as bound methods on pool instances.
@@ -294,6 +296,26 @@ def _belongs(obj: Any, top: str) -> bool:
     return isinstance(mod, str) and mod.split(".")[0] == top
 
 
+_CYTHON_MEMORYVIEW = {"Enum", "array", "memoryview", "_memoryviewslice"}
+
+
+def _compiled(t: type) -> bool:
+    """A type compiled into the extension (C, C++, Cython, PyO3), not a class its Python code defines:
+    an unnamed Python helper class is the package's business, and it would only add work to the plan."""
+    if type(t) is not type:
+        return False  # an enum, an ABC, a class with its own metaclass: Python code
+    if t.__qualname__.startswith("__pyx_"):
+        return False  # Cython's closure scopes: no methods
+    if t.__qualname__ in _CYTHON_MEMORYVIEW and hasattr(sys.modules.get(t.__module__), "__pyx_unpickle_Enum"):
+        return False  # Cython's typed-memoryview support, in every module that uses one: not the module's code
+    for v in vars(t).values():
+        if isinstance(v, (staticmethod, classmethod)):
+            v = v.__func__
+        if isinstance(v, (types.FunctionType, property)):
+            return False
+    return True
+
+
 def discover(
     module_name: str, setup: str | None, setup_file: str | None, only: list[str] | None, probe: bool = True
 ) -> dict[str, Any]:
@@ -341,9 +363,19 @@ def discover(
         t = type(v)
         if _belongs(t, top) and not isinstance(v, (type, types.ModuleType)) and all(t is not c[1] for c in class_objs):
             class_objs.append((t.__qualname__, t, None))
+    # Classes the module never names (an iterator type only `__iter__` returns): fuzzed on the instances
+    # the program's own calls return.
+    unnamed: set[str] = set()
+    for t in package_types(top):
+        if issubclass(t, BaseException) or not _compiled(t) or any(t is c[1] for c in class_objs):
+            continue
+        if any(c[0] == t.__qualname__ for c in class_objs):
+            continue  # two types of one name (in two submodules): the named one wins
+        class_objs.append((t.__qualname__, t, None))
+        unnamed.add(t.__qualname__)
     instances = {name: [v for v in setup_ns.values() if type(v) is cls] for name, cls, _ in class_objs}
     for cname, cls, path in class_objs:
-        classes.append({"name": cname, "path": path})
+        classes.append({"name": cname, "path": path, **({"type": type_key(cls)} if cname in unnamed else {})})
         if path is not None:
             probe_ctor = cls if probe else None
             (lo, hi, kws), how = _arity(cls, cname, cname, stubs, False, probe_ctor)

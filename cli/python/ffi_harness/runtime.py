@@ -116,6 +116,37 @@ def _settle_gc(max_rounds: int = 8) -> None:
 _TYPE_CACHE_FILL: tuple[int | None, int] | None = None
 
 
+def package_types(top: str) -> list[type]:
+    """Every ready type of package `top` (by `__module__`), named or not, in a stable order.
+
+    Found through the subclass links each ready type keeps in its bases (PyType_Ready records them), so
+    this includes the types a module never names: the iterator only an object's `__iter__` returns, a
+    view class. Discovery plans them; the runtime resolves them by "module:qualname" and fuzzes their
+    methods on instances the program's calls returned.
+    """
+    found: dict[str, type] = {}
+    stack: list[type] = [object]
+    seen = {id(object)}
+    while stack:
+        try:
+            subclasses: list[type] = type.__subclasses__(stack.pop())
+        except TypeError:
+            continue
+        for t in subclasses:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            stack.append(t)
+            mod = getattr(t, "__module__", None)
+            if isinstance(mod, str) and mod.split(".")[0] == top:
+                found.setdefault(type_key(t), t)
+    return [found[k] for k in sorted(found)]
+
+
+def type_key(t: type) -> str:
+    return f"{t.__module__}:{t.__qualname__}"
+
+
 class R:
     """Argument marker: the result of an earlier step (k modulo the number of earlier steps)."""
 
@@ -320,8 +351,10 @@ class Context:
             compile(plan["setup"], plan.get("setup_file") or "<setup>", "exec") if plan.get("setup") else None
         )
         self.classes: dict[str, type] = {}
+        unnamed = {c["type"] for c in plan.get("classes", []) if c.get("type")}
+        by_key = {type_key(t): t for t in package_types(plan["module"].split(".")[0])} if unnamed else {}
         for cls in plan.get("classes", []):
-            obj = self._resolve_path(cls.get("path"))
+            obj = self._resolve_path(cls.get("path")) if cls.get("path") else by_key.get(cls.get("type") or "")
             if isinstance(obj, type):
                 self.classes[cls["name"]] = obj
         self.functions: dict[str, Any] = {}

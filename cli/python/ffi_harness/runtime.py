@@ -470,6 +470,8 @@ class Context:
             return sigs, self._confirm_singleton(steps, finding["_suspects"])
         if finding is None or "_held" not in finding:
             return sigs, finding
+        if "_orphans" in finding:
+            return sigs, self._confirm_orphaned(steps, finding)
         held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
         _again_sigs, again = self._run_program(steps)
         if reused is None:  # a returned object: the second run returned the same one (a cache) or a new one
@@ -490,6 +492,31 @@ class Context:
         if reused and len(self._kept_ids) < 10_000:
             self._kept_ids.add(id(held))  # a cached object returned again: not judged again (lives on)
         return sigs, None
+
+    def _confirm_orphaned(self, steps: list[Any], finding: dict[str, Any]) -> dict[str, Any] | None:
+        """An object only orphaned containers held after the first run (see `_orphaned`), confirmed by a
+        second run: a leak leaves the first run's container holding it and makes another (a new tuple each
+        call); a registry a C static keeps is the same container again (it only grows), and a container a
+        static replaces on each call is gone, with the object it held."""
+        held, first = finding.pop("_held"), finding.pop("_orphans")
+        _again_sigs, again = self._run_program(steps)
+        later: set[int] = set()
+        if again is not None and "_suspects" not in again:
+            if again["kind"] != "refcount-leak":
+                for private in ("_held", "_excess", "_reused", "_orphans"):
+                    again.pop(private, None)
+                return again  # the second run found something else: report that
+            later |= again.get("_orphans", set())
+        gc.collect()
+        still: set[int] = set()
+        box = [held]
+        containers = tuple(_program_containers(steps))
+        _unaccounted(box, 0, containers, still, frozenset(map(id, (box, containers, *containers))))
+        del box, again
+        if still & first and (still | later) - first:
+            return finding
+        self.kept_references += 1
+        return None
 
     def _confirm_singleton(self, steps: list[Any], suspects: list[tuple[int, int]]) -> dict[str, Any] | None:
         """Calls seemed to take a reference from a singleton. A correct call may also release one: a freed
@@ -700,12 +727,15 @@ class Context:
         pool.clear()
         self._pool = []
         result = obj = None
+        # This function's own lists, and the program's argument containers (a loop variable still names the
+        # last step's): held by locals, which gc cannot see, so each would look orphaned (see `_orphaned`).
+        mine = frozenset(map(id, (guard, wobjs, answers, returned, *_program_containers(steps))))
         if finding is None and wobjs:
-            finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard)
+            finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard, mine)
         if finding is None and answers:
-            finding = _judge_answers(answers, asteps, steps)
+            finding = _judge_answers(answers, asteps, steps, mine)
         if finding is None and returned:
-            finding = _judge_returned(returned, rsteps, steps)
+            finding = _judge_returned(returned, rsteps, steps, mine)
         if finding is None and lost:
             finding = {"kind": "over-decref", "_suspects": lost}  # Context.run confirms one, or none
         if finding is None:
@@ -789,14 +819,21 @@ def _watch_items(container: Any, step: int, watch: Callable[[Any, int], None]) -
                 watch(container[key], step)
 
 
-def _unaccounted(objs: list[Any], idx: int, containers: tuple[Any, ...] = ()) -> int:
+def _unaccounted(
+    objs: list[Any],
+    idx: int,
+    containers: tuple[Any, ...] = (),
+    orphans: set[int] | None = None,
+    mine: frozenset[int] = frozenset(),
+) -> int:
     """References to objs[idx] that no live object accounts for. `containers` are the program's own
     (argument lists, kwargs dicts, list/tuple/dict arguments): gc stops tracking a tuple or dict whose
     contents are all atomic, and `gc.get_referrers` cannot see an untracked holder, so theirs are counted
-    here (otherwise a tuple item's over-decref would cancel out against its tuple)."""
+    here (otherwise a tuple item's over-decref would cancel out against its tuple). With `orphans`, a
+    holder that is itself orphaned (see `_orphaned`) accounts for nothing; its id is added to `orphans`."""
     obj = objs[idx]
     untracked = sum(_count_in(c, obj) for c in containers if not gc.is_tracked(c))
-    return sys.getrefcount(obj) - _holders(obj) - untracked
+    return sys.getrefcount(obj) - _holders(obj, orphans, mine) - untracked
 
 
 def _count_in(container: Any, obj: Any) -> int:
@@ -812,13 +849,59 @@ def _program_containers(steps: list[Any]) -> list[Any]:
     return out
 
 
-def _holders(obj: Any) -> int:
-    """References to `obj` that live gc-tracked objects account for (each referrer's own count of it)."""
-    return sum(_count_in(r, obj) for r in gc.get_referrers(obj))
+def _holders(obj: Any, orphans: set[int] | None = None, mine: frozenset[int] = frozenset()) -> int:
+    """References to `obj` that live gc-tracked objects account for (each referrer's own count of it);
+    with `orphans`, not counting orphaned containers (whose ids go there) other than the runtime's own."""
+    refs = gc.get_referrers(obj)
+    total = 0
+    for r in refs:
+        if orphans is not None and type(r) in _PLAIN_CONTAINERS and id(r) not in mine and _orphaned(r):
+            orphans.add(id(r))
+            continue
+        total += _count_in(r, obj)
+    return total
+
+
+_PLAIN_CONTAINERS = (tuple, list, dict, set, frozenset)
+_LOOSE_BASE: list[int] = []  # what measuring a held container costs (see _orphaned), once per process
+
+
+def _loose(r: Any) -> int:
+    """References to `r` that no live gc-tracked object accounts for (the measuring code's included)."""
+    return sys.getrefcount(r) - sum(_count_in(h, r) for h in gc.get_referrers(r))
+
+
+def _orphaned(r: Any) -> bool:
+    """A container that nothing gc can see holds: a tuple whose only reference leaked (`Py_BuildValue`
+    never released), or one a C static keeps. It still "accounts for" what it holds, and a container of
+    tracked objects stays tracked, so without this what a leaked tuple holds looked held."""
+    if not _LOOSE_BASE:
+        _LOOSE_BASE.append(_loose_base())
+    return _loose(r) > _LOOSE_BASE[0]
+
+
+def _loose_base() -> int:
+    """`_loose` of a list a live list holds, reached as `_holders` reaches a referrer (a loop variable
+    passed down two calls): the references measuring itself takes."""
+    probe = object()
+    held = [[probe]]
+    for h in gc.get_referrers(probe):
+        if h is held[0]:
+            return _loose_of_a_held(h)
+    return 0
+
+
+def _loose_of_a_held(r: Any) -> int:  # the depth of `_orphaned`
+    return _loose(r)
 
 
 def _judge_refcounts(
-    wobjs: list[Any], wsteps: list[int], wbase: list[int], steps: list[Any], guard: list[Any]
+    wobjs: list[Any],
+    wsteps: list[int],
+    wbase: list[int],
+    steps: list[Any],
+    guard: list[Any],
+    mine: frozenset[int] = frozenset(),
 ) -> dict[str, Any] | None:
     moved = [i for i in range(len(wobjs)) if _rc_at(wobjs, i) != wbase[i]]
     if not moved:
@@ -848,7 +931,8 @@ def _judge_refcounts(
         if excess > 0:  # Context.run confirms it on a second run, which passes the same object again
             finding.update(_held=obj, _excess=excess, _reused=True)
         return finding
-    return None
+    mine = mine | {id(wobjs), id(calibration), id(containers)}
+    return _held_by_orphans(wobjs, moved, wsteps, steps, containers, mine, "argument of step {step}")
 
 
 def _fresh_result(result: Any) -> bool:
@@ -861,13 +945,17 @@ def _fresh_result(result: Any) -> bool:
     return sys.getrefcount(result) <= 5
 
 
-def _judge_returned(returned: list[Any], rsteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
+def _judge_returned(
+    returned: list[Any], rsteps: list[int], steps: list[Any], mine: frozenset[int] = frozenset()
+) -> dict[str, Any] | None:
     """Every object a call returned is the caller's: once the program dropped its results, nothing that
     no live object accounts for may hold one (a result returned with one reference too many)."""
-    return _judge_handed_over(returned, rsteps, steps, "returned by step {step}", None)
+    return _judge_handed_over(returned, rsteps, steps, "returned by step {step}", None, mine)
 
 
-def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> dict[str, Any] | None:
+def _judge_answers(
+    answers: list[Any], asteps: list[int], steps: list[Any], mine: frozenset[int] = frozenset()
+) -> dict[str, Any] | None:
     """Every object a hostile dunder or a callable argument returned to the code under test (an `__index__`
     int, an `__fspath__` str, a `__buffer__` view, a callback's result) is the callee's to release once the
     call is over, on every path: one that no live object accounts for is still held by a reference the code
@@ -875,12 +963,17 @@ def _judge_answers(answers: list[Any], asteps: list[int], steps: list[Any]) -> d
     not the argument."""
     # A second run asks for a new answer: the first one's reference must still be there (reused=False).
     return _judge_handed_over(
-        answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False
+        answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False, mine
     )
 
 
 def _judge_handed_over(
-    objs: list[Any], osteps: list[int], steps: list[Any], what: str, reused: bool | None
+    objs: list[Any],
+    osteps: list[int],
+    steps: list[Any],
+    what: str,
+    reused: bool | None,
+    mine: frozenset[int] = frozenset(),
 ) -> dict[str, Any] | None:
     """The first of `objs` (each handed over during step osteps[i]) that something no live object
     accounts for holds, as a finding; `reused` is how Context.run's second run judges it (None: by
@@ -912,6 +1005,41 @@ def _judge_handed_over(
         if excess > 0:  # Context.run confirms it on a second run
             finding.update(_held=objs[i], _excess=excess, _reused=reused)
         return finding
+    return _held_by_orphans(objs, moved, osteps, steps, (), mine | {id(objs), id(calibration)}, what)
+
+
+def _held_by_orphans(
+    objs: list[Any],
+    moved: list[int],
+    osteps: list[int],
+    steps: list[Any],
+    containers: tuple[Any, ...],
+    mine: frozenset[int],
+    what: str,
+) -> dict[str, Any] | None:
+    """The first of `objs` that only orphaned containers hold, as a suspected leak (see `_orphaned`): the
+    count of such an object adds up, since the container holding it is alive, but nothing holds the
+    container. Context.run tells a container leaked by each call from one a C static keeps."""
+    for i in moved:
+        orphans: set[int] = set()
+        calibration = [object()]
+        excess = _unaccounted(objs, i, containers, orphans, mine) - _unaccounted(
+            calibration, 0, (), set(), mine | {id(calibration)}
+        )
+        if excess <= 0 or not orphans:
+            continue
+        step = osteps[i]
+        name = steps[step][0]
+        return {
+            "kind": "refcount-leak",
+            "site": name,
+            "step": step,
+            "detail": f"+{excess} reference(s) to the {type(objs[i]).__name__} {what.format(step=step)}, held "
+            "only by a container that nothing accounts for (a leaked tuple, list or dict)",
+            "key": f"refcount-leak:{name}",
+            "_held": objs[i],
+            "_orphans": orphans,
+        }
     return None
 
 

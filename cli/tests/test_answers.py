@@ -10,6 +10,7 @@ from typing import Any
 from ffi_harness import _engine, runtime
 
 fh: Any = _engine.prelude()  # registered as ffi_harness_prelude, as in the engine
+_LIVE: list[Any] = []
 
 
 def _judge(answers: list[Any]) -> dict[str, Any] | None:
@@ -24,7 +25,9 @@ def test_an_answer_nothing_accounts_for_is_a_leak_and_a_held_or_released_one_is_
     assert len(released) == 2 and _judge(released) is None
 
     fh.forget_answers()
-    held = [fh.Indexable(10**30).__index__()]  # a live list accounts for this reference
+    # A live list accounts for this reference: one a module holds (a list only a running function's local
+    # names is held by nothing gc sees, like a leaked one; see test_refcount_oracle's leaked containers).
+    _LIVE.append(fh.Indexable(10**30).__index__())
     assert _judge(fh.take_answers()) is None
 
     fh.forget_answers()
@@ -41,7 +44,6 @@ def test_an_answer_nothing_accounts_for_is_a_leak_and_a_held_or_released_one_is_
         )
     finally:
         ctypes.pythonapi.Py_DecRef(ctypes.py_object(answers[0]))
-    assert held
 
 
 def test_an_indexable_int_has_the_shape_of_the_int() -> None:

@@ -790,17 +790,21 @@ def _singleton_lost(before: tuple[int, ...], after: tuple[int, ...], result: Any
     return first
 
 
+def _step_finding(kind: str, steps: list[Any], step: int, detail: str) -> dict[str, Any]:
+    """A finding of the program's `step`, sited at that step's callable."""
+    name = steps[step][0]
+    return {"kind": kind, "site": name, "step": step, "detail": detail, "key": f"{kind}:{name}"}
+
+
 def _singleton_finding(steps: list[Any], step: int, which: int) -> dict[str, Any]:
     """The finding for a loss at `step` that a second run confirmed."""
-    name = steps[step][0]
-    return {
-        "kind": "over-decref",
-        "site": name,
-        "step": step,
-        "detail": f"step {step} left {SINGLETONS[which]!r} with a reference fewer than it found it (returned "
+    return _step_finding(
+        "over-decref",
+        steps,
+        step,
+        f"step {step} left {SINGLETONS[which]!r} with a reference fewer than it found it (returned "
         f"without a reference of its own, as `return Py_None;` does, or a borrowed one released)",
-        "key": f"over-decref:{name}",
-    }
+    )
 
 
 def _rc_at(objs: list[Any], idx: int) -> int:
@@ -915,19 +919,16 @@ def _judge_refcounts(
         if excess == 0:
             continue
         step = wsteps[i]
-        name = steps[step][0]
         obj = wobjs[i]
-        kind = "refcount-leak" if excess > 0 else "over-decref"
         if excess < 0:
             _KEEP.append(guard[:])  # never free what the target still thinks it owns
-        finding = {
-            "kind": kind,
-            "site": name,
-            "step": step,
-            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(obj).__name__} argument "
+        finding = _step_finding(
+            "refcount-leak" if excess > 0 else "over-decref",
+            steps,
+            step,
+            f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(obj).__name__} argument "
             f"of step {step} beyond what live objects account for",
-            "key": f"{kind}:{name}",
-        }
+        )
         if excess > 0:  # Context.run confirms it on a second run, which passes the same object again
             finding.update(_held=obj, _excess=excess, _reused=True)
         return finding
@@ -990,18 +991,15 @@ def _judge_handed_over(
         if excess == 0:
             continue
         step = osteps[i]
-        name = steps[step][0]
-        kind = "refcount-leak" if excess > 0 else "over-decref"
         if excess < 0:
             _KEEP.append(objs[i])  # never free what the target still thinks it owns
-        finding = {
-            "kind": kind,
-            "site": name,
-            "step": step,
-            "detail": f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(objs[i]).__name__} "
+        finding = _step_finding(
+            "refcount-leak" if excess > 0 else "over-decref",
+            steps,
+            step,
+            f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(objs[i]).__name__} "
             f"{what.format(step=step)}, beyond what live objects account for",
-            "key": f"{kind}:{name}",
-        }
+        )
         if excess > 0:  # Context.run confirms it on a second run
             finding.update(_held=objs[i], _excess=excess, _reused=reused)
         return finding
@@ -1029,14 +1027,14 @@ def _held_by_orphans(
         if excess <= 0 or not orphans:
             continue
         step = osteps[i]
-        name = steps[step][0]
         return {
-            "kind": "refcount-leak",
-            "site": name,
-            "step": step,
-            "detail": f"+{excess} reference(s) to the {type(objs[i]).__name__} {what.format(step=step)}, held "
-            "only by a container that nothing accounts for (a leaked tuple, list or dict)",
-            "key": f"refcount-leak:{name}",
+            **_step_finding(
+                "refcount-leak",
+                steps,
+                step,
+                f"+{excess} reference(s) to the {type(objs[i]).__name__} {what.format(step=step)}, held "
+                "only by a container that nothing accounts for (a leaked tuple, list or dict)",
+            ),
             "_held": objs[i],
             "_orphans": orphans,
         }

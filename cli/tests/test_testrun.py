@@ -278,6 +278,12 @@ def test_a_crash_in_a_standard_library_is_headlined_at_the_modules_frame() -> No
     assert m is not None
     headline = testrun._sanitizer_headline(report, m)
     assert headline.endswith("in native_wrapper::connect connection.rs:272"), headline
+    cython = report.replace(
+        "native_wrapper::connect /b/wrapper/src/handles/connection.rs:272:31",
+        "__pyx_pf_3pkg_2_m_9Histogram_2__getitem__ /b/m.c:2301:9",
+    )
+    cython += "    #3 0x7f0a in __pyx_pw_3pkg_2_m_9Histogram_3__getitem__ /b/m.c:2270:13\n"
+    assert testrun._sanitizer_headline(cython, m).endswith("in pkg._m.Histogram.__getitem__ m.c:2301")
 
 
 def test_the_source_tree_does_not_shadow_the_installed_module(tmp_path: Path) -> None:

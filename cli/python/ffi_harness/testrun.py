@@ -30,7 +30,7 @@ import time
 
 from ffi_harness import interpreter
 from ffi_harness.cli import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, UsageError
-from ffi_harness.findings import in_runtime_code
+from ffi_harness.findings import cython_name, in_runtime_code
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers read it as True
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def _sanitizer_headline(report: str, m: re.Match[str]) -> str:
     for f in _NATIVE_FRAME.finditer(report, k.end()):
         func, where = f.group(1), f.group(2)
         if not func.startswith(_RUNTIME_FUNCS) and not in_runtime_code(where):
-            out += f"  in {func} {os.path.basename(where)}"
+            out += f"  in {cython_name(func, report)} {os.path.basename(where)}"
             break
     return out
 

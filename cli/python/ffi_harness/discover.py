@@ -187,10 +187,20 @@ def _from_docstring(obj: Any, name: str) -> tuple[int, int, list[str]] | None:
     if not isinstance(doc, str) or not doc.strip():
         return None
     first = doc.strip().splitlines()[0]
-    m = re.match(rf"^\s*(?:[\w.]*\.)?{re.escape(name)}\s*\((.*)\)", first)
+    m = re.match(rf"^\s*(?:[\w.]*\.)?{re.escape(name)}\s*\(", first)
     if not m:
         return None
-    inner = m.group(1)
+    # Up to the parenthesis that closes the list, not the last one of the line: `f(buf, offset=0) -> (value,
+    # next_offset)` has two parameters, not a `next_offset` keyword.
+    depth, end = 1, m.end()
+    while end < len(first) and depth:
+        depth += {"(": 1, ")": -1}.get(first[end], 0)
+        end += 1
+    if depth:
+        return None
+    inner = re.sub(r"'[^']*'|\"[^\"]*\"", "''", first[m.end() : end - 1])  # a default's commas are not separators
+    while re.search(r"\([^()]*\)|\{[^{}]*\}", inner):
+        inner = re.sub(r"\([^()]*\)|\{[^{}]*\}", "_", inner)
     optional_from = inner.find("[")
     params = [x.strip() for x in re.split(r"[,\[\]]", inner) if x.strip() and x.strip() not in ("/", "*", "self")]
     if any(x.startswith("*") and not x.startswith("**") for x in params):

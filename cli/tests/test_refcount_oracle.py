@@ -236,6 +236,33 @@ def register_in_a_static_list(x):  # correct: PyList_Append(registry, x), the re
 
 def register_results_in_a_static_list(f):  # correct: each callback result appended to that registry
     _static_list("results").append(f(1))
+
+
+def _record():  # a record the C code makes for the call (its own object, with one reference)
+    return bytes(bytearray(b"record-0123"))
+
+
+def args_tuple_leaked(f):  # args = PyTuple_Pack(1, record); PyObject_Call(f, args); no Py_DECREF(args)
+    args = ([_record()],)
+    _inc(args)  # the reference that is never given back, on the error path too
+    f(*args)
+
+
+def args_tuple_released(f):  # correct: the same, and the tuple released
+    args = ([_record()],)
+    f(*args)
+
+
+def records_kept_by_a_static(f):  # correct: each record kept in the C static's registry, then passed
+    record = [_record()]
+    _static_list("records").append(record)
+    f(record)
+
+
+def record_replaced_in_a_static(f):  # correct: Py_XSETREF(last_record, record), then passed
+    record = [_record()]
+    _xsetref(record)
+    f(record)
 """
 
 
@@ -289,6 +316,10 @@ def _context() -> runtime.Context:
             "argument_in_a_leaked_list",
             "register_in_a_static_list",
             "register_results_in_a_static_list",
+            "args_tuple_leaked",
+            "args_tuple_released",
+            "records_kept_by_a_static",
+            "record_replaced_in_a_static",
         )
     ]
     return runtime.Context({"module": "refcount_standin", "classes": [], "callables": callables})
@@ -336,6 +367,18 @@ def test_what_only_a_leaked_container_holds_is_leaked(context: runtime.Context, 
     ):
         assert _finding(context, correct) is None, correct
     assert context.kept_references > kept
+
+
+@pytest.mark.parametrize("callback", ["_fh.mk_returner(1)", "_fh.mk_raiser('hostile_error')", "_fh.mk_reenterer(0)"])
+def test_what_a_callback_received_is_not_kept_by_a_leaked_args_tuple(context: runtime.Context, callback: str) -> None:
+    # The code under test builds a tuple of its own objects to call back with; one it never releases keeps
+    # them (no argument of the program's is in it, and the callback's result was released).
+    assert _finding(context, f"[('args_tuple_leaked', 0, [{callback}], {{}})]") == (
+        "refcount-leak",
+        "args_tuple_leaked",
+    )
+    for correct in ("args_tuple_released", "records_kept_by_a_static", "record_replaced_in_a_static"):
+        assert _finding(context, f"[('{correct}', 0, [{callback}], {{}})]") is None, correct
 
 
 def test_a_system_error_is_reported_with_its_whole_message(context: runtime.Context) -> None:

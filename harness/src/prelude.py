@@ -479,6 +479,7 @@ def mk_raiser(kind):
     exc_type = _RAISE_KINDS[kind]
 
     def raiser(*args, **kwargs):
+        _receive(args, kwargs)
         raise exc_type(f"callable raised {exc_type.__name__} on purpose")
 
     return raiser
@@ -520,8 +521,38 @@ def _returned(value):
     return _callable_result(value) if _record_callable_results else value
 
 
+# What the code under test passed to a callable argument, while callable results are recorded: objects it
+# made for the call (a record, a key; the items of an args tuple it built). Once the program is over and
+# nothing live holds them, none may still be held: an args tuple never released (`PyTuple_Pack` without a
+# `Py_DECREF`) keeps its items. Only objects with few references are recorded: a type, a module or an
+# interned name is everybody's, and its count says nothing.
+_received = _collections.deque(maxlen=256)
+_RECEIVED_MAX_REFS = 8
+
+
+def _receive(args, kwargs):
+    if not _record_callable_results:
+        return
+    for value in (*args, *kwargs.values()):
+        kind = type(value)
+        if value is None or kind is bool or (kind is int and -5 <= value <= 256):
+            continue
+        if kind in (str, bytes, tuple) and len(value) <= 1:
+            continue  # CPython's shared empty and one-character objects
+        if _sys.getrefcount(value) <= _RECEIVED_MAX_REFS:
+            _received.append(value)
+
+
+def take_received():
+    """What callable arguments received since the last call, as a new list; empties that ledger."""
+    received = list(_received)
+    _received.clear()
+    return received
+
+
 def mk_returner(value):
     def returner(*args, **kwargs):
+        _receive(args, kwargs)
         return _returned(value)
 
     return returner
@@ -532,6 +563,7 @@ def mk_returner_then_raiser(value, n):
     calls = [0]
 
     def returner_then_raiser(*args, **kwargs):
+        _receive(args, kwargs)
         calls[0] += 1
         if calls[0] > n:
             raise HostileError(f"callable raised HostileError on purpose after {n} result(s)")
@@ -542,6 +574,7 @@ def mk_returner_then_raiser(value, n):
 
 def mk_reenterer(n):
     def reenterer(*args, **kwargs):
+        _receive(args, kwargs)
         return __harness_reenter__(n)
 
     return reenterer

@@ -369,6 +369,7 @@ class Context:
         self.masked = 0
         self.kept_references = 0  # suspected leaks the second run showed to be kept references (see run)
         self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
+        self._received_ids: set[int] = set()  # ids of what its callables received (see run)
         self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
         self.singleton_checks = 0  # calls whose singleton counts were judged
         self.singleton_false_alarms = 0  # suspected singleton over-decrefs that running again cleared
@@ -474,8 +475,8 @@ class Context:
             return sigs, self._confirm_orphaned(steps, finding)
         held, excess, reused = finding.pop("_held"), finding.pop("_excess"), finding.pop("_reused")
         _again_sigs, again = self._run_program(steps)
-        if reused is None:  # a returned object: the second run returned the same one (a cache) or a new one
-            reused = id(held) in self._returned_ids
+        if reused is None:  # returned or received: the second run handed over the same one (a cache) or a new one
+            reused = id(held) in self._returned_ids or id(held) in self._received_ids
         if again is not None and "_suspects" in again:
             again = None  # this run judges the leak; a singleton suspicion is judged when it comes first
         if again is not None:
@@ -576,10 +577,16 @@ class Context:
         # What the calls returned that only the program owned (or owned once too often), with their steps.
         returned: list[Any] = []
         rsteps: list[int] = []
+        # What the code under test passed to the program's callables (the prelude's received ledger).
+        received: list[Any] = []
+        vsteps: list[int] = []
+        take_received = getattr(prelude, "take_received", None)
         lost: list[tuple[int, int]] = []  # (step, singleton index): the calls a singleton lost a reference in
         self._lost = lost
         if prelude is not None:
             prelude.forget_answers()
+        if take_received is not None:
+            take_received()
 
         def watch(obj: Any, step: int) -> None:
             if id(obj) in seen_ids:
@@ -721,21 +728,31 @@ class Context:
                 answers.extend(taken)
                 asteps.extend([i] * len(taken))
                 del taken
+            if take_received is not None:
+                got = take_received()
+                received.extend(got)
+                vsteps.extend([i] * len(got))
+                del got
         # Drop everything the program made, then judge the watched objects' counts.
         self._returned_ids = {id(r) for r in results if r is not None}
+        self._received_ids = {id(r) for r in received}
         results.clear()
         pool.clear()
         self._pool = []
         result = obj = None
         # This function's own lists, and the program's argument containers (a loop variable still names the
         # last step's): held by locals, which gc cannot see, so each would look orphaned (see `_orphaned`).
-        mine = frozenset(map(id, (guard, wobjs, answers, returned, *_program_containers(steps))))
+        mine = frozenset(map(id, (guard, wobjs, answers, returned, received, *_program_containers(steps))))
         if finding is None and wobjs:
             finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard, mine)
         if finding is None and answers:
             finding = _judge_answers(answers, asteps, steps, mine)
         if finding is None and returned:
             finding = _judge_returned(returned, rsteps, steps, mine)
+        if finding is None and received:
+            finding = _judge_handed_over(
+                received, vsteps, steps, "passed to a callable argument during step {step}", None, mine
+            )
         if finding is None and lost:
             finding = {"kind": "over-decref", "_suspects": lost}  # Context.run confirms one, or none
         if finding is None:

@@ -657,17 +657,23 @@ def run(args: argparse.Namespace) -> int:
         key = f"{f0['kind']}:{f0['site']}"
         if key in found:
             continue
+        program = rec["program"]
+        step = f0.get("step")
+        # The step's callable: the site is the callable for the runtime's own findings, but a C function for
+        # a UBSan report the engine scanned from its output.
+        callable_ = program[step]["callable"] if isinstance(step, int) and 0 <= step < len(program) else f0["site"]
         found[key] = fnd.Finding(
             f0["kind"],
             f0["site"],
-            f0["site"],
+            callable_,
             f0.get("detail", ""),
-            rec["program"],
+            program,
             "oracle",
             found_after=max(0.0, path.stat().st_mtime - wall0),
             plan=plan,
         )
-        print(f"  finding after {found[key].found_after:.1f} s: {f0['kind']} in {f0['site']}", flush=True)
+        via = "" if callable_ == f0["site"] else f" (via {callable_})"
+        print(f"  finding after {found[key].found_after:.1f} s: {f0['kind']} in {f0['site']}{via}", flush=True)
 
     _collect_stats(totals)
     fuzz_time = sum(max(0.0, r.ended - r.started) for r in totals.runs) / max(1, args.jobs)

@@ -295,7 +295,7 @@ def test_a_type_the_module_never_names_is_fuzzed_on_the_objects_calls_return(tmp
         + ["-o", str(so)],
         check=True,
     )
-    p, data = _fuzz(site, tmp_path, "hidden", "--max-time", "30", "--minimise-time", "5", "--seed", "3")
+    p, data = _fuzz(site, tmp_path, "hidden", "--max-time", "15", "--minimise-time", "5", "--seed", "3")
     assert "Cursor.peek" in p.stdout, p.stdout + p.stderr  # planned, though no module attribute names it
     found = {(f["kind"], f["site"], f["callable"]) for f in data["findings"]}
     assert ("heap-buffer-overflow", "Cursor_peek", "Cursor.peek") in found, p.stdout + p.stderr

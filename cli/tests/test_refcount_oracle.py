@@ -425,8 +425,10 @@ def test_a_reference_kept_where_gc_cannot_see_it_is_not_a_leak(
 ) -> None:
     kept = context.kept_references
     name = source.split("'")[1]
+    kept_here = context.kept_by.get(name, 0)
     assert _finding(context, source) == (("refcount-leak", name) if leaked else None)
     assert context.kept_references == kept + (0 if leaked else 1)  # the first run suspected each of them
+    assert context.kept_by.get(name, 0) == kept_here + (0 if leaked else 1)  # counted by callable
 
 
 @pytest.mark.parametrize(

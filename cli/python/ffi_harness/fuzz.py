@@ -154,6 +154,7 @@ class Totals:
     masked: int = 0
     # The refcount oracle's second runs: suspicions they cleared, and calls judged on None/True/False.
     kept_references: int = 0
+    kept_by: dict[str, int] = field(default_factory=dict)  # the same, by callable
     singleton_checks: int = 0
     singleton_false_alarms: int = 0
     singletons_judged: bool | None = None  # None: no engine run reported (False: immortal singletons)
@@ -822,6 +823,8 @@ def _collect_stats(totals: Totals) -> None:
         totals.native_modules = max(totals.native_modules, int(stats.get("native_modules", 0)))
         totals.masked += int(stats.get("masked", 0))
         totals.kept_references += int(stats.get("kept_references", 0))
+        for name, n in stats.get("kept_by", {}).items():
+            totals.kept_by[name] = totals.kept_by.get(name, 0) + int(n)
         totals.singleton_checks += int(stats.get("singleton_checks", 0))
         totals.singleton_false_alarms += int(stats.get("singleton_false_alarms", 0))
         if "singletons_judged" in stats:
@@ -834,6 +837,10 @@ def _collect_stats(totals: Totals) -> None:
 def _refcount_line(totals: Totals) -> str:
     """What the refcount oracle's second runs cleared, and whether None/True/False were judged at all."""
     kept = f"{totals.kept_references} suspected leak(s) shown by a second run to be kept references"
+    if totals.kept_by:  # which callables keep references (a cache, a registry): where a leak could hide
+        most = sorted(totals.kept_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        named = ", ".join(f"{name} {n}" for name, n in most[:5])
+        kept += f" ({named}{', ...' if len(most) > 5 else ''})"
     if totals.singletons_judged is False:
         return (
             f"refcounts: {kept}; None/True/False not judged (immortal in this interpreter: an over-decref is harmless)"

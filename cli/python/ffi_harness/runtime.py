@@ -368,6 +368,7 @@ class Context:
         self.setup_failures = 0
         self.masked = 0
         self.kept_references = 0  # suspected leaks the second run showed to be kept references (see run)
+        self.kept_by: dict[str, int] = {}  # the same, by the callable the suspicion was sited at
         self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
         self._received_ids: set[int] = set()  # ids of what its callables received (see run)
         self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
@@ -489,7 +490,7 @@ class Context:
         now = _unaccounted([held], 0, tuple(_program_containers(steps))) - _unaccounted([probe], 0)
         if now > excess or (now == excess and not reused):
             return sigs, finding
-        self.kept_references += 1  # replaced or released by the second run: kept, not leaked
+        self._count_kept(finding)  # replaced or released by the second run: kept, not leaked
         if reused and len(self._kept_ids) < 10_000:
             self._kept_ids.add(id(held))  # a cached object returned again: not judged again (lives on)
         return sigs, None
@@ -516,8 +517,12 @@ class Context:
         del box, again
         if still & first and (still | later) - first:
             return finding
-        self.kept_references += 1
+        self._count_kept(finding)
         return None
+
+    def _count_kept(self, finding: dict[str, Any]) -> None:
+        self.kept_references += 1
+        self.kept_by[finding["site"]] = self.kept_by.get(finding["site"], 0) + 1
 
     def _confirm_singleton(self, steps: list[Any], suspects: list[tuple[int, int]]) -> dict[str, Any] | None:
         """Calls seemed to take a reference from a singleton. A correct call may also release one: a freed
@@ -766,6 +771,7 @@ class Context:
             "setup_failures": self.setup_failures,
             "masked": self.masked,
             "kept_references": self.kept_references,
+            "kept_by": self.kept_by,
             "singleton_checks": self.singleton_checks,
             "singleton_false_alarms": self.singleton_false_alarms,
             "singletons_judged": bool(SINGLETONS),

@@ -15,7 +15,7 @@ EXPECTED = (TypeError, ValueError, OverflowError, IndexError)
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    choice = fdp.ConsumeIntInRange(0, 9)
+    choice = fdp.ConsumeIntInRange(0, 10)
     n = fdp.ConsumeInt(8)
     try:
         if choice == 0:
@@ -36,6 +36,8 @@ def one_input(data: bytes) -> None:
             buggy.as_size(n)
         elif choice == 8:
             buggy.wait_for(n)
+        elif choice == 9:
+            buggy.each_entry(lambda entry: entry["value"])
         else:
             c = buggy.Counter(n)
             for _ in range(fdp.ConsumeIntInRange(0, 3)):

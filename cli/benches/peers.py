@@ -1,4 +1,4 @@
-"""The same work for ffi-harness and a peer: the buggy fixture's eight planted bugs, found or not.
+"""The same work for ffi-harness and a peer: the buggy fixture's nine planted bugs, found or not.
 
 The fixture (cli/tests/fixtures/buggy_ext) is built once with clang's ASan + UBSan and libFuzzer coverage
 into a scratch directory. Then, for the same number of seconds each, on the same build and interpreter:
@@ -51,6 +51,7 @@ BUGS = {
     "describe: NULL without an exception": (r"SystemError", "describe"),
     "remember: leaked reference": (r"refcount-leak", "remember"),
     "as_size: leaked __index__ answer": (r"refcount-leak", "as_size"),
+    "each_entry: leaked callback argument tuple": (r"refcount-leak", "each_entry"),
     HANG: (r"hang|timeout", "wait_for"),
     "Counter.incr after close: use after free": (r"heap-use-after-free", "Counter_incr"),
 }
@@ -95,7 +96,8 @@ def classify(output: str) -> tuple[str, str]:
     """(kind, function) of one atheris replay's output."""
     m = re.search(r"SUMMARY: AddressSanitizer: ([\w-]+)", output)
     frame = re.search(
-        r"#\d+ 0x[0-9a-f]+ in (table_get|table_find|pop_last|describe|remember|as_size|wait_for|Counter_incr) ", output
+        r"#\d+ 0x[0-9a-f]+ in (table_get|table_find|pop_last|describe|remember|as_size|each_entry|wait_for|Counter_incr) ",
+        output,
     )
     function = frame.group(1) if frame else "?"
     if m:

@@ -104,3 +104,23 @@ def test_a_finding_whose_replay_stops_at_a_ubsan_report_is_that_reports_bug() ->
     other = fnd.Finding("SystemError", "peek", "Ring.peek", "", [step], "oracle")
     fuzz._name_by_its_first_symptom(other, v)
     assert (other.kind, other.reproduced) == ("SystemError", None)
+
+
+def _at(line: int, kind: str, callable_: str = "Log.get") -> fnd.Finding:
+    f = fnd.Finding(kind, "log_get", callable_, "", [], "crash")
+    f.verdict = fnd.Verdict(kind, "log_get", "", location=f"/src/reclog.c:{line}")
+    return f
+
+
+def test_a_pointer_overflow_and_the_read_on_the_next_line_are_one_bug() -> None:
+    # A reviewer's reclog (2026-12-07): `p = base + off` overflowed on line 262 (UBSan), `*p` read past
+    # the record on 263 (ASan): one bug, counted as two. Two accesses, or two pointer overflows, on
+    # neighbouring lines stay apart, as do lines farther apart and another callable; a pointer overflow next
+    # to two reads is the first one's half.
+    made, read = _at(262, "ubsan:pointer"), _at(263, "heap-buffer-overflow")
+    far = _at(262 + fnd.NEIGHBOUR_LINES + 1, "heap-use-after-free")
+    other_read = _at(261, "stack-buffer-overflow")  # another kind: one kind, site and callable is one bug anyway
+    other_pointer = _at(264, "ubsan:applying")
+    elsewhere = _at(263, "SEGV", "Log.slice")
+    same = fnd.same_bug([made, read, far, other_read, other_pointer, elsewhere])
+    assert same == {id(read): made, id(other_read): made, id(other_pointer): far}, same

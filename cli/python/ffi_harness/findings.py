@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,9 @@ def same_bug(findings: list[Finding]) -> dict[int, Finding]:
     a UBSan pointer overflow farther away: several kinds, one line) maps to that first finding. Another
     callable crashing on the same line (a shared helper, the interpreter's list_dealloc) is kept apart.
     Findings of one kind, site and callable are one bug too: a finding renamed after its replay (see
-    fuzz._name_by_its_first_symptom) can meet the one found under that name.
+    fuzz._name_by_its_first_symptom) can meet the one found under that name. So are a UBSan pointer
+    overflow (an out-of-bounds pointer computed) and a memory-access report up to NEIGHBOUR_LINES lines
+    from it, in the same function through the same callable: the pointer made on one line, read on the next.
     `findings` in the order they were found."""
     first: dict[tuple[str, str, str], Finding] = {}
     named: dict[tuple[str, str, str], Finding] = {}
@@ -115,9 +118,32 @@ def same_bug(findings: list[Finding]) -> dict[int, Finding]:
         where = (f.callable, f.site, f.location)  # reached through the same callable, too
         if where in first:
             out[id(f)] = first[where]
+        elif (near := _pointer_made_or_used_nearby(f, first.values())) is not None:
+            out[id(f)] = near
         else:
             first[where] = f
     return out
+
+
+NEIGHBOUR_LINES = 2
+
+
+def _pointer_made_or_used_nearby(f: Finding, earlier: Iterable[Finding]) -> Finding | None:
+    """The earlier finding that is the other half of `f` (a pointer overflow and a memory access, each
+    on its line of one function, reached through one callable), if any."""
+    file, _, line = f.location.rpartition(":")
+    if not line.isdigit():
+        return None
+    for e in earlier:
+        e_file, _, e_line = e.location.rpartition(":")
+        if (
+            (e.callable, e.site, e_file) == (f.callable, f.site, file)
+            and e_line.isdigit()
+            and abs(int(e_line) - int(line)) <= NEIGHBOUR_LINES
+            and (e.kind in _POINTER_UBSAN) != (f.kind in _POINTER_UBSAN)
+        ):
+            return e
+    return None
 
 
 def prelude_source() -> str:

@@ -1035,7 +1035,8 @@ def _summary(
                 print(f"      {n}")
             for d in in_order:
                 if duplicates.get(id(d)) is f:
-                    print(f"      the same line also reported as {d.kind} after {d.found_after:.1f} s: {d.repro}")
+                    line = "the same line" if d.location == f.location else f"line {d.location.rpartition(':')[2]}"
+                    print(f"      {line} also reported as {d.kind} after {d.found_after:.1f} s: {d.repro}")
     else:
         print("findings: none")
     summary = {

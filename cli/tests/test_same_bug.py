@@ -124,3 +124,15 @@ def test_a_pointer_overflow_and_the_read_on_the_next_line_are_one_bug() -> None:
     elsewhere = _at(263, "SEGV", "Log.slice")
     same = fnd.same_bug([made, read, far, other_read, other_pointer, elsewhere])
     assert same == {id(read): made, id(other_read): made, id(other_pointer): far}, same
+
+
+def test_a_segv_raised_again_by_faulthandler_says_its_address_is_not_the_faults() -> None:
+    # A reviewer read "SEGV on unknown address 0x216d ... in __pthread_kill_implementation" as a bug in the
+    # signal path: faulthandler printed its traceback, then raised the signal again, and ASan reported that
+    # one, whose address is the sender's pid (0x216d is 8557). The site was right; the detail now says so.
+    reraised = _finding(SEGV.replace("==1==", "==8557==").replace("0x5a2e7f4fd878", "0x00000000216d"), 1.0)
+    assert (reraised.kind, reraised.site, reraised.location) == ("SEGV", "table_get", "/src/buggy.c:56")
+    assert reraised.detail.startswith("SEGV in table_get at /src/buggy.c:56 (raised again"), reraised.detail
+    assert "the report's address is the pid" in reraised.detail
+    faulted = _finding(SEGV, 1.0)  # a real fault's address: the summary as ASan wrote it
+    assert faulted.detail.startswith("SUMMARY: AddressSanitizer: SEGV"), faulted.detail

@@ -251,6 +251,14 @@ def classify_output(returncode: int, stdout: str, stderr: str, timed_out: bool =
             # or C++'s `std::vector::operator[]` names the standard library: the bug is the first frame past.
             frame = _first_frame_at(stderr)
             func, location = frame if frame else (func or last_step[1], "")
+            if kind == "SEGV" and _reraised(stderr):
+                # The interpreter's faulthandler printed its traceback, then raised the signal again: ASan
+                # reports that second signal, whose "address" is the sender's pid, not the fault's.
+                detail = (
+                    f"SEGV in {cython_name(func, stderr)} at {location or '?'} (raised again after faulthandler's "
+                    "traceback: the report's address is the pid)"
+                )
+                return Verdict(kind, cython_name(func, stderr), detail, last_step[0], returncode, out, location)
         return Verdict(kind, cython_name(func, stderr), m.group(0), last_step[0], returncode, out, location)
     u = _UBSAN.search(stderr)
     if u or (m and m.group(1) == "UndefinedBehaviorSanitizer"):
@@ -362,6 +370,16 @@ def _first_frame(stderr: str) -> str | None:
     """The function of the first stack frame outside the sanitizer runtime, libc and the signal path."""
     frame = _first_frame_at(stderr)
     return frame[0] if frame else None
+
+
+_SEGV_AT = re.compile(r"==(\d+)==ERROR: AddressSanitizer: SEGV on unknown address (0x[0-9a-f]+)")
+
+
+def _reraised(stderr: str) -> bool:
+    """Whether ASan's SEGV report is of a signal sent by the process to itself (kill/raise give the
+    sender's pid where a fault gives the address): faulthandler's re-raise after its traceback."""
+    m = _SEGV_AT.search(stderr)
+    return m is not None and int(m.group(2), 16) == int(m.group(1))
 
 
 def _first_frame_at(stderr: str) -> tuple[str, str] | None:

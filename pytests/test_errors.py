@@ -63,6 +63,36 @@ def test_missing_directory_connection_error(tmp_path):
     assert not os.path.exists(path)
 
 
+class _FsPath:
+    def __init__(self, value):
+        self.value = value
+
+    def __fspath__(self):
+        return self.value
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: os.fsencode(d) + b"/x.db",
+        lambda d: d + "/caf\udce9.db",  # an undecodable file name, as os.listdir gives it
+        lambda d: _FsPath(os.fsencode(d) + b"/y.db"),
+        lambda d: _FsPath(d + "/z.db"),
+    ],
+    ids=["bytes", "surrogate-str", "pathlike-bytes", "pathlike-str"],
+)
+def test_the_errors_filename_is_the_path_as_given(tmp_path, make):
+    # OSError convention: `filename` is the path the caller passed (after os.fspath), bytes as bytes and
+    # an undecodable name with its surrogates, not only a path that converts to a Rust String (red team
+    # round rt13: a bytes path, a surrogate and a bytes PathLike lost their filename, and str(e) its name).
+    path = make(str(tmp_path / "no" / "such" / "dir"))
+    with pytest.raises(native.ConnectionError) as ei:
+        native.connect(path)
+    assert ei.value.errno == errno.ENOENT
+    assert ei.value.filename == os.fspath(path)
+    assert repr(os.fspath(path)) in str(ei.value)
+
+
 def test_missing_directory_caught_as_oserror(tmp_path):
     path = str(tmp_path / "missing" / "x.db")
     try:

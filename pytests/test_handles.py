@@ -165,14 +165,18 @@ def test_no_descriptor_of_the_store_survives_exec(store_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_does_not_keep_the_store_locked(store_path):
+@pytest.mark.parametrize("opened_after", [0, 2])
+def test_a_forked_child_does_not_keep_the_store_locked(store_path, tmp_path, opened_after):
     # The store's flock belongs to the open file, which a child's copy of the descriptor would keep open:
     # a live child (a fork pool's worker) kept the store locked after its parent closed. libnative
     # closes a child's copies as it starts: once the child runs, the lock lasts as long as the parent's handle.
+    # With connections opened after this one, it is not the newest: the child must close every copy, not
+    # the newest only (red team round rt13: the child's loop followed the wrong link).
     import warnings
 
     c = native.connect(store_path)
     c.put(b"k", b"v")
+    later = [native.connect(str(tmp_path / f"later{i}.db")) for i in range(opened_after)]
     r, w = os.pipe()
     started_r, started_w = os.pipe()
     with warnings.catch_warnings():
@@ -194,6 +198,9 @@ def test_a_forked_child_does_not_keep_the_store_locked(store_path):
         c.close()
         with native.connect(store_path, timeout=0) as again:
             assert again.get(b"k") == b"v"
+        for i, other in enumerate(later):
+            other.close()
+            native.connect(str(tmp_path / f"later{i}.db"), timeout=0).close()
     finally:
         os.close(w)
         os.waitpid(pid, 0)

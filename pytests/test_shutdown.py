@@ -324,7 +324,8 @@ FORK_WITH_A_SUBSCRIBED_CONNECTION = WAIT_FOR_CHILD + textwrap.dedent("""
 # A callback that forks: the child's only thread is a copy of the notifier, inside the callback. When the
 # callback returns there, the child's program ends (it used to go back into the copied notifier loop: it
 # delivered the parent's queued events, then waited forever, or crashed on a callback the child had freed).
-# argv[3]: what the child does in the callback: "return", "exit3" (sys.exit(3)), "close" (closes the
+# argv[3]: what the child does in the callback: "return", "exit3" (sys.exit(3)), "exitmsg" (sys.exit with a
+# message, which must reach the child's stderr as CPython's own exit writes it), "close" (closes the
 # inherited connection, then returns), "raise", "interrupt" (KeyboardInterrupt: killed by SIGINT, as
 # Python after Ctrl-C), "sigterm" (signals reach it: the notifier it copies blocks them all), "thread"
 # (a non-daemon thread it starts is joined before it ends), or "unraisable" (the fork happens in
@@ -339,6 +340,7 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
     d = os.path.dirname(sys.argv[1])
     marker = os.path.join(d, f"atexit-{what}-{sys.argv[2]}")
     output = os.path.join(d, f"stdout-{what}-{sys.argv[2]}")
+    errput = os.path.join(d, f"stderr-{what}-{sys.argv[2]}")
     a = native.connect(os.path.join(d, f"fork-cb-{what}-{sys.argv[2]}.db"))
     forked = []
     seen = []
@@ -359,6 +361,9 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
         atexit.register(lambda: (open(marker, "w").close(), print("atexit ran")))
         if what == "exit3":
             sys.exit(3)
+        if what == "exitmsg":
+            sys.stderr = open(errput, "w")
+            sys.exit("fatal: no config")
         if what == "close":
             a.close()
         if what == "raise":
@@ -404,7 +409,7 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
         time.sleep(0.01)
     pid = forked[0]
     code = wait_for_child(pid, "the child forked in a callback never ended")
-    want = {"return": 0, "exit3": 3, "close": 0, "raise": 1, "interrupt": -signal.SIGINT,
+    want = {"return": 0, "exit3": 3, "exitmsg": 1, "close": 0, "raise": 1, "interrupt": -signal.SIGINT,
             "sigterm": -signal.SIGTERM, "thread": 0, "unraisable": 0}[what]
     if code != want:
         sys.exit(f"the child forked in a callback ended with {code}, not {want}")
@@ -413,6 +418,8 @@ FORK_IN_A_CALLBACK = WAIT_FOR_CHILD + textwrap.dedent("""
     printed = "the thread ran" if what == "thread" else "atexit ran"
     if what != "sigterm" and printed not in open(output).read():
         sys.exit(f"the child's {printed!r} never reached its stdout: the streams were flushed too early")
+    if what == "exitmsg" and "fatal: no config" not in open(errput).read():
+        sys.exit("the child's sys.exit message never reached its stderr (CPython writes a non-int code there)")
     got.clear()
     a.put(b"after", b"v")
     assert got.wait(5), "the parent's subscription stopped delivering"
@@ -551,7 +558,9 @@ def test_a_child_forked_with_a_subscribed_connection_exits(tmp_path):
     _check(_run_many(FORK_WITH_A_SUBSCRIBED_CONNECTION, tmp_path, n, parallel=2, timeout=20), n)
 
 
-@pytest.mark.parametrize("what", ["return", "exit3", "close", "raise", "interrupt", "sigterm", "thread", "unraisable"])
+@pytest.mark.parametrize(
+    "what", ["return", "exit3", "exitmsg", "close", "raise", "interrupt", "sigterm", "thread", "unraisable"]
+)
 def test_a_child_forked_in_a_callback_ends_when_the_callback_returns(tmp_path, what):
     n = 2
     _check(_run_many(FORK_IN_A_CALLBACK, tmp_path, n, parallel=2, timeout=20, extra=[what]), n)

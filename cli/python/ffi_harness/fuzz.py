@@ -545,6 +545,18 @@ def run(args: argparse.Namespace) -> int:
                     _quarantine_if_from_corpus(art, corpus, crashes, notes)
                     run_plan = json.loads(_plan_without(plan, er.excluded, workdir, er.masks).read_text())
                     f = _crash_finding(art, text, rc, run_plan, wall0)
+                    pre = f.key
+                    replayed = False
+                    if (
+                        f.kind == "hang"
+                        and f.callable not in args.allow_hang
+                        and any(s["callable"] in args.allow_hang for s in f.steps)
+                    ):
+                        # The engine does not trace its steps, so a timeout is blamed on the program's last
+                        # call; the replay traces them and names the call that hung, which may be one the
+                        # user allowed (a second connect() to a locked store, then a method).
+                        _replay(f, target, artifacts, args)
+                        replayed = True
                     if f.kind == "hang" and f.callable in args.allow_hang:
                         # Declared by the user as a call that may wait for ever: not replayed (a replay
                         # costs the timeout again), not a finding.
@@ -559,15 +571,15 @@ def run(args: argparse.Namespace) -> int:
                                 "allowed by --allow-hang (each costs the whole timeout)"
                             )
                         continue
-                    pre = f.key
                     known_as = replayed_as.get(pre)
                     masked_callables = {m["callable"] for m in masks if known_as and m["key"] == _key(*known_as)}
                     # A crash already known from the engine's report is not replayed again (a process
                     # start each time, and a shallow bug may fire every few seconds) until it is
                     # masked: a masked crash that comes back came through a call its mask did not
                     # cover, and only a replay names that call's callable for a mask of its own.
-                    if known_as is None or masked_callables:
-                        _replay(f, target, artifacts, args)
+                    if replayed or known_as is None or masked_callables:
+                        if not replayed:
+                            _replay(f, target, artifacts, args)
                         replayed_as[pre] = (f.kind, f.site)
                     else:
                         f.kind, f.site = known_as

@@ -420,6 +420,26 @@ def test_mapping_sugar(conn):
     assert sorted(iter(conn)) == [b"y"]
 
 
+def test_each_ledger_counter_moves_with_its_own_resource_only(store_path):
+    # The ledger is what every leak check reads (conftest, ffi-harness test's counters): a counter filled
+    # from another (red team round 12: live_blocks copied from live_subscriptions) blinds them all, and
+    # before-and-after checks cannot see it, since both counters come back. Each resource in turn, the
+    # others held still: a connection, then its subscription, then both gone.
+    def moved(since):
+        now = ledger_snapshot()
+        return {k: now[k] - since[k] for k in now}
+
+    base = ledger_snapshot()
+    c = native.connect(store_path)
+    assert moved(base) == {"live_handles": 1, "live_subscriptions": 0, "live_blocks": 0}
+    sub = c.subscribe(lambda ev: None)
+    assert moved(base) == {"live_handles": 1, "live_subscriptions": 1, "live_blocks": 0}
+    sub.cancel()
+    assert moved(base) == {"live_handles": 1, "live_subscriptions": 0, "live_blocks": 0}
+    c.close()
+    assert moved(base) == {"live_handles": 0, "live_subscriptions": 0, "live_blocks": 0}
+
+
 def test_get_results_are_independent_and_blocks_freed(conn):
     before = ledger_snapshot()["live_blocks"]
     conn.put(b"k", b"value")

@@ -84,7 +84,7 @@ class _FsPath:
 def test_the_errors_filename_is_the_path_as_given(tmp_path, make):
     # OSError convention: `filename` is the path the caller passed (after os.fspath), bytes as bytes and
     # an undecodable name with its surrogates, not only a path that converts to a Rust String (red team
-    # round rt13: a bytes path, a surrogate and a bytes PathLike lost their filename, and str(e) its name).
+    # round 12: a bytes path, a surrogate and a bytes PathLike lost their filename, and str(e) its name).
     path = make(str(tmp_path / "no" / "such" / "dir"))
     with pytest.raises(native.ConnectionError) as ei:
         native.connect(path)

@@ -171,7 +171,7 @@ def test_a_forked_child_does_not_keep_the_store_locked(store_path, tmp_path, ope
     # a live child (a fork pool's worker) kept the store locked after its parent closed. libnative
     # closes a child's copies as it starts: once the child runs, the lock lasts as long as the parent's handle.
     # With connections opened after this one, it is not the newest: the child must close every copy, not
-    # the newest only (red team round rt13: the child's loop followed the wrong link).
+    # the newest only (red team round 12: the child's loop followed the wrong link).
     import warnings
 
     c = native.connect(store_path)

@@ -68,8 +68,11 @@ def main() -> int:
         harness = [str(ROOT / "fuzz/atheris/native_atheris.py"), target]
 
         def run(cmd: list[str], run_env: dict[str, str]) -> int:
-            with tempfile.TemporaryDirectory() as corpus:  # every run starts from an empty corpus
-                return exec_per_sec([*cmd, corpus, *common, f"-artifact_prefix={corpus}/"], run_env)[0]
+            # Every run starts from an empty corpus. Its TMPDIR is removed after it: libFuzzer ends the
+            # process with exit(), which runs no Python atexit hook, so the stores a harness made stay.
+            with tempfile.TemporaryDirectory() as corpus, tempfile.TemporaryDirectory() as scratch:
+                cmd = [*cmd, corpus, *common, f"-artifact_prefix={corpus}/"]
+                return exec_per_sec(cmd, {**run_env, "TMPDIR": scratch})[0]
 
         ours = run([str(binary(target))], env)
         # Like for like: the same sanitizer conditions as the cargo-fuzz binaries (ASan build of

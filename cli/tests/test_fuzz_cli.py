@@ -258,6 +258,36 @@ def test_a_module_built_in_place_in_the_current_directory_is_fuzzed(buggy_plain:
     assert "could not start" not in p.stdout + p.stderr and "add " in p.stdout
 
 
+def test_files_the_target_writes_to_relative_paths_stay_out_of_the_current_directory(tmp_path: Path) -> None:
+    # Probing, the engine, every replay while minimising and `ffi-harness repro` call writer.save() with fuzzed
+    # names: each must run in a scratch directory, not where the user typed the command, and leave no
+    # directory of its own behind (TMPDIR is watched).
+    if shutil.which("clang-19") is None:
+        pytest.skip("clang-19 is needed to build the fixture")
+    import sysconfig
+
+    here, site, tmpdir = tmp_path / "project", tmp_path / "site", tmp_path / "tmpdir"
+    for d in (here, site, tmpdir):
+        d.mkdir()
+    source = FIXTURE.parent / "writer" / "writer.c"
+    so = site / f"writer{sysconfig.get_config_var('EXT_SUFFIX')}"
+    flags = ["-g", "-O1", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", f"-I{sysconfig.get_paths()['include']}"]
+    subprocess.run(["clang-19", *flags, str(source), "-o", str(so)], check=True)
+    env = {**cli_env(site), "TMPDIR": str(tmpdir)}
+    cmd = [CLI, "fuzz", "writer", "--max-time", "5", "--minimise-time", "5", "--seed", "1"]
+    cmd += ["--artifacts", str(tmp_path / "art"), "--json", str(tmp_path / "s.json")]
+    p = subprocess.run(cmd, cwd=here, env=env, capture_output=True, text=True, timeout=300, check=False)
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert p.returncode == 1 and any(f["kind"] == "SystemError" for f in data["findings"]), p.stdout + p.stderr
+    repros = sorted((tmp_path / "art").glob("repro-*.py"))
+    assert repros, p.stdout
+    r = subprocess.run([CLI, "repro", str(repros[0])], cwd=here, env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "reproduced: SystemError" in r.stdout, r.stdout + r.stderr
+    assert sorted(here.iterdir()) == []
+    assert sorted(tmpdir.iterdir()) == []
+    assert list((tmp_path / "art" / ".work" / "cwd").iterdir())  # where the engine's files went
+
+
 def test_another_copy_of_ffi_harness_in_the_target_interpreter_does_not_run_the_engine(
     buggy_plain: Path, tmp_path: Path
 ) -> None:

@@ -1,9 +1,11 @@
 # The preamble of every `native` fuzz reproducer (fuzz/src/lib.rs: repro_helpers() puts pytests/_refs.py,
 # rebuilt as the module `_refs`, in front of it). The steps that follow use these modules.
 import array  # noqa: F401
+import atexit
 import gc
 import mmap  # noqa: F401
 import os  # noqa: F401
+import shutil
 import sys  # noqa: F401
 import tempfile
 import threading  # noqa: F401
@@ -38,3 +40,4 @@ def _read_only(obj):
 
 _BASELINE = _ledger()
 _TMP = tempfile.mkdtemp(prefix="native-repro-")
+atexit.register(shutil.rmtree, _TMP, True)  # a reproducer that ends normally leaves no directory

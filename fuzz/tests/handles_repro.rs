@@ -38,6 +38,11 @@ fn run_repro(src: &str) -> Result<(), String> {
         let result = py.run(&code, Some(&globals), None);
         native.setattr("connect", connect).unwrap();
         let result = result.map_err(|e| e.to_string());
+        // The script's scratch directory: its atexit hook removes it when a process ends, not this one.
+        if let Ok(Some(tmp)) = globals.get_item("_TMP") {
+            let shutil = py.import("shutil").unwrap();
+            shutil.call_method1("rmtree", (tmp, true)).unwrap();
+        }
         // A failed script's frames still hold its connections; the next one's baseline must not.
         drop(globals);
         py.import("gc").unwrap().call_method0("collect").unwrap();

@@ -401,6 +401,12 @@ def _line_of(where: str) -> str:
 
 
 def run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> Verdict:
+    # The program runs in an empty directory (runtime.main changes into it) removed here, crash or not.
+    with tempfile.TemporaryDirectory(prefix="ffi-harness-replay-") as scratch:
+        return _run_script(path, python, {**env, "FFI_HARNESS_CWD": scratch}, timeout)
+
+
+def _run_script(path: Path, python: str, env: dict[str, str], timeout: float) -> Verdict:
     env = dict(env)
     env["FFI_HARNESS_TRACE"] = "1"
     before = _children_cpu()

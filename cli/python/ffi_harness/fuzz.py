@@ -249,14 +249,22 @@ def run_discovery(target: Target, workdir: Path, args: argparse.Namespace) -> di
     if args.setup:
         if not Path(args.setup).is_file():
             raise UsageError(f"--setup {args.setup}: no such file")
-        cmd += ["--setup", args.setup]
+        cmd += ["--setup", os.path.abspath(args.setup)]
     if args.only:
         cmd += ["--only", *args.only]
     if args.no_probe:
         cmd.append("--no-probe")
     try:
+        # Probing calls the callables: in the engine's scratch directory, for what they write to relative paths.
         p = subprocess.run(
-            cmd, env=target.engine_env, capture_output=True, text=True, timeout=300, errors="replace", check=False
+            cmd,
+            env=target.engine_env,
+            cwd=workdir / "cwd",
+            capture_output=True,
+            text=True,
+            timeout=300,
+            errors="replace",
+            check=False,
         )
     except subprocess.TimeoutExpired as e:
         raise UsageError(f"discovery of {target.module} did not finish in 300 s") from e

@@ -1076,7 +1076,23 @@ def main(header: dict[str, Any], program_source: str) -> int:
     prelude = sys.modules["ffi_harness_prelude"]
     ctx = Context(header["plan"])
     steps = build(program_source, prelude)
-    _sigs, finding = ctx.run(steps)
+    # The program runs in an empty directory of its own, as the fuzzer's did (its engine runs in a scratch
+    # directory): a fuzzed relative path (a store named "h\U000fe2e2") must not land where the user ran
+    # the replay, and a second run must not find the files an earlier one left there. A replay the CLI
+    # runs gets its directory from the CLI (FFI_HARNESS_CWD), which removes it even after a crash.
+    import shutil
+    import tempfile
+
+    given = os.environ.get("FFI_HARNESS_CWD")
+    scratch = given or tempfile.mkdtemp(prefix="ffi-harness-repro-")
+    home = os.getcwd()
+    os.chdir(scratch)
+    try:
+        _sigs, finding = ctx.run(steps)
+    finally:
+        os.chdir(home)
+        if not given:
+            shutil.rmtree(scratch, ignore_errors=True)
     if timeout > 0:
         faulthandler.cancel_dump_traceback_later()
     if finding is not None:

@@ -264,15 +264,10 @@ def test_files_the_target_writes_to_relative_paths_stay_out_of_the_current_direc
     # directory of its own behind (TMPDIR is watched).
     if shutil.which("clang-19") is None:
         pytest.skip("clang-19 is needed to build the fixture")
-    import sysconfig
-
     here, site, tmpdir = tmp_path / "project", tmp_path / "site", tmp_path / "tmpdir"
     for d in (here, site, tmpdir):
         d.mkdir()
-    source = FIXTURE.parent / "writer" / "writer.c"
-    so = site / f"writer{sysconfig.get_config_var('EXT_SUFFIX')}"
-    flags = ["-g", "-O1", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", f"-I{sysconfig.get_paths()['include']}"]
-    subprocess.run(["clang-19", *flags, str(source), "-o", str(so)], check=True)
+    _build_fixture("writer", site)
     env = {**cli_env(site), "TMPDIR": str(tmpdir)}
     cmd = [CLI, "fuzz", "writer", "--max-time", "5", "--minimise-time", "5", "--seed", "1"]
     cmd += ["--artifacts", str(tmp_path / "art"), "--json", str(tmp_path / "s.json")]
@@ -286,6 +281,36 @@ def test_files_the_target_writes_to_relative_paths_stay_out_of_the_current_direc
     assert sorted(here.iterdir()) == []
     assert sorted(tmpdir.iterdir()) == []
     assert list((tmp_path / "art" / ".work" / "cwd").iterdir())  # where the engine's files went
+
+
+def _build_fixture(name: str, site: Path) -> None:
+    """cli/tests/fixtures/NAME/NAME.c as the extension module NAME in `site` (no sanitizer)."""
+    import sysconfig
+
+    so = site / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    flags = ["-g", "-O1", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", f"-I{sysconfig.get_paths()['include']}"]
+    subprocess.run(["clang-19", *flags, str(FIXTURE.parent / name / f"{name}.c"), "-o", str(so)], check=True)
+
+
+def test_a_constructor_that_hangs_on_a_repeated_call_is_still_fuzzed(tmp_path: Path) -> None:
+    # locker.Lock(n) waits for ever while a live Lock(n) holds the name. The hang is reported once; the
+    # constructor must not be left out after it (that starved every method of its class): only a call
+    # repeating an earlier one is skipped.
+    if shutil.which("clang-19") is None:
+        pytest.skip("clang-19 is needed to build the fixture")
+    site = tmp_path / "site"
+    site.mkdir()
+    _build_fixture("locker", site)
+    p, data = _fuzz(
+        site, tmp_path, "locker", "--timeout", "1", "--max-time", "12", "--minimise-time", "5", "--seed", "2"
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert [(f["kind"], f["callable"]) for f in data["findings"]] == [("hang", "Lock")], p.stdout
+    assert data["excluded"] == [], p.stdout
+    assert any("later runs skip such repeats" in n for n in data["notes"]), data["notes"]
+    assert data["masked_calls"] > 0
+    calls = re.search(r"Lock\.name (\d+)", p.stdout)
+    assert calls and int(calls.group(1)) > 1000, p.stdout  # hundreds before the hang, tens of thousands after
 
 
 def test_another_copy_of_ffi_harness_in_the_target_interpreter_does_not_run_the_engine(

@@ -365,7 +365,13 @@ def _plan_without(
     p = dict(plan)
     p["callables"] = [c for c in plan["callables"] if c["name"] not in excluded]
     if masks:
-        p["masks"] = [{"callable": m["callable"], "source": m["source"]} for m in masks if "source" in m]
+        p["masks"] = [
+            {"callable": m["callable"], "repeat": True}
+            if m.get("repeat")
+            else {"callable": m["callable"], "source": m["source"]}
+            for m in masks
+            if "source" in m or m.get("repeat")
+        ]
     tag = json.dumps([sorted(excluded), p.get("masks", [])])
     path = workdir / f"plan-{hashlib.sha1(tag.encode()).hexdigest()[:8]}.json"
     path.write_text(json.dumps(p))
@@ -569,6 +575,7 @@ def run(args: argparse.Namespace) -> int:
                         # Declared by the user as a call that may wait for ever: not replayed (a replay
                         # costs the timeout again), not a finding.
                         totals.allowed_hangs[f.callable] = totals.allowed_hangs.get(f.callable, 0) + 1
+                        _mask_repeated_hang(f, masks, notes)
                         if (
                             totals.allowed_hangs[f.callable] >= ALLOWED_HANGS_BEFORE_EXCLUSION
                             and f.callable not in excluded
@@ -623,6 +630,8 @@ def run(args: argparse.Namespace) -> int:
                         masks.append(mask)
                         if "pending" not in mask:
                             notes.append(_mask_note(mask))
+                    if f.kind == "hang" and mask is None and f.callable not in excluded:
+                        mask = _mask_repeated_hang(f, masks, notes)
                     # Left out: a hang at once; a crash its mask does not stop (it keeps coming back through
                     # the masked callable, or could not be masked) after REPEATS_BEFORE_EXCLUSION repeats.
                     unstoppable = (
@@ -911,6 +920,40 @@ def _mask_for(f: fnd.Finding, target: Target, artifacts: Path, args: argparse.Na
     return _mask_of(crashing[-1], f.kind, f.site)
 
 
+def _mask_repeated_hang(f: fnd.Finding, masks: list[dict[str, Any]], notes: list[str]) -> dict[str, Any] | None:
+    """A repeat mask (see runtime._call_key) for a hang whose call repeats an earlier call of the program (a
+    second `connect(p)` waiting on the lock the first holds), instead of leaving the callable out: a
+    constructor left out starves its class. None (the callable is then left out) for any other hang, and
+    for a second hang of a callable already so masked: the mask did not stop it."""
+    if any(m.get("repeat") and m["callable"] == f.callable for m in masks):
+        return None
+    methods = {c["name"] for c in (f.plan or {}).get("callables", []) if c["kind"] == "method"}
+    v = f.verdict
+    hung = [v.step] if v is not None and v.step is not None and v.step < len(f.steps) else range(len(f.steps))
+    for i in hung:
+        s = f.steps[i]
+        if s["callable"] == f.callable and any(_same_call(e, s, methods) for e in f.steps[:i]):
+            call = f"{s['callable']}({', '.join([*s['args'], *(f'{k}={v}' for k, v in s['kwargs'])])})"
+            mask = {"callable": f.callable, "repeat": True, "key": f.key, "kind": f.kind, "site": f.site}
+            masks.append(mask)
+            notes.append(
+                f"{f.kind} in {f.site} when a call repeats an earlier one ({call if len(call) <= 60 else call[:57] + '...'}"
+                f" twice): later runs skip such repeats (the rest of {f.callable} is still fuzzed)"
+            )
+            return mask
+    return None
+
+
+def _same_call(a: dict[str, Any], b: dict[str, Any], methods: set[str]) -> bool:
+    """Do two steps make the same call? (A function's steps also carry a receiver choice, which it ignores.)"""
+    return (
+        a["callable"] == b["callable"]
+        and (a["receiver"] == b["receiver"] or a["callable"] not in methods)
+        and a["args"] == b["args"]
+        and sorted(map(tuple, a["kwargs"])) == sorted(map(tuple, b["kwargs"]))
+    )
+
+
 def _mask_note(mask: dict[str, Any]) -> str:
     return (
         f"{mask['kind']} in {mask['site']} repeated {mask['repeats']} times: later runs skip calls shaped"
@@ -1020,7 +1063,7 @@ def _summary(
     never = [c["name"] for c in plan["callables"] if c["name"] not in exercised]
     if never:
         print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
-    masked = f"; {totals.masked} calls skipped as shaped like a known crash" if totals.masked else ""
+    masked = f"; {totals.masked} calls skipped as shaped like a known crash or repeating a hung call" if totals.masked else ""
     print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}{masked}")
     native_edges = max(0, cov - totals.signatures)
     print(

@@ -330,6 +330,45 @@ def call_features(args: list[Any], kwargs: dict[str, Any]) -> set[str]:
     return out
 
 
+# A hang is masked by what it repeats, not by its shape: a second `connect(p)` waits for ever on the lock
+# the first one holds, whatever `p` looks like, and leaving `connect` out after such a hang starved every
+# method of the class it makes. A repeat mask skips a call of its callable that repeats an earlier call of
+# the program (same receiver choice, equal plain arguments); every other call is still made.
+
+
+def _plain_key(v: Any, depth: int = 0) -> Any:
+    """A stand-in for an argument as a C parser sees it, or None (a container too deep or too long to
+    compare). Hashes, not values: a key that held the argument would be a reference the refcount oracle
+    cannot account for. An int is an int in every form a parser takes it (False, Indexable(0), an int
+    subclass); any other object is its type, since comparing it would run its code (a hostile __eq__)
+    outside the call under test, and two `BadIndex('behave', 0)` are one lock name to the callee."""
+    t = type(v)
+    if t.__name__ == "Indexable" and t.__module__ == "ffi_harness_prelude":
+        return _plain_key(v.value, depth)
+    if t in (str, bytes, int, float) or v is None:
+        return (t.__name__, hash(v))
+    # A subclass of int, str or float is its base value, read through the base type's own slot, so no
+    # method of the subclass runs.
+    for base in (int, float, str):
+        if issubclass(t, base):
+            return (base.__name__, hash(base.__pos__(v) if base is not str else str.__str__(v)))
+    if t is tuple or t is list:
+        if depth >= 4 or len(v) > 32:  # bounded: a list may hold itself
+            return None
+        items = tuple(_plain_key(x, depth + 1) for x in v)
+        return None if None in items else (t.__name__, items)
+    return ("object", t.__module__, t.__qualname__)
+
+
+def _call_key(recv: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """What makes two calls of one callable the same call, or None when it cannot tell (`args` and `kwargs`
+    resolved: an earlier result passed on is the value it is)."""
+    keys = [_plain_key(a) for a in args] + [_plain_key(kwargs[k]) for k in sorted(kwargs)]
+    if any(k is None for k in keys):
+        return None
+    return (hash(recv), hash(tuple(sorted(kwargs))), tuple(keys))
+
+
 def mask_features(args: list[Any], kwargs: dict[str, Any]) -> frozenset[str]:
     """What a call must have to look like this (minimised, crashing) one: its unusual features, or,
     when nothing about it is unusual, the type of each argument and the argument count."""
@@ -382,7 +421,11 @@ class Context:
         if record is not None:
             record(True)
         self.masks: dict[str, list[frozenset[str]]] = {}
+        self.repeat_masks: set[str] = set()  # callables whose repeated calls wait for ever (see _call_key)
         for m in plan.get("masks", []):
+            if m.get("repeat"):
+                self.repeat_masks.add(m["callable"])
+                continue
             for name, _recv, m_args, m_kwargs in build(m["source"], sys.modules.get("ffi_harness_prelude")):
                 self.masks.setdefault(name, []).append(mask_features(m_args, m_kwargs))
         self._pool: list[Any] = []
@@ -568,6 +611,7 @@ class Context:
             del e
         results: list[Any] = []
         sigs: list[int] = []
+        repeated: dict[str, set[Any]] = {}  # the calls made so far of each repeat-masked callable
         finding: dict[str, Any] | None = None
         guard: list[Any] = []  # two extra references to each watched object: none is freed mid-judgement
         wobjs: list[Any] = []  # watched objects
@@ -630,6 +674,19 @@ class Context:
             while len(wbase) < len(wobjs):  # measured here, where no local variable holds them
                 wbase.append(_rc_at(wobjs, len(wbase)))
             stat = self.stats[name]
+            if name in self.repeat_masks:  # a repeated call that waited for ever before (see _call_key)
+                call = _call_key(
+                    recv if spec["kind"] == "method" else None,
+                    [resolve(a) for a in args],
+                    {k: resolve(v) for k, v in kwargs.items()},
+                )
+                if call is not None and call in repeated.setdefault(name, set()):
+                    self.masked += 1
+                    results.append(None)
+                    sigs.append(_crc(f"{name}|masked"))
+                    continue
+                if call is not None:
+                    repeated[name].add(call)
             masks = self.masks.get(name)
             if masks:
                 feats = call_features(args, kwargs)

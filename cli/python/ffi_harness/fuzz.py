@@ -1063,7 +1063,11 @@ def _summary(
     never = [c["name"] for c in plan["callables"] if c["name"] not in exercised]
     if never:
         print(f"  never called: {', '.join(never[:20])}{' ...' if len(never) > 20 else ''}")
-    masked = f"; {totals.masked} calls skipped as shaped like a known crash or repeating a hung call" if totals.masked else ""
+    masked = (
+        f"; {totals.masked} calls skipped as shaped like a known crash or repeating a hung call"
+        if totals.masked
+        else ""
+    )
     print(f"execs: {execs} in {fuzz_time:.1f} s ({eps:.0f} exec/s, {args.jobs} job(s)); calls: {total_calls}{masked}")
     native_edges = max(0, cov - totals.signatures)
     print(

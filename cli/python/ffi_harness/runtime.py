@@ -349,9 +349,12 @@ def _plain_key(v: Any, depth: int = 0) -> Any:
         return (t.__name__, hash(v))
     # A subclass of int, str or float is its base value, read through the base type's own slot, so no
     # method of the subclass runs.
-    for base in (int, float, str):
-        if issubclass(t, base):
-            return (base.__name__, hash(base.__pos__(v) if base is not str else str.__str__(v)))
+    if issubclass(t, int):
+        return ("int", hash(int.__pos__(v)))
+    if issubclass(t, float):
+        return ("float", hash(float.__pos__(v)))
+    if issubclass(t, str):
+        return ("str", hash(str.__str__(v)))
     if t is tuple or t is list:
         if depth >= 4 or len(v) > 32:  # bounded: a list may hold itself
             return None

@@ -63,3 +63,21 @@ def test_what_cpython_refuses_and_leaks_itself_is_not_an_answer() -> None:
     except TypeError:
         pass
     assert fh.take_answers() == []  # was ['42'], which then counted one reference nothing accounts for
+
+
+def test_what_a_callable_argument_receives_is_recorded_only_when_made_for_the_call() -> None:
+    # prelude._receive keeps an argument with few references (_RECEIVED_MAX_REFS): a dict the code under
+    # test built for the call is judged after the program; a type, a module or an interned name, which
+    # everybody holds, says nothing by its count and is never recorded.
+    import sys
+
+    fh.record_callable_results(True)
+    try:
+        fh.take_received()
+        returner = fh.mk_returner(1)
+        returner({"made": "for the call"}, key=["a", "list"])
+        returner(int, sys, "__name__", key=str)
+        received = fh.take_received()
+    finally:
+        fh.record_callable_results(False)
+    assert [type(v).__name__ for v in received] == ["dict", "list"], received

@@ -63,6 +63,7 @@ fn parse_specs(callables: &Bound<'_, PyList>) -> PyResult<Vec<CallableSpec>> {
                 max_args: get("max_args")?.extract()?,
                 keywords: get("keywords")?.extract()?,
                 method: get("kind")?.extract::<String>()? == "method",
+                returns: d.get_item("returns")?.map(|r| r.extract()).transpose()?,
             })
         })
         .collect()

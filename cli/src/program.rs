@@ -25,6 +25,8 @@ pub struct CallableSpec {
     pub keywords: Vec<String>,
     /// Called on an instance from the pool (`receiver` selects which).
     pub method: bool,
+    /// The class its stub says it returns (`connect() -> Connection`), when that class is planned.
+    pub returns: Option<String>,
 }
 
 /// Integers of every magnitude: small counts and indices, powers of two and their neighbours up to
@@ -257,19 +259,24 @@ impl Program {
     }
 }
 
-/// The methods of the class callable `of` belongs to (`C` for the constructor `C` and the method `C.m`),
-/// as indices into `specs`; none for a plain function.
+/// The methods of the class callable `of` belongs to (`C` for the constructor `C` and the method `C.m`)
+/// and of the class its stub says it returns (`connect` -> `Connection`, `C.cursor` -> `Cursor`), as
+/// indices into `specs`; none for a plain function that returns no planned class.
 fn class_methods(specs: &[CallableSpec], of: usize) -> Vec<usize> {
     let class_of = |s: &CallableSpec| s.name.rsplit_once('.').map(|(class, _)| class.to_owned());
-    let class = if specs[of].method {
+    let own = if specs[of].method {
         class_of(&specs[of])
     } else {
         Some(specs[of].name.clone())
     };
+    let returned = specs[of].returns.clone();
     specs
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.method && class.is_some() && class_of(s) == class)
+        .filter(|(_, s)| {
+            let class = class_of(s);
+            s.method && class.is_some() && (class == own || class == returned)
+        })
         .map(|(i, _)| i)
         .collect()
 }
@@ -294,6 +301,7 @@ mod tests {
             max_args: 2,
             keywords: vec!["k".into()],
             method: false,
+            returns: None,
         }]
     }
 
@@ -314,6 +322,7 @@ mod tests {
             max_args: 0,
             keywords: vec![],
             method,
+            returns: None,
         };
         let mut specs: Vec<CallableSpec> = (0..20).map(|i| spec(&format!("f{i}"), false)).collect();
         specs.extend([spec("C", false), spec("C.close", true), spec("C.use", true)]);
@@ -370,5 +379,28 @@ mod tests {
             5000
         );
         assert_eq!(IntArg::NegSmall(300).value(), -300);
+    }
+
+    #[test]
+    fn steps_after_a_call_that_returns_a_class_stay_among_its_methods() {
+        let spec = |name: &str, method: bool, returns: Option<&str>| CallableSpec {
+            name: name.into(),
+            min_args: 0,
+            max_args: 0,
+            keywords: vec![],
+            method,
+            returns: returns.map(Into::into),
+        };
+        let specs = vec![
+            spec("connect", false, Some("Conn")),
+            spec("Conn.items", true, Some("Iter")),
+            spec("Conn.close", true, None),
+            spec("Iter.__next__", true, None),
+            spec("other", false, None),
+        ];
+        assert_eq!(class_methods(&specs, 0), vec![1, 2]); // a function: the class it returns
+        assert_eq!(class_methods(&specs, 1), vec![1, 2, 3]); // a method: its class and the one it returns
+        assert_eq!(class_methods(&specs, 3), vec![3]);
+        assert!(class_methods(&specs, 4).is_empty());
     }
 }

@@ -4,6 +4,9 @@ and braces do not split it."""
 
 from __future__ import annotations
 
+import types
+from pathlib import Path
+
 import pytest
 from ffi_harness import discover
 
@@ -26,3 +29,26 @@ def test_arity_from_the_first_line_of_a_docstring(first_line: str, arity: tuple[
         __doc__ = first_line + "\n\nWhat it does."
 
     assert discover._from_docstring(Documented, first_line.split("(")[0]) == arity
+
+
+def test_what_a_call_returns_comes_from_the_stub_and_the_stubs_it_star_imports(tmp_path: Path) -> None:
+    # native's layout: __init__.pyi re-exports `from ._native import *`, where the signatures are. The
+    # engine steers the picks after `connect()` to Connection's methods from this.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__init__.pyi").write_text("from ._native import *\n")
+    (pkg / "_native.pyi").write_text(
+        "from typing import Iterator, Optional\n"
+        "def connect(path: str) -> Connection: ...\n"
+        "def maybe() -> Optional['Cursor']: ...\n"
+        "def either() -> Connection | Cursor: ...\n"
+        "class Connection:\n"
+        "    def cursor(self) -> Cursor | None: ...\n"
+        "    def items(self) -> Iterator[bytes]: ...\n"
+        "    def close(self) -> None: ...\n"
+    )
+    module = types.ModuleType("pkg")
+    module.__file__ = str(pkg / "__init__.py")
+    returns = discover._stub_returns(module)
+    assert returns == {"connect": "Connection", "maybe": "Cursor", "Connection.cursor": "Cursor"}

@@ -159,6 +159,63 @@ def _stub_signatures(module: types.ModuleType) -> dict[str, tuple[int, int, list
     return out
 
 
+def _stub_returns(module: types.ModuleType) -> dict[str, str]:
+    """name or Class.method -> the name its .pyi says it returns (`-> Connection`, `-> Cursor | None`), from
+    the stub next to the module and the sibling stubs it star-imports (`from ._native import *`)."""
+    out: dict[str, str] = {}
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return out
+    p = Path(origin)
+    candidates = [p.with_suffix(".pyi"), p.parent / (p.name.split(".")[0] + ".pyi"), p.parent / "__init__.pyi"]
+    stub = next((c for c in candidates if c.is_file()), None)
+    todo, seen = [stub] if stub else [], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            tree = ast.parse(path.read_text())
+        except (SyntaxError, OSError, UnicodeDecodeError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and node.names[0].name == "*":
+                todo.append(path.parent / f"{node.module.replace('.', '/')}.pyi")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                _add_return(out, node.name, node.returns)
+            elif isinstance(node, ast.ClassDef):
+                for sub in node.body:
+                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        _add_return(out, f"{node.name}.{sub.name}", sub.returns)
+    return out
+
+
+def _add_return(out: dict[str, str], key: str, returns: ast.expr | None) -> None:
+    """The one class name an annotation names, ignoring `None` (`X | None`, `Optional[X]`, `"X"`)."""
+    names: list[str] = []
+    parts = [returns]
+    while parts:
+        a = parts.pop()
+        if isinstance(a, ast.Constant) and isinstance(a.value, str):  # a forward reference
+            try:
+                parts.append(ast.parse(a.value, mode="eval").body)
+            except SyntaxError:
+                return
+        elif isinstance(a, ast.BinOp) and isinstance(a.op, ast.BitOr):
+            parts += [a.left, a.right]
+        elif isinstance(a, ast.Subscript) and isinstance(a.value, ast.Name) and a.value.id == "Optional":
+            parts.append(a.slice)
+        elif isinstance(a, ast.Name) and a.id != "None":
+            names.append(a.id)
+        elif isinstance(a, ast.Attribute):
+            names.append(a.attr)
+        elif not (isinstance(a, ast.Constant) and a.value is None):
+            return  # a generic or anything else: no one class
+    if len(names) == 1:
+        out.setdefault(key, names[0])
+
+
 def _from_signature(obj: Any, drop_self: bool) -> tuple[int, int, list[str]] | None:
     try:
         sig = inspect.signature(obj)
@@ -438,6 +495,13 @@ def discover(
             raise LookupError(f"--only: no callable named {', '.join(missing)}")
     for c in callables:
         c["max_args"] = max(c["min_args"], min(int(c["max_args"]), MAX_ARGS))
+    # What a call returns, when its stub names a planned class: the engine then steers some of the next
+    # picks to that class's methods (connect() -> Connection: put, items, close...).
+    returns = _stub_returns(module)
+    planned = {c["name"] for c in classes}
+    for c in callables:
+        if returns.get(c["name"]) in planned:
+            c["returns"] = returns[c["name"]]
     return {
         "module": module_name,
         "module_file": getattr(module, "__file__", None),

@@ -161,6 +161,46 @@ def test_exception_in_every_callback(conn, unraisable):
     assert all(u[0] is ValueError for u in unraisable)
 
 
+def test_callback_exception_is_reported_against_that_callback(
+    conn: native.Connection, unraisable: list[tuple[object, ...]]
+) -> None:
+    # sys.unraisablehook's `object` says where an exception was ignored: for a callback's exception, that
+    # callback. The default hook prints it ("Exception ignored in: <function failing ...>") and a custom hook
+    # can route the error to whoever subscribed it. Mutant 302 reported it against None: every test above
+    # still saw the right class and message, and only the object was lost.
+    def failing(ev: native.Event) -> None:
+        raise ValueError(ev.key)
+
+    rec = Recorder()
+    with conn.subscribe(failing), conn.subscribe(rec):
+        conn.put(b"k", b"v")
+        assert rec.wait_count(1)
+        assert wait_until(lambda: len(unraisable) == 1, 5), unraisable
+    exc_type, _exc_value, _msg, obj = unraisable[0]
+    assert exc_type is ValueError
+    assert obj is failing, f"the callback's exception was reported against {obj!r}"
+
+
+def test_refused_subscribe_keeps_no_reference_to_the_callback(conn: native.Connection) -> None:
+    # A subscribe refused (here: on a closed connection) keeps nothing of its callback: the refusal is the
+    # documented InvalidStateError, and the callable, with whatever it closes over, is freed as soon as the
+    # caller lets go of it. Mutant 303 handed the callback's context to C as a raw pointer before the call
+    # and took it back only on success: every refusal leaked one reference.
+    def callback(ev: native.Event) -> None:
+        pass
+
+    conn.close()
+    before = sys.getrefcount(callback)
+    for _ in range(50):
+        with pytest.raises(native.InvalidStateError):
+            conn.subscribe(callback)
+    assert sys.getrefcount(callback) == before, "a refused subscribe kept a reference to its callback"
+    gone = weakref.ref(callback)
+    del callback
+    gc.collect()
+    assert gone() is None, "the callback of a refused subscribe is never freed"
+
+
 def test_callback_owned_by_wrapper(conn):
     # a lambda referenced by nobody else: the wrapper must own a reference
     box = []

@@ -407,6 +407,21 @@ def test_delete(conn):
     assert conn.get(b"b") == b"2"
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_missing_key_error_carries_the_callers_key(conn: native.Connection, kind: type) -> None:
+    # Like a dict's, a miss raises KeyError(key) with the very object the caller passed, from every way a
+    # key is looked up. For a bytes key a copy is equal and of the same type (only `is` shows it); for a
+    # bytearray or a memoryview the type changes too. Mutant 304 built get()'s KeyError from a bytes copy of
+    # the key's buffer, so get() and delete() disagreed, and no test looked past the exception's class.
+    key = kind(b"missing")
+    lookups = {"get": conn.get, "[]": conn.__getitem__, "delete": conn.delete, "del": conn.__delitem__}
+    for name, lookup in lookups.items():
+        with pytest.raises(KeyError) as ei:
+            lookup(key)
+        assert ei.value.args == (key,), f"{name}({key!r}): KeyError{ei.value.args!r}"
+        assert ei.value.args[0] is key, f"{name}({key!r}): KeyError carries a {type(ei.value.args[0]).__name__}"
+
+
 def test_mapping_sugar(conn):
     conn[b"x"] = b"1"
     conn[bytearray(b"y")] = memoryview(b"2")

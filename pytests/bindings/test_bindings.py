@@ -245,6 +245,40 @@ def test_any_write_at_any_cursor_position_makes_the_iterator_stale(impl: Any, wr
             )
 
 
+# What a finished iterator can still meet: a write, or the close of its connection.
+_AFTER_THE_END: dict[str, Callable[[Any], None]] = {
+    "put of a new key": lambda conn: conn.put(b"new", b"x"),
+    "delete of one key": lambda conn: conn.delete(b"k0"),
+    "close": lambda conn: conn.close(),
+}
+
+
+@pytest.mark.parametrize("after", list(_AFTER_THE_END))
+def test_an_exhausted_iterator_stays_exhausted(impl: Any, after: str, tmp_path: Path) -> None:
+    # The other half of the test above: once next() has raised StopIteration the iterator is finished for
+    # good, as a dict's is, and a later write or close() has nothing left to make stale. Every test above
+    # writes before the StopIteration; one that asks C again after it (mutant 301: the PyO3 iterator no
+    # longer latches NATIVE_EDONE) passed them all, yet raised InvalidStateError from a drained iterator
+    # (a zip() or chain() that calls next() on it once more) as soon as the store had changed.
+    with impl.connect(tmp_path / "done.db") as conn:
+        for i in range(3):
+            conn.put(b"k%d" % i, b"v%d" % i)
+        # items() in every mechanism; keys() and iter(conn) where the mechanism has them (the PyO3 wrapper).
+        makers = [conn.items] + [getattr(conn, m) for m in ("keys", "__iter__") if hasattr(conn, m)]
+        iterators = [iter(make()) for make in makers]
+        for it in iterators:
+            assert len(list(it)) == 3
+        _AFTER_THE_END[after](conn)
+        for make, it in zip(makers, iterators):
+            try:
+                got = next(it)
+            except StopIteration:
+                continue
+            except Exception as e:  # noqa: BLE001 - which exception is the point
+                pytest.fail(f"{make.__name__}(): exhausted, then a {after}: next() raised {e!r}")
+            pytest.fail(f"{make.__name__}(): exhausted, then a {after}: next() gave {got!r}")
+
+
 def _abandon_early(conn: Any) -> None:
     """Every way a loop over items() can stop before the end."""
     next(iter(conn.items()))

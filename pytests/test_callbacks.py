@@ -166,7 +166,7 @@ def test_callback_exception_is_reported_against_that_callback(
 ) -> None:
     # sys.unraisablehook's `object` says where an exception was ignored: for a callback's exception, that
     # callback. The default hook prints it ("Exception ignored in: <function failing ...>") and a custom hook
-    # can route the error to whoever subscribed it. Mutant 302 reported it against None: every test above
+    # can route the error to whoever subscribed it. Mutant 113 reported it against None: every test above
     # still saw the right class and message, and only the object was lost.
     def failing(ev: native.Event) -> None:
         raise ValueError(ev.key)
@@ -184,7 +184,7 @@ def test_callback_exception_is_reported_against_that_callback(
 def test_refused_subscribe_keeps_no_reference_to_the_callback(conn: native.Connection) -> None:
     # A subscribe refused (here: on a closed connection) keeps nothing of its callback: the refusal is the
     # documented InvalidStateError, and the callable, with whatever it closes over, is freed as soon as the
-    # caller lets go of it. Mutant 303 handed the callback's context to C as a raw pointer before the call
+    # caller lets go of it. Mutant 114 handed the callback's context to C as a raw pointer before the call
     # and took it back only on success: every refusal leaked one reference.
     def callback(ev: native.Event) -> None:
         pass

@@ -411,7 +411,7 @@ def test_delete(conn):
 def test_missing_key_error_carries_the_callers_key(conn: native.Connection, kind: type) -> None:
     # Like a dict's, a miss raises KeyError(key) with the very object the caller passed, from every way a
     # key is looked up. For a bytes key a copy is equal and of the same type (only `is` shows it); for a
-    # bytearray or a memoryview the type changes too. Mutant 304 built get()'s KeyError from a bytes copy of
+    # bytearray or a memoryview the type changes too. Mutant 115 built get()'s KeyError from a bytes copy of
     # the key's buffer, so get() and delete() disagreed, and no test looked past the exception's class.
     key = kind(b"missing")
     lookups = {"get": conn.get, "[]": conn.__getitem__, "delete": conn.delete, "del": conn.__delitem__}

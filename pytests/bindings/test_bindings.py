@@ -257,7 +257,7 @@ _AFTER_THE_END: dict[str, Callable[[Any], None]] = {
 def test_an_exhausted_iterator_stays_exhausted(impl: Any, after: str, tmp_path: Path) -> None:
     # The other half of the test above: once next() has raised StopIteration the iterator is finished for
     # good, as a dict's is, and a later write or close() has nothing left to make stale. Every test above
-    # writes before the StopIteration; one that asks C again after it (mutant 301: the PyO3 iterator no
+    # writes before the StopIteration; one that asks C again after it (mutant 112: the PyO3 iterator no
     # longer latches NATIVE_EDONE) passed them all, yet raised InvalidStateError from a drained iterator
     # (a zip() or chain() that calls next() on it once more) as soon as the store had changed.
     with impl.connect(tmp_path / "done.db") as conn:

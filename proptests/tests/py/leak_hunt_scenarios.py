@@ -126,7 +126,7 @@ def errors(path):
         conn.put(b"a", b"1")
     except native.InvalidStateError:
         pass
-    # A refusal for the connection's state keeps nothing of a good argument either (mutant 303: a refused
+    # A refusal for the connection's state keeps nothing of a good argument either (mutant 114: a refused
     # subscribe kept its callback, a fresh lambda here on every run).
     try:
         conn.subscribe(lambda ev: None)

@@ -51,7 +51,7 @@ def asan_run(
     buggy_asan: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fuzz-asan")
-    return _fuzz(buggy_asan, tmp, "buggy", "--max-time", "60", "--timeout", "2", "--minimise-time", "8", "--seed", "7")
+    return _fuzz(buggy_asan, tmp, "buggy", "--max-time", "90", "--timeout", "2", "--minimise-time", "8", "--seed", "7")
 
 
 def test_finds_every_planted_bug(asan_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:

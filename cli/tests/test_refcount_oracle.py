@@ -326,6 +326,8 @@ def _context() -> runtime.Context:
 
 
 def _finding(context: runtime.Context, source: str) -> Any:
+    # Each case judges its program alone: the shared Context must not remember earlier cases' findings.
+    context.reported.clear()
     _sigs, finding = context.run(runtime.build(source, fh))
     return finding and (finding["kind"], finding["site"])
 
@@ -584,3 +586,35 @@ def test_the_refcount_oracles_on_every_interpreter(version: str, tmp_path: Path)
     # A container leaked with the argument in it, on every version (the measuring calibrates itself).
     orphaned = ["refcount-leak", "argument_in_a_leaked_list"]
     assert json.loads(out) == [mortal, caught, None, None, orphaned, None], out
+
+
+def test_a_leak_reported_once_does_not_hide_the_next_one_in_the_same_program(tmp_path: Path) -> None:
+    # Every program that calls a shallow leaky function is that leak again. Once run() has reported it,
+    # the same Context judges the program on: the second leak, in a later call of the same program, must
+    # come out, where a fuzzer that kept reporting the first found the second only in programs without it.
+    (tmp_path / "two_leaks.py").write_text(
+        "import ctypes\n\n\n"
+        "def keep_a(x):\n    ctypes.pythonapi.Py_IncRef(ctypes.py_object(x))\n\n\n"
+        "def keep_b(x):\n    ctypes.pythonapi.Py_IncRef(ctypes.py_object(x))\n\n\n"
+        "def fails(x):\n    raise SystemError('error return without exception set')\n"
+    )
+    spec = {"kind": "function", "min_args": 1, "max_args": 1, "keywords": []}
+    plan = {
+        "module": "two_leaks",
+        "classes": [],
+        "callables": [{**spec, "name": n, "path": n} for n in ("keep_a", "fails", "keep_b")],
+    }
+    sys.path.insert(0, str(tmp_path))
+    try:
+        ctx = runtime.Context(plan)
+        found = []
+        for _ in range(4):
+            # Arguments only the program holds (the oracle watches those): a few small lists leak for good.
+            steps = [("keep_a", 0, [["a", 1]], {}), ("fails", 0, [1.5], {}), ("keep_b", 0, [["b", 2]], {})]
+            _sigs, finding = ctx.run(steps)
+            found.append(finding and finding["key"])
+            del steps
+        assert found == ["SystemError:fails", "refcount-leak:keep_a", "refcount-leak:keep_b", None]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("two_leaks", None)

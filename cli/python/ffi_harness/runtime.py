@@ -414,6 +414,7 @@ class Context:
         self._returned_ids: set[int] = set()  # ids of what the last program's calls returned (see run)
         self._received_ids: set[int] = set()  # ids of what its callables received (see run)
         self._kept_ids: set[int] = set()  # returned objects the second run showed to be kept (a cache)
+        self.reported: set[str] = set()  # keys of the findings run() returned (see run)
         self.singleton_checks = 0  # calls whose singleton counts were judged
         self.singleton_false_alarms = 0  # suspected singleton over-decrefs that running again cleared
         self._singleton_sites: set[str] = set()  # callables that running again showed to over-decref one
@@ -508,6 +509,15 @@ class Context:
         return live[k % len(live)] if live else None
 
     def run(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
+        """Run one program; returns (outcome signatures, finding or None). A finding this Context reported
+        before is not reported again: the program is judged on, so that a shallow bug that every other
+        program meets (a leak in a common call) does not hide the next one from the fuzzer."""
+        sigs, finding = self._run_and_confirm(steps)
+        if finding is not None:
+            self.reported.add(finding["key"])
+        return sigs, finding
+
+    def _run_and_confirm(self, steps: list[Any]) -> tuple[list[int], dict[str, Any] | None]:
         """Run one program; returns (outcome signatures, finding or None).
 
         A suspected leaked reference is confirmed by running the program a second time: a leak grows (or,
@@ -747,7 +757,7 @@ class Context:
                 results.append(None)
                 tname = type(e).__name__
                 sigs.append(_crc(f"{name}|raise|{tname}|{_message_words(e)}"))
-                if isinstance(e, SystemError) or tname == "PanicException":
+                if (isinstance(e, SystemError) or tname == "PanicException") and f"{tname}:{name}" not in self.reported:
                     finding = {
                         "kind": "PanicException" if tname == "PanicException" else "SystemError",
                         "site": name,
@@ -766,7 +776,8 @@ class Context:
                     if gone >= 0:
                         lost.append((i, gone))
                 pending = _pending_exception()
-                if pending is not None:  # a result returned with an exception set (CPython does not always check)
+                if pending is not None and f"SystemError:{name}" not in self.reported:
+                    # A result returned with an exception set (CPython does not always check).
                     stat[2] += 1
                     results.append(None)
                     finding = {
@@ -808,16 +819,18 @@ class Context:
         # This function's own lists, and the program's argument containers (a loop variable still names the
         # last step's): held by locals, which gc cannot see, so each would look orphaned (see `_orphaned`).
         mine = frozenset(map(id, (guard, wobjs, answers, returned, received, *_program_containers(steps))))
+        skip = frozenset(self.reported)
         if finding is None and wobjs:
-            finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard, mine)
+            finding = _judge_refcounts(wobjs, wsteps, wbase, steps, guard, mine, skip)
         if finding is None and answers:
-            finding = _judge_answers(answers, asteps, steps, mine)
+            finding = _judge_answers(answers, asteps, steps, mine, skip)
         if finding is None and returned:
-            finding = _judge_returned(returned, rsteps, steps, mine)
+            finding = _judge_returned(returned, rsteps, steps, mine, skip)
         if finding is None and received:
             finding = _judge_handed_over(
-                received, vsteps, steps, "passed to a callable argument during step {step}", None, mine
+                received, vsteps, steps, "passed to a callable argument during step {step}", None, mine, skip
             )
+        lost = [(st, w) for st, w in lost if f"over-decref:{steps[st][0]}" not in skip]
         if finding is None and lost:
             finding = {"kind": "over-decref", "_suspects": lost}  # Context.run confirms one, or none
         if finding is None:
@@ -989,6 +1002,7 @@ def _judge_refcounts(
     steps: list[Any],
     guard: list[Any],
     mine: frozenset[int] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     moved = [i for i in range(len(wobjs)) if _rc_at(wobjs, i) != wbase[i]]
     if not moved:
@@ -1012,11 +1026,13 @@ def _judge_refcounts(
             f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(obj).__name__} argument "
             f"of step {step} beyond what live objects account for",
         )
+        if finding["key"] in skip:
+            continue  # reported already: the next suspect may be another bug
         if excess > 0:  # Context.run confirms it on a second run, which passes the same object again
             finding.update(_held=obj, _excess=excess, _reused=True)
         return finding
     mine = mine | {id(wobjs), id(calibration), id(containers)}
-    return _held_by_orphans(wobjs, moved, wsteps, steps, containers, mine, "argument of step {step}")
+    return _held_by_orphans(wobjs, moved, wsteps, steps, containers, mine, "argument of step {step}", skip)
 
 
 def _fresh_result(result: Any) -> bool:
@@ -1030,15 +1046,23 @@ def _fresh_result(result: Any) -> bool:
 
 
 def _judge_returned(
-    returned: list[Any], rsteps: list[int], steps: list[Any], mine: frozenset[int] = frozenset()
+    returned: list[Any],
+    rsteps: list[int],
+    steps: list[Any],
+    mine: frozenset[int] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """Every object a call returned is the caller's: once the program dropped its results, nothing that
     no live object accounts for may hold one (a result returned with one reference too many)."""
-    return _judge_handed_over(returned, rsteps, steps, "returned by step {step}", None, mine)
+    return _judge_handed_over(returned, rsteps, steps, "returned by step {step}", None, mine, skip)
 
 
 def _judge_answers(
-    answers: list[Any], asteps: list[int], steps: list[Any], mine: frozenset[int] = frozenset()
+    answers: list[Any],
+    asteps: list[int],
+    steps: list[Any],
+    mine: frozenset[int] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """Every object a hostile dunder or a callable argument returned to the code under test (an `__index__`
     int, an `__fspath__` str, a `__buffer__` view, a callback's result) is the callee's to release once the
@@ -1047,7 +1071,7 @@ def _judge_answers(
     not the argument."""
     # A second run asks for a new answer: the first one's reference must still be there (reused=False).
     return _judge_handed_over(
-        answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False, mine
+        answers, asteps, steps, "a hostile dunder or a callable argument returned during step {step}", False, mine, skip
     )
 
 
@@ -1058,10 +1082,11 @@ def _judge_handed_over(
     what: str,
     reused: bool | None,
     mine: frozenset[int] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """The first of `objs` (each handed over during step osteps[i]) that something no live object
-    accounts for holds, as a finding; `reused` is how Context.run's second run judges it (None: by
-    whether the second run hands over the same object)."""
+    accounts for holds, as a finding whose key is not in `skip`; `reused` is how Context.run's second
+    run judges it (None: by whether the second run hands over the same object)."""
     # Ours: `objs` and getrefcount's argument. Anything more is looked at closely.
     moved = [i for i in range(len(objs)) if sys.getrefcount(objs[i]) != 2]
     if not moved:
@@ -1083,10 +1108,12 @@ def _judge_handed_over(
             f"{'+' if excess > 0 else ''}{excess} reference(s) to the {type(objs[i]).__name__} "
             f"{what.format(step=step)}, beyond what live objects account for",
         )
+        if finding["key"] in skip:
+            continue  # reported already: the next suspect may be another bug
         if excess > 0:  # Context.run confirms it on a second run
             finding.update(_held=objs[i], _excess=excess, _reused=reused)
         return finding
-    return _held_by_orphans(objs, moved, osteps, steps, (), mine | {id(objs), id(calibration)}, what)
+    return _held_by_orphans(objs, moved, osteps, steps, (), mine | {id(objs), id(calibration)}, what, skip)
 
 
 def _held_by_orphans(
@@ -1097,6 +1124,7 @@ def _held_by_orphans(
     containers: tuple[Any, ...],
     mine: frozenset[int],
     what: str,
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     """The first of `objs` that only orphaned containers hold, as a suspected leak (see `_orphaned`): the
     count of such an object adds up, since the container holding it is alive, but nothing holds the
@@ -1107,7 +1135,7 @@ def _held_by_orphans(
         excess = _unaccounted(objs, i, containers, orphans, mine) - _unaccounted(
             calibration, 0, (), set(), mine | {id(calibration)}
         )
-        if excess <= 0 or not orphans:
+        if excess <= 0 or not orphans or f"refcount-leak:{steps[osteps[i]][0]}" in skip:
             continue
         step = osteps[i]
         return {

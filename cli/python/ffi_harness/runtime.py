@@ -830,7 +830,7 @@ class Context:
             finding = _judge_handed_over(
                 received, vsteps, steps, "passed to a callable argument during step {step}", None, mine, skip
             )
-        lost = [(st, w) for st, w in lost if f"over-decref:{steps[st][0]}" not in skip]
+        lost[:] = [(st, w) for st, w in lost if f"over-decref:{steps[st][0]}" not in skip]  # self._lost too
         if finding is None and lost:
             finding = {"kind": "over-decref", "_suspects": lost}  # Context.run confirms one, or none
         if finding is None:

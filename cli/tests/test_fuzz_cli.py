@@ -34,6 +34,15 @@ EXPECTED = {
 }
 if sys.version_info < (3, 12):  # None is mortal: table_find's `return Py_None;` takes a reference from it
     EXPECTED.add(("over-decref", "table_find"))
+# table_get's read past the table is one bug that ASan names by where the index lands: next to the table
+# (heap-buffer-overflow), in memory freed earlier (heap-use-after-free) or unmapped (SEGV). Whichever comes
+# first is masked by its shape (a plain int), so a run reports that one only (a rehearsal's SEGV at 16381).
+_TABLE_GET_READ = {"heap-buffer-overflow", "heap-use-after-free", "SEGV"}
+
+
+def _planted(kind: str, site: str) -> tuple[str, str]:
+    """The planted bug a report names (EXPECTED's spelling)."""
+    return ("heap-buffer-overflow", site) if site == "table_get" and kind in _TABLE_GET_READ else (kind, site)
 
 
 def _fuzz(
@@ -57,7 +66,7 @@ def asan_run(
 def test_finds_every_planted_bug(asan_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     p, data = asan_run
     assert p.returncode == 1, p.stdout + p.stderr
-    found = {(f["kind"], f["site"]) for f in data["findings"]}
+    found = {_planted(f["kind"], f["site"]) for f in data["findings"]}
     assert EXPECTED <= found, p.stdout
     assert data["exercised"] >= 8 and data["execs"] > 1000, p.stdout
     assert "libFuzzer-guided" in p.stdout and data["native_edges"] > 20

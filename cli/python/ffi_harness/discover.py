@@ -121,15 +121,19 @@ MAX_KEYWORD_PROBES = 80
 MAX_KEYWORDS = 12
 
 
+def _stub_candidates(module: types.ModuleType) -> list[Path]:
+    """Where a module's .pyi may be: beside its file, by its bare name, or its package's __init__.pyi."""
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return []
+    p = Path(origin)
+    return [p.with_suffix(".pyi"), p.parent / (p.name.split(".")[0] + ".pyi"), p.parent / "__init__.pyi"]
+
+
 def _stub_signatures(module: types.ModuleType) -> dict[str, tuple[int, int, list[str]]]:
     """name or Class.method -> (min, max, keywords) from a .pyi next to the module."""
     out: dict[str, tuple[int, int, list[str]]] = {}
-    origin = getattr(module, "__file__", None)
-    if not origin:
-        return out
-    p = Path(origin)
-    candidates = [p.with_suffix(".pyi"), p.parent / (p.name.split(".")[0] + ".pyi"), p.parent / "__init__.pyi"]
-    for stub in candidates:
+    for stub in _stub_candidates(module):
         if not stub.is_file():
             continue
         try:
@@ -163,12 +167,7 @@ def _stub_returns(module: types.ModuleType) -> dict[str, str]:
     """name or Class.method -> the name its .pyi says it returns (`-> Connection`, `-> Cursor | None`), from
     the stub next to the module and the sibling stubs it star-imports (`from ._native import *`)."""
     out: dict[str, str] = {}
-    origin = getattr(module, "__file__", None)
-    if not origin:
-        return out
-    p = Path(origin)
-    candidates = [p.with_suffix(".pyi"), p.parent / (p.name.split(".")[0] + ".pyi"), p.parent / "__init__.pyi"]
-    stub = next((c for c in candidates if c.is_file()), None)
+    stub = next((c for c in _stub_candidates(module) if c.is_file()), None)
     todo, seen = [stub] if stub else [], set()
     while todo:
         path = todo.pop()
